@@ -1,0 +1,7 @@
+//! fenceline: a cluster console and fencing daemon for libvirt hosts in a
+//! corosync cluster. See ARCHITECTURE.md for the module map and invariants.
+
+pub mod config;
+pub mod engine;
+pub mod sandbox;
+pub mod ui;
