@@ -1,1 +1,389 @@
-//! Configuration (TOML).
+//! fenceline's TOML configuration.
+//!
+//! Every section rejects unknown keys, and every error names the file, the
+//! line and the key, so a typo stops the daemon instead of being ignored.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Where the daemon looks when `--config` is not given.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/fenceline/fenceline.toml";
+pub const DEFAULT_SOCKET: &str = "/run/fenceline/fenceline.sock";
+pub const DEFAULT_READONLY_SOCKET: &str = "/run/fenceline/fenceline-ro.sock";
+pub const DEFAULT_LOG_FILE: &str = "/var/log/fenceline/fenceline.log";
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub libvirt: LibvirtSection,
+    pub control: ControlSection,
+    pub log: LogSection,
+    pub events: EventsSection,
+    pub corosync: CorosyncSection,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum NameMode {
+    #[default]
+    Name,
+    Uuid,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LibvirtSection {
+    /// One or more libvirt URIs on this host.
+    pub uris: Vec<String>,
+    /// Whether fence requests name VMs by name or by UUID (fence_virtd's `name_mode`).
+    pub name_mode: NameMode,
+    /// Seconds between full re-listings (reconcile); at least 30.
+    pub reconcile_secs: u64,
+}
+
+impl Default for LibvirtSection {
+    fn default() -> Self {
+        Self {
+            uris: vec!["qemu:///system".into()],
+            name_mode: NameMode::Name,
+            reconcile_secs: 60,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ControlSection {
+    /// Read-write socket, mode 0600.
+    pub socket: PathBuf,
+    /// Read-only socket, mode 0666.
+    pub readonly_socket: PathBuf,
+}
+
+impl Default for ControlSection {
+    fn default() -> Self {
+        Self {
+            socket: DEFAULT_SOCKET.into(),
+            readonly_socket: DEFAULT_READONLY_SOCKET.into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSection {
+    /// Log file (appended); empty string = stderr only.
+    pub file: PathBuf,
+    /// A tracing filter, e.g. "info" or "fenceline=debug".
+    pub level: String,
+}
+
+impl Default for LogSection {
+    fn default() -> Self {
+        Self {
+            file: DEFAULT_LOG_FILE.into(),
+            level: "info".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EventsSection {
+    /// How many recent events the daemon keeps for `fenceline events`.
+    pub capacity: usize,
+}
+
+impl Default for EventsSection {
+    fn default() -> Self {
+        Self { capacity: 1000 }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CorosyncSection {
+    /// fence_virtd's CPG group; change only for tests.
+    pub fence_group: String,
+    /// fenceline's own CPG group.
+    pub own_group: String,
+}
+
+impl Default for CorosyncSection {
+    fn default() -> Self {
+        Self {
+            fence_group: "fence-agents".into(),
+            own_group: "fenceline".into(),
+        }
+    }
+}
+
+/// A configuration error, always with the file and, where known, line and key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: cannot read: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}:{column}: {}{message}", key.as_ref().map(|k| format!("key `{k}`: ")).unwrap_or_default())]
+    Parse {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        key: Option<String>,
+        message: String,
+    },
+    #[error("{path}:{}: key `{key}`: {message}", line.map(|l| l.to_string()).unwrap_or_else(|| "?".into()))]
+    Invalid {
+        path: PathBuf,
+        line: Option<usize>,
+        key: String,
+        message: String,
+    },
+}
+
+impl Config {
+    /// Loads a config file. With `path == None`, the default path is used if
+    /// it exists, else built-in defaults.
+    pub fn load(path: Option<&Path>) -> Result<(Config, Option<PathBuf>), ConfigError> {
+        let (path, required) = match path {
+            Some(p) => (p.to_path_buf(), true),
+            None => (PathBuf::from(DEFAULT_CONFIG_PATH), false),
+        };
+        match std::fs::read_to_string(&path) {
+            Ok(text) => Ok((Config::parse(&text, &path)?, Some(path))),
+            Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => {
+                Ok((Config::default(), None))
+            }
+            Err(source) => Err(ConfigError::Io { path, source }),
+        }
+    }
+
+    /// Parses and validates config text; `path` is only used in messages.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let cfg: Config = toml::from_str(text).map_err(|e| {
+            let (line, column, key) = match e.span() {
+                Some(span) => locate(text, span.start),
+                None => (0, 0, None),
+            };
+            ConfigError::Parse {
+                path: path.to_path_buf(),
+                line,
+                column,
+                key,
+                message: e.message().trim().to_string(),
+            }
+        })?;
+        cfg.validate(text, path)?;
+        Ok(cfg)
+    }
+
+    fn validate(&self, text: &str, path: &Path) -> Result<(), ConfigError> {
+        let invalid = |section: &str, key: &str, message: String| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            line: find_key_line(text, section, key),
+            key: format!("{section}.{key}"),
+            message,
+        };
+        if self.libvirt.uris.is_empty() {
+            return Err(invalid("libvirt", "uris", "needs at least one URI".into()));
+        }
+        if let Some(u) = self.libvirt.uris.iter().find(|u| !u.contains(':')) {
+            return Err(invalid(
+                "libvirt",
+                "uris",
+                format!("`{u}` is not a libvirt URI (e.g. qemu:///system)"),
+            ));
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        if let Some(u) = self.libvirt.uris.iter().find(|u| !seen.insert(u.as_str())) {
+            return Err(invalid("libvirt", "uris", format!("`{u}` is listed twice")));
+        }
+        if self.libvirt.reconcile_secs < 30 {
+            return Err(invalid(
+                "libvirt",
+                "reconcile_secs",
+                "must be at least 30 (events are the primary source; this is only a safety net)"
+                    .into(),
+            ));
+        }
+        for (key, p) in [
+            ("socket", &self.control.socket),
+            ("readonly_socket", &self.control.readonly_socket),
+        ] {
+            if !p.is_absolute() {
+                return Err(invalid(
+                    "control",
+                    key,
+                    format!("`{}` must be an absolute path", p.display()),
+                ));
+            }
+        }
+        if self.control.socket == self.control.readonly_socket {
+            return Err(invalid(
+                "control",
+                "readonly_socket",
+                "must differ from control.socket".into(),
+            ));
+        }
+        if self.events.capacity == 0 || self.events.capacity > 1_000_000 {
+            return Err(invalid(
+                "events",
+                "capacity",
+                "must be between 1 and 1000000".into(),
+            ));
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
+            return Err(invalid("log", "level", format!("not a log filter: {e}")));
+        }
+        for (key, g) in [
+            ("fence_group", &self.corosync.fence_group),
+            ("own_group", &self.corosync.own_group),
+        ] {
+            if g.is_empty() || g.len() > 127 {
+                return Err(invalid("corosync", key, "must be 1 to 127 bytes".into()));
+            }
+        }
+        if self.corosync.fence_group == self.corosync.own_group {
+            return Err(invalid(
+                "corosync",
+                "own_group",
+                "must differ from corosync.fence_group".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn reconcile_interval(&self) -> Duration {
+        Duration::from_secs(self.libvirt.reconcile_secs)
+    }
+}
+
+/// Line (1-based), column (1-based) and the key written on that line, if any.
+fn locate(text: &str, offset: usize) -> (usize, usize, Option<String>) {
+    let offset = offset.min(text.len());
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map(|i| i + 1).unwrap_or(0);
+    let column = before[line_start..].chars().count() + 1;
+    let line_text = text[line_start..].lines().next().unwrap_or("");
+    let key = line_text
+        .split_once('=')
+        .map(|(k, _)| k.trim().trim_matches('"').to_string())
+        .filter(|k| !k.is_empty() && !k.starts_with('['));
+    // Prefix the key with its table, e.g. `libvirt.uris`.
+    let table = before[..line_start]
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('[') && !l.starts_with("[["))
+        .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim().to_string());
+    let key = match (table, key) {
+        (Some(t), Some(k)) => Some(format!("{t}.{k}")),
+        (None, k) => k,
+        (Some(_), None) => None,
+    };
+    (line, column, key)
+}
+
+/// The line where `key` is set inside `[section]`, if it is written at all.
+fn find_key_line(text: &str, section: &str, key: &str) -> Option<usize> {
+    let mut current = String::new();
+    for (i, l) in text.lines().enumerate() {
+        let t = l.trim();
+        if t.starts_with('[') {
+            current = t.trim_matches(|c| c == '[' || c == ']').trim().to_string();
+        } else if current == section
+            && t.split_once('=').map(|(k, _)| k.trim()) == Some(key)
+        {
+            return Some(i + 1);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Result<Config, ConfigError> {
+        Config::parse(s, Path::new("/etc/fenceline/test.toml"))
+    }
+
+    #[test]
+    fn contract_example_parses() {
+        let c = parse(
+            r#"
+[libvirt]
+uris = ["qemu:///system"]          # one or more
+name_mode = "name"                 # or "uuid"
+[control]
+socket = "/run/fenceline/fenceline.sock"
+readonly_socket = "/run/fenceline/fenceline-ro.sock"
+[log]
+file = "/var/log/fenceline/fenceline.log"
+"#,
+        )
+        .unwrap();
+        assert_eq!(c, Config::default());
+    }
+
+    #[test]
+    fn empty_file_is_all_defaults() {
+        assert_eq!(parse("").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn unknown_key_names_file_line_and_key() {
+        let e = parse("[libvirt]\nuris = [\"test:///default\"]\nurl = \"x\"\n").unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.starts_with("/etc/fenceline/test.toml:3:"), "{msg}");
+        assert!(msg.contains("libvirt.url"), "{msg}");
+        assert!(msg.contains("unknown field"), "{msg}");
+    }
+
+    #[test]
+    fn wrong_type_names_the_key() {
+        let e = parse("[events]\ncapacity = \"lots\"\n").unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.contains(":2:"), "{msg}");
+        assert!(msg.contains("events.capacity"), "{msg}");
+    }
+
+    #[test]
+    fn bad_name_mode_is_refused() {
+        let e = parse("[libvirt]\nname_mode = \"both\"\n").unwrap_err();
+        assert!(e.to_string().contains("libvirt.name_mode"), "{e}");
+    }
+
+    #[test]
+    fn semantic_errors_name_the_key_and_line() {
+        let e = parse("[libvirt]\nuris = []\n").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "/etc/fenceline/test.toml:2: key `libvirt.uris`: needs at least one URI"
+        );
+        let e = parse("[control]\nsocket = \"rel.sock\"\n").unwrap_err();
+        assert!(e.to_string().contains("control.socket"), "{e}");
+        let e = parse("[libvirt]\nreconcile_secs = 1\n").unwrap_err();
+        assert!(e.to_string().contains(":2: key `libvirt.reconcile_secs`"), "{e}");
+        let e = parse("[libvirt]\nuris = [\"a:///\", \"a:///\"]\n").unwrap_err();
+        assert!(e.to_string().contains("twice"), "{e}");
+    }
+
+    #[test]
+    fn syntax_error_has_a_line() {
+        let e = parse("[libvirt\nuris = 1\n").unwrap_err();
+        assert!(e.to_string().contains("test.toml:1:"), "{e}");
+    }
+
+    #[test]
+    fn missing_explicit_file_is_an_error_but_missing_default_is_not() {
+        let e = Config::load(Some(Path::new("/nonexistent/fenceline.toml"))).unwrap_err();
+        assert!(e.to_string().contains("/nonexistent/fenceline.toml"));
+    }
+}

@@ -1,7 +1,9 @@
 //! fenceline: a cluster console and fencing daemon for libvirt hosts in a
 //! corosync cluster. See ARCHITECTURE.md for the module map and invariants.
 
+pub mod cli;
 pub mod config;
+pub mod daemon;
 pub mod engine;
 pub mod sandbox;
 pub mod ui;

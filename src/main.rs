@@ -1,1 +1,120 @@
-fn main() {}
+//! The `fenceline` command: argument parsing only; every subcommand runs a
+//! function from the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use fenceline::cli::{self, exit};
+use fenceline::config::Config;
+
+#[derive(Parser)]
+#[command(
+    name = "fenceline",
+    version,
+    about = "Cluster console and fencing daemon for libvirt hosts in a corosync cluster"
+)]
+struct Cli {
+    /// Config file (TOML). Default: /etc/fenceline/fenceline.toml if it exists.
+    #[arg(long, global = true, value_name = "PATH")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the headless daemon (corosync CPG, libvirt, control sockets).
+    Daemon,
+    /// Print one snapshot of the cluster and exit.
+    Status {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Control socket (default: the read-only socket from the config).
+        #[arg(long, value_name = "PATH")]
+        socket: Option<PathBuf>,
+    },
+    /// Print recent events; with --follow, keep printing new ones.
+    Events {
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+        /// Keep the stream open and print events as they happen.
+        #[arg(long, short = 'f')]
+        follow: bool,
+        /// Control socket (default: the read-only socket from the config).
+        #[arg(long, value_name = "PATH")]
+        socket: Option<PathBuf>,
+    },
+}
+
+fn load_config(path: Option<&std::path::Path>) -> Result<Config, ExitCode> {
+    match Config::load(path) {
+        Ok((c, _)) => Ok(c),
+        Err(e) => {
+            eprintln!("fenceline: config error: {e}");
+            Err(ExitCode::from(exit::USAGE))
+        }
+    }
+}
+
+fn client_runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("fenceline: cannot start runtime: {e}");
+            ExitCode::from(exit::UNREACHABLE)
+        })
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(code) => code,
+    }
+}
+
+fn run(cli: Cli) -> Result<(), ExitCode> {
+    let cfg_path = cli.config.as_deref();
+    match cli.command {
+        Command::Daemon => {
+            let cfg = load_config(cfg_path)?;
+            fenceline::daemon::run(cfg, cfg_path).map_err(|e| {
+                eprintln!("fenceline: {e:#}");
+                ExitCode::from(exit::UNREACHABLE)
+            })
+        }
+        Command::Status { json, socket } => {
+            let socket = match socket {
+                Some(s) => s,
+                None => load_config(cfg_path)?.control.readonly_socket,
+            };
+            client_runtime()?
+                .block_on(cli::status(&socket, json))
+                .map_err(|e| {
+                    eprintln!("fenceline: {e}");
+                    ExitCode::from(exit::UNREACHABLE)
+                })
+        }
+        Command::Events {
+            json,
+            follow,
+            socket,
+        } => {
+            let socket = match socket {
+                Some(s) => s,
+                None => load_config(cfg_path)?.control.readonly_socket,
+            };
+            client_runtime()?
+                .block_on(cli::events(&socket, json, follow))
+                .map_err(|e| {
+                    eprintln!("fenceline: {e}");
+                    ExitCode::from(exit::UNREACHABLE)
+                })
+        }
+    }
+}

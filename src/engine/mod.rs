@@ -133,9 +133,13 @@ pub fn spawn_state(
     let (snap_tx, snap_rx) = watch::channel(Arc::new(cluster.snapshot(now_millis())));
     let (q_tx, q_rx) = mpsc::channel(64);
     let dropped = input_tx.dropped.clone();
-    let task = tokio::spawn(run_state(
-        cluster, input_rx, q_rx, routes, snap_tx, dropped, cancel,
-    ));
+    // The state task holds a sender itself, so it outlives any driver that
+    // stops or crashes; it ends only on cancel.
+    let keepalive = input_tx.clone();
+    let task = tokio::spawn(async move {
+        run_state(cluster, input_rx, q_rx, routes, snap_tx, dropped, cancel).await;
+        drop(keepalive);
+    });
     (
         EngineHandle {
             snapshot: snap_rx,

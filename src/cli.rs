@@ -1,0 +1,351 @@
+//! The one-shot commands `status` and `events`: they talk to a daemon over
+//! the control socket and print text or JSON.
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::path::Path;
+
+use crate::engine::api::{
+    DaemonKind, Event, EventKind, Millis, NodeId, Reply, Request, Snapshot, rfc3339,
+};
+use crate::engine::control::client::{Client, ClientError};
+
+/// Exit codes of the CLI.
+pub mod exit {
+    pub const OK: u8 = 0;
+    /// The daemon could not be reached or answered with an error.
+    pub const UNREACHABLE: u8 = 1;
+    /// Bad usage or configuration.
+    pub const USAGE: u8 = 2;
+}
+
+async fn call(socket: &Path, req: Request) -> Result<Reply, ClientError> {
+    let mut c = Client::connect(socket).await?;
+    c.call(&req).await
+}
+
+/// `fenceline status`.
+pub async fn status(socket: &Path, json: bool) -> Result<(), String> {
+    match call(socket, Request::Status).await.map_err(|e| e.to_string())? {
+        Reply::Status { snapshot } => {
+            let out = if json {
+                serde_json::to_string_pretty(&snapshot).map_err(|e| e.to_string())? + "\n"
+            } else {
+                render_status(&snapshot, crate::engine::api::now_millis())
+            };
+            print_out(&out)
+        }
+        Reply::Error { code, message } => Err(format!("{}: {code}: {message}", socket.display())),
+        other => Err(format!("{}: unexpected reply {other:?}", socket.display())),
+    }
+}
+
+/// `fenceline events`.
+pub async fn events(socket: &Path, json: bool, follow: bool) -> Result<(), String> {
+    let mut c = Client::connect(socket).await.map_err(|e| e.to_string())?;
+    c.send(&Request::Events { follow })
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut names = Names::default();
+    // Node names come from a snapshot; events carry node ids.
+    if !json {
+        if let Ok(Reply::Status { snapshot }) = call(socket, Request::Status).await {
+            names = Names::from(&*snapshot);
+        }
+    }
+    loop {
+        let timeout = if follow {
+            None
+        } else {
+            Some(crate::engine::control::client::REPLY_TIMEOUT)
+        };
+        let reply = match c.next(timeout).await {
+            Ok(r) => r,
+            Err(ClientError::Closed { .. }) if follow => {
+                return Err(format!("{}: the daemon went away", socket.display()));
+            }
+            Err(e) => return Err(e.to_string()),
+        };
+        let line = match reply {
+            Reply::Event { event } => {
+                if json {
+                    serde_json::to_string(&event).map_err(|e| e.to_string())?
+                } else {
+                    render_event(&event, &names)
+                }
+            }
+            Reply::Dropped { count } => {
+                if json {
+                    serde_json::json!({"kind": "dropped", "count": count}).to_string()
+                } else {
+                    format!("-- {count} events dropped (this client was too slow) --")
+                }
+            }
+            Reply::BacklogEnd => {
+                if follow {
+                    continue;
+                }
+                return Ok(());
+            }
+            Reply::Error { code, message } => {
+                return Err(format!("{}: {code}: {message}", socket.display()));
+            }
+            _ => continue,
+        };
+        print_out(&(line + "\n"))?;
+    }
+}
+
+fn print_out(s: &str) -> Result<(), String> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(s.as_bytes()).and_then(|_| out.flush()) {
+        Ok(()) => Ok(()),
+        // A closed pipe (`| head`) is not an error worth reporting.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Node id → name, for display.
+#[derive(Default)]
+pub struct Names(std::collections::BTreeMap<NodeId, String>);
+
+impl From<&Snapshot> for Names {
+    fn from(s: &Snapshot) -> Self {
+        Names(
+            s.nodes
+                .iter()
+                .filter_map(|n| n.name.clone().map(|name| (n.nodeid, name)))
+                .collect(),
+        )
+    }
+}
+
+impl Names {
+    pub fn node(&self, id: NodeId) -> String {
+        match self.0.get(&id) {
+            Some(n) => format!("{n}({id})"),
+            None => format!("node{id}"),
+        }
+    }
+}
+
+/// "3s", "5m", "2h", "4d".
+pub fn age(now: Millis, since: Millis) -> String {
+    let s = now.saturating_sub(since) / 1000;
+    match s {
+        0..=59 => format!("{s}s"),
+        60..=3599 => format!("{}m", s / 60),
+        3600..=86399 => format!("{}h", s / 3600),
+        _ => format!("{}d", s / 86400),
+    }
+}
+
+/// The crm_mon-like text view of a snapshot.
+pub fn render_status(s: &Snapshot, now: Millis) -> String {
+    let names = Names::from(s);
+    let mut o = String::new();
+    let cluster = s.cluster_name.as_deref().unwrap_or("(unknown)");
+    let me = s
+        .local_nodeid
+        .map(|id| names.node(id))
+        .unwrap_or_else(|| "?".into());
+    let quorum = if s.quorate { "quorate" } else { "NOT QUORATE" };
+    let votes = match (s.total_votes, s.expected_votes, s.quorum) {
+        (Some(t), Some(e), Some(q)) => format!(", votes {t}/{e} (quorum {q})"),
+        _ => String::new(),
+    };
+    let _ = writeln!(o, "Cluster: {cluster}   local node: {me}   {quorum}{votes}");
+    if s.stale {
+        let why = s.corosync.error.as_deref().unwrap_or("corosync unreachable");
+        let _ = writeln!(
+            o,
+            "STALE: {why} (for {}); membership and peers' VMs are the last known state",
+            age(now, s.corosync.since)
+        );
+    }
+    let _ = writeln!(o);
+    let _ = writeln!(
+        o,
+        "Nodes ({} members of {}):",
+        s.nodes.iter().filter(|n| n.member).count(),
+        s.nodes.len()
+    );
+    let _ = writeln!(
+        o,
+        "  {:>4}  {:<14} {:<8} {:<6} {:<20} {:>4}  LIBVIRT",
+        "ID", "NAME", "STATE", "SINCE", "DAEMON", "VMS"
+    );
+    for n in &s.nodes {
+        let daemons: Vec<&str> = n
+            .daemons
+            .iter()
+            .map(|d| match d {
+                DaemonKind::Fenceline => "fenceline",
+                DaemonKind::FenceVirtd => "fence_virtd",
+            })
+            .collect();
+        let libvirt = if n.libvirt.is_empty() {
+            "-".to_string()
+        } else {
+            n.libvirt
+                .iter()
+                .map(|l| {
+                    if l.connected {
+                        format!("ok {}", l.uri)
+                    } else {
+                        format!("DOWN {}", l.uri)
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let _ = writeln!(
+            o,
+            "  {:>4}  {:<14} {:<8} {:<6} {:<20} {:>4}  {}",
+            n.nodeid,
+            n.name.as_deref().unwrap_or("-"),
+            if n.member { "member" } else { "OFFLINE" },
+            age(now, n.since),
+            if daemons.is_empty() {
+                "-".to_string()
+            } else {
+                daemons.join("+")
+            },
+            n.vm_count,
+            libvirt
+        );
+    }
+    let _ = writeln!(o);
+    let conflicts = s.domains.iter().filter(|d| d.conflict).count();
+    let _ = writeln!(
+        o,
+        "Domains ({}{}):",
+        s.domains.len(),
+        if conflicts > 0 {
+            format!(", {conflicts} CONFLICT")
+        } else {
+            String::new()
+        }
+    );
+    let _ = writeln!(
+        o,
+        "  {:<24} {:<12} {:<18} {:<6} UUID",
+        "NAME", "STATE", "OWNER", "SINCE"
+    );
+    for d in &s.domains {
+        let owner = if d.conflict {
+            let on: Vec<String> = d
+                .placements
+                .iter()
+                .filter(|p| p.state.is_active())
+                .map(|p| p.nodeid.to_string())
+                .collect();
+            format!("!! CONFLICT {}", on.join(","))
+        } else {
+            d.owner
+                .map(|o| names.node(o))
+                .unwrap_or_else(|| "-".into())
+        };
+        let _ = writeln!(
+            o,
+            "  {:<24} {:<12} {:<18} {:<6} {}",
+            d.name,
+            d.state.as_str(),
+            owner,
+            age(now, d.since),
+            d.uuid
+        );
+    }
+    let c = &s.counters;
+    let drops = [
+        ("malformed fence-agents messages", c.malformed_fence_agents),
+        ("malformed fenceline messages", c.malformed_own),
+        ("dropped inputs", c.dropped_inputs),
+        ("dropped events", c.dropped_events),
+        ("dropped effects", c.dropped_effects),
+        ("dropped libvirt events", c.dropped_libvirt_events),
+    ];
+    let nonzero: Vec<String> = drops
+        .iter()
+        .filter(|(_, v)| *v > 0)
+        .map(|(k, v)| format!("{v} {k}"))
+        .collect();
+    if !nonzero.is_empty() {
+        let _ = writeln!(o, "\nCounters: {}", nonzero.join(", "));
+    }
+    o
+}
+
+/// One human line per event.
+pub fn render_event(e: &Event, names: &Names) -> String {
+    let t = rfc3339::format(e.time);
+    let at = e.node.map(|n| names.node(n)).unwrap_or_else(|| "-".into());
+    let body = match &e.kind {
+        EventKind::Membership {
+            action,
+            nodeid,
+            detail,
+            ..
+        } => {
+            let who = nodeid.map(|n| names.node(n)).unwrap_or_default();
+            let mut s = format!("membership {} {who}", kebab(action));
+            if let Some(d) = detail {
+                let _ = write!(s, " ({d})");
+            }
+            s
+        }
+        EventKind::Domain {
+            action,
+            name,
+            state,
+            previous,
+            owner,
+            previous_owner,
+            detail,
+            ..
+        } => {
+            let mut s = format!("domain {} {name} {state}", kebab(action));
+            if let Some(p) = previous {
+                if p != state {
+                    let _ = write!(s, " (was {p})");
+                }
+            }
+            match (owner, previous_owner) {
+                (Some(o), _) => {
+                    let _ = write!(s, " on {}", names.node(*o));
+                }
+                (None, Some(p)) => {
+                    let _ = write!(s, " (was on {})", names.node(*p));
+                }
+                _ => {}
+            }
+            if let Some(d) = detail {
+                let _ = write!(s, ": {d}");
+            }
+            s
+        }
+        EventKind::Daemon {
+            action,
+            uri,
+            detail,
+        } => {
+            let mut s = format!("daemon {}", kebab(action));
+            if let Some(u) = uri {
+                let _ = write!(s, " {u}");
+            }
+            if let Some(d) = detail {
+                let _ = write!(s, ": {d}");
+            }
+            s
+        }
+    };
+    format!("{t} {at:<10} {body}")
+}
+
+fn kebab<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_value(v)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
+}

@@ -1,0 +1,164 @@
+//! `fenceline daemon`: wires the state task, the drivers and the control
+//! sockets together, and shuts them down in order on SIGTERM.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
+
+use crate::config::Config;
+use crate::engine::api::now_millis;
+use crate::engine::model::ModelConfig;
+use crate::engine::{EFFECT_CAPACITY, EffectRoutes, control, corosync, libvirt, spawn_state};
+
+/// Sets up logging to stderr and, if configured, to a file. The returned
+/// guard flushes the file writer when dropped.
+pub fn init_logging(
+    cfg: &Config,
+) -> anyhow::Result<Option<tracing_appender::non_blocking::WorkerGuard>> {
+    let filter = || {
+        EnvFilter::try_from_env("FENCELINE_LOG")
+            .or_else(|_| EnvFilter::try_new(&cfg.log.level))
+            .unwrap_or_else(|_| EnvFilter::new("info"))
+    };
+    let stderr = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_target(false)
+        .with_filter(filter());
+    let mut guard = None;
+    let file_layer = if cfg.log.file.as_os_str().is_empty() {
+        None
+    } else {
+        let path = &cfg.log.file;
+        let dir = path.parent().unwrap_or(Path::new("."));
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create log directory {}", dir.display()))?;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .with_context(|| format!("cannot open log file {}", path.display()))?;
+        let (writer, g) = tracing_appender::non_blocking(file);
+        guard = Some(g);
+        Some(
+            tracing_subscriber::fmt::layer()
+                .with_writer(writer)
+                .with_ansi(false)
+                .with_filter(filter()),
+        )
+    };
+    tracing_subscriber::registry()
+        .with(stderr)
+        .with(file_layer)
+        .try_init()
+        .ok();
+    Ok(guard)
+}
+
+/// Runs the daemon until SIGTERM or SIGINT.
+pub fn run(cfg: Config, config_path: Option<&Path>) -> anyhow::Result<()> {
+    let _guard = init_logging(&cfg)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .thread_name("fenceline")
+        .build()
+        .context("cannot start the async runtime")?;
+    rt.block_on(run_async(cfg, config_path))
+}
+
+async fn run_async(cfg: Config, config_path: Option<&Path>) -> anyhow::Result<()> {
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        config = %config_path.map(|p| p.display().to_string()).unwrap_or_else(|| "(built-in defaults)".into()),
+        uris = ?cfg.libvirt.uris,
+        "fenceline daemon starting"
+    );
+    let cancel = CancellationToken::new();
+    let sockets = control::server::bind(&cfg.control.socket, &cfg.control.readonly_socket)
+        .await
+        .context("cannot open the control sockets")?;
+
+    let (eff_tx, eff_rx) = mpsc::channel(EFFECT_CAPACITY);
+    let model_cfg = ModelConfig {
+        event_capacity: cfg.events.capacity,
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        started_at: now_millis(),
+    };
+    let (engine, inputs, state_task) =
+        spawn_state(model_cfg, EffectRoutes { corosync: eff_tx }, cancel.clone());
+
+    let control_task = tokio::spawn(control::server::serve(
+        sockets,
+        engine.clone(),
+        cancel.clone(),
+    ));
+    let cs_thread = corosync::spawn(
+        corosync::CorosyncConfig {
+            fence_group: cfg.corosync.fence_group.clone(),
+            own_group: cfg.corosync.own_group.clone(),
+        },
+        inputs.clone(),
+        eff_rx,
+        cancel.clone(),
+    )
+    .context("cannot start the corosync driver")?;
+    let lv = libvirt::spawn(
+        libvirt::LibvirtConfig {
+            uris: cfg.libvirt.uris.clone(),
+            reconcile_interval: cfg.reconcile_interval(),
+        },
+        inputs,
+        cancel.clone(),
+    )
+    .context("cannot start the libvirt driver")?;
+
+    wait_for_signal(&cancel).await;
+    tracing::info!("stopping: leaving CPG, closing libvirt connections");
+    cancel.cancel();
+
+    // Join the blocking drivers off the reactor, each with a deadline.
+    let join_threads = tokio::task::spawn_blocking(move || {
+        let _ = cs_thread.join();
+        for t in lv.threads {
+            let _ = t.join();
+        }
+    });
+    if tokio::time::timeout(Duration::from_secs(5), join_threads)
+        .await
+        .is_err()
+    {
+        tracing::warn!("drivers did not stop within 5 s; exiting anyway");
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(2), control_task).await;
+    let _ = tokio::time::timeout(Duration::from_secs(2), state_task).await;
+    tracing::info!("fenceline daemon stopped");
+    Ok(())
+}
+
+async fn wait_for_signal(cancel: &CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
+    ) else {
+        tracing::error!("cannot install signal handlers; stop with SIGKILL");
+        cancel.cancelled().await;
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = term.recv() => { tracing::info!("SIGTERM"); return; }
+            _ = int.recv() => { tracing::info!("SIGINT"); return; }
+            _ = hup.recv() => tracing::warn!("SIGHUP: reload is not supported yet; restart the daemon to apply a new config"),
+            _ = cancel.cancelled() => return,
+        }
+    }
+}

@@ -1,0 +1,284 @@
+//! The control-socket server.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{Semaphore, broadcast};
+use tokio_util::sync::CancellationToken;
+
+use super::MAX_REQUEST_LINE;
+use crate::engine::EngineHandle;
+use crate::engine::api::{Reply, Request};
+
+/// How long a client may take to send a request line.
+const READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a write may block on a client that does not read.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Concurrent connections per socket.
+const MAX_CONNECTIONS: usize = 64;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BindError {
+    #[error("{path}: another fenceline daemon is already listening here")]
+    InUse { path: PathBuf },
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Both bound sockets.
+pub struct ControlSockets {
+    rw: (UnixListener, PathBuf),
+    ro: (UnixListener, PathBuf),
+}
+
+/// Binds the read-write (0600) and read-only (0666) sockets. A stale socket
+/// file is replaced; a live one (another daemon) is an error.
+pub async fn bind(rw: &Path, ro: &Path) -> Result<ControlSockets, BindError> {
+    let rw_l = bind_one(rw, 0o600).await?;
+    let ro_l = bind_one(ro, 0o666).await?;
+    Ok(ControlSockets {
+        rw: (rw_l, rw.to_path_buf()),
+        ro: (ro_l, ro.to_path_buf()),
+    })
+}
+
+async fn bind_one(path: &Path, mode: u32) -> Result<UnixListener, BindError> {
+    let io = |source| BindError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    if let Some(dir) = path.parent() {
+        if !dir.exists() {
+            std::fs::create_dir_all(dir).map_err(io)?;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).map_err(io)?;
+        }
+    }
+    if path.exists() {
+        let probe =
+            tokio::time::timeout(Duration::from_millis(500), UnixStream::connect(path)).await;
+        if matches!(probe, Ok(Ok(_))) {
+            return Err(BindError::InUse {
+                path: path.to_path_buf(),
+            });
+        }
+        std::fs::remove_file(path).map_err(io)?;
+    }
+    let l = UnixListener::bind(path).map_err(io)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(io)?;
+    Ok(l)
+}
+
+/// Serves both sockets until `cancel`; removes the socket files on the way out.
+pub async fn serve(sockets: ControlSockets, engine: EngineHandle, cancel: CancellationToken) {
+    let ControlSockets { rw, ro } = sockets;
+    let a = tokio::spawn(accept_loop(rw.0, false, engine.clone(), cancel.clone()));
+    let b = tokio::spawn(accept_loop(ro.0, true, engine, cancel.clone()));
+    let _ = tokio::join!(a, b);
+    for p in [rw.1, ro.1] {
+        let _ = std::fs::remove_file(p);
+    }
+}
+
+async fn accept_loop(
+    listener: UnixListener,
+    readonly: bool,
+    engine: EngineHandle,
+    cancel: CancellationToken,
+) {
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let accepted = tokio::select! {
+            _ = cancel.cancelled() => return,
+            a = listener.accept() => a,
+        };
+        let stream = match accepted {
+            Ok((s, _)) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "control socket accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            tokio::spawn(async move {
+                let mut s = stream;
+                let _ = write_reply(&mut s, &error("busy", "too many connections")).await;
+            });
+            continue;
+        };
+        let engine = engine.clone();
+        let cancel = cancel.clone();
+        tokio::spawn(async move {
+            let peer = stream.peer_cred().ok();
+            if let Err(e) = handle(stream, readonly, engine, cancel).await {
+                tracing::debug!(error = %e, ?peer, "control connection ended");
+            }
+            drop(permit);
+        });
+    }
+}
+
+fn error(code: &str, message: impl Into<String>) -> Reply {
+    Reply::Error {
+        code: code.into(),
+        message: message.into(),
+    }
+}
+
+async fn write_reply<W: tokio::io::AsyncWrite + Unpin>(
+    w: &mut W,
+    reply: &Reply,
+) -> std::io::Result<()> {
+    let mut line = serde_json::to_vec(reply).map_err(std::io::Error::other)?;
+    line.push(b'\n');
+    match tokio::time::timeout(WRITE_TIMEOUT, w.write_all(&line)).await {
+        Ok(r) => r,
+        Err(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "client does not read",
+        )),
+    }
+}
+
+async fn handle(
+    stream: UnixStream,
+    readonly: bool,
+    engine: EngineHandle,
+    cancel: CancellationToken,
+) -> std::io::Result<()> {
+    let (rd, mut wr) = stream.into_split();
+    let mut rd = BufReader::new(rd);
+    loop {
+        let line = tokio::select! {
+            _ = cancel.cancelled() => return Ok(()),
+            l = read_line_bounded(&mut rd, MAX_REQUEST_LINE, Some(READ_TIMEOUT)) => l,
+        };
+        let line = match line {
+            Ok(Some(l)) => l,
+            Ok(None) => return Ok(()),
+            Err(e) => {
+                let _ = write_reply(&mut wr, &error("bad-request", e.to_string())).await;
+                return Err(e);
+            }
+        };
+        if line.trim().is_empty() {
+            continue;
+        }
+        let req: Request = match serde_json::from_str(&line) {
+            Ok(r) => r,
+            Err(e) => {
+                write_reply(&mut wr, &error("bad-request", format!("not a request: {e}")))
+                    .await?;
+                continue;
+            }
+        };
+        if readonly && req.is_mutating() {
+            tracing::warn!(?req, "refused a mutating request on the read-only socket");
+            write_reply(
+                &mut wr,
+                &error("read-only", "this is the read-only socket; use the read-write socket"),
+            )
+            .await?;
+            continue;
+        }
+        match req {
+            Request::Ping => {
+                write_reply(
+                    &mut wr,
+                    &Reply::Pong {
+                        version: env!("CARGO_PKG_VERSION").into(),
+                    },
+                )
+                .await?
+            }
+            Request::Status => {
+                let snapshot = Box::new((*engine.snapshot()).clone());
+                write_reply(&mut wr, &Reply::Status { snapshot }).await?
+            }
+            Request::Events { follow } => {
+                let Some((backlog, mut live)) = engine.subscribe().await else {
+                    write_reply(&mut wr, &error("internal", "engine is not running")).await?;
+                    return Ok(());
+                };
+                for event in backlog {
+                    write_reply(&mut wr, &Reply::Event { event }).await?;
+                }
+                write_reply(&mut wr, &Reply::BacklogEnd).await?;
+                if !follow {
+                    continue;
+                }
+                loop {
+                    let r = tokio::select! {
+                        _ = cancel.cancelled() => return Ok(()),
+                        r = live.recv() => r,
+                    };
+                    match r {
+                        Ok(event) => write_reply(&mut wr, &Reply::Event { event }).await?,
+                        Err(broadcast::error::RecvError::Lagged(n)) => {
+                            engine.report_lag(n);
+                            write_reply(&mut wr, &Reply::Dropped { count: n }).await?
+                        }
+                        Err(broadcast::error::RecvError::Closed) => return Ok(()),
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Reads one request line, bounded in size and time.
+pub(crate) async fn read_line_bounded<R: tokio::io::AsyncBufRead + Unpin>(
+    r: &mut R,
+    max: usize,
+    timeout: Option<Duration>,
+) -> std::io::Result<Option<String>> {
+    let mut buf = Vec::new();
+    let fut = async {
+        loop {
+            let chunk = r.fill_buf().await?;
+            if chunk.is_empty() {
+                return Ok::<bool, std::io::Error>(!buf.is_empty());
+            }
+            if let Some(i) = chunk.iter().position(|&b| b == b'\n') {
+                buf.extend_from_slice(&chunk[..i]);
+                r.consume(i + 1);
+                return Ok(true);
+            }
+            let n = chunk.len();
+            buf.extend_from_slice(chunk);
+            r.consume(n);
+            if buf.len() > max {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("line longer than {max} bytes"),
+                ));
+            }
+        }
+    };
+    let got = match timeout {
+        Some(t) => tokio::time::timeout(t, fut).await.map_err(|_| {
+            std::io::Error::new(std::io::ErrorKind::TimedOut, "timed out reading a line")
+        })??,
+        None => fut.await?,
+    };
+    if !got {
+        return Ok(None);
+    }
+    if buf.len() > max {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("line longer than {max} bytes"),
+        ));
+    }
+    String::from_utf8(buf)
+        .map(Some)
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8"))
+}
