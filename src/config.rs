@@ -387,3 +387,15 @@ file = "/var/log/fenceline/fenceline.log"
         assert!(e.to_string().contains("/nonexistent/fenceline.toml"));
     }
 }
+
+#[cfg(test)]
+mod example_tests {
+    use super::*;
+
+    #[test]
+    fn shipped_example_config_is_the_defaults() {
+        let text = include_str!("../contrib/fenceline.toml");
+        let c = Config::parse(text, Path::new("contrib/fenceline.toml")).unwrap();
+        assert_eq!(c, Config::default());
+    }
+}

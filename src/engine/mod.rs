@@ -8,6 +8,7 @@
 pub mod api;
 pub mod control;
 pub mod corosync;
+pub mod fence;
 pub mod libvirt;
 pub mod model;
 
