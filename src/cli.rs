@@ -48,10 +48,8 @@ pub async fn events(socket: &Path, json: bool, follow: bool) -> Result<(), Strin
         .map_err(|e| e.to_string())?;
     let mut names = Names::default();
     // Node names come from a snapshot; events carry node ids.
-    if !json {
-        if let Ok(Reply::Status { snapshot }) = call(socket, Request::Status).await {
-            names = Names::from(&*snapshot);
-        }
+    if !json && let Ok(Reply::Status { snapshot }) = call(socket, Request::Status).await {
+        names = Names::from(&*snapshot);
     }
     loop {
         let timeout = if follow {
@@ -306,10 +304,10 @@ pub fn render_event(e: &Event, names: &Names) -> String {
             ..
         } => {
             let mut s = format!("domain {} {name} {state}", kebab(action));
-            if let Some(p) = previous {
-                if p != state {
-                    let _ = write!(s, " (was {p})");
-                }
+            if let Some(p) = previous
+                && p != state
+            {
+                let _ = write!(s, " (was {p})");
             }
             match (owner, previous_owner) {
                 (Some(o), _) => {
