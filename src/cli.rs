@@ -26,7 +26,10 @@ async fn call(socket: &Path, req: Request) -> Result<Reply, ClientError> {
 
 /// `fenceline status`.
 pub async fn status(socket: &Path, json: bool) -> Result<(), String> {
-    match call(socket, Request::Status).await.map_err(|e| e.to_string())? {
+    match call(socket, Request::Status)
+        .await
+        .map_err(|e| e.to_string())?
+    {
         Reply::Status { snapshot } => {
             let out = if json {
                 serde_json::to_string_pretty(&snapshot).map_err(|e| e.to_string())? + "\n"
@@ -155,7 +158,11 @@ pub fn render_status(s: &Snapshot, now: Millis) -> String {
     };
     let _ = writeln!(o, "Cluster: {cluster}   local node: {me}   {quorum}{votes}");
     if s.stale {
-        let why = s.corosync.error.as_deref().unwrap_or("corosync unreachable");
+        let why = s
+            .corosync
+            .error
+            .as_deref()
+            .unwrap_or("corosync unreachable");
         let _ = writeln!(
             o,
             "STALE: {why} (for {}); membership and peers' VMs are the last known state",
@@ -241,9 +248,7 @@ pub fn render_status(s: &Snapshot, now: Millis) -> String {
                 .collect();
             format!("!! CONFLICT {}", on.join(","))
         } else {
-            d.owner
-                .map(|o| names.node(o))
-                .unwrap_or_else(|| "-".into())
+            d.owner.map(|o| names.node(o)).unwrap_or_else(|| "-".into())
         };
         let _ = writeln!(
             o,

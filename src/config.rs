@@ -297,9 +297,7 @@ fn find_key_line(text: &str, section: &str, key: &str) -> Option<usize> {
         let t = l.trim();
         if t.starts_with('[') {
             current = t.trim_matches(|c| c == '[' || c == ']').trim().to_string();
-        } else if current == section
-            && t.split_once('=').map(|(k, _)| k.trim()) == Some(key)
-        {
+        } else if current == section && t.split_once('=').map(|(k, _)| k.trim()) == Some(key) {
             return Some(i + 1);
         }
     }
@@ -370,7 +368,10 @@ file = "/var/log/fenceline/fenceline.log"
         let e = parse("[control]\nsocket = \"rel.sock\"\n").unwrap_err();
         assert!(e.to_string().contains("control.socket"), "{e}");
         let e = parse("[libvirt]\nreconcile_secs = 1\n").unwrap_err();
-        assert!(e.to_string().contains(":2: key `libvirt.reconcile_secs`"), "{e}");
+        assert!(
+            e.to_string().contains(":2: key `libvirt.reconcile_secs`"),
+            "{e}"
+        );
         let e = parse("[libvirt]\nuris = [\"a:///\", \"a:///\"]\n").unwrap_err();
         assert!(e.to_string().contains("twice"), "{e}");
     }

@@ -175,8 +175,11 @@ async fn handle(
         let req: Request = match serde_json::from_str(&line) {
             Ok(r) => r,
             Err(e) => {
-                write_reply(&mut wr, &error("bad-request", format!("not a request: {e}")))
-                    .await?;
+                write_reply(
+                    &mut wr,
+                    &error("bad-request", format!("not a request: {e}")),
+                )
+                .await?;
                 continue;
             }
         };
@@ -184,7 +187,10 @@ async fn handle(
             tracing::warn!(?req, "refused a mutating request on the read-only socket");
             write_reply(
                 &mut wr,
-                &error("read-only", "this is the read-only socket; use the read-write socket"),
+                &error(
+                    "read-only",
+                    "this is the read-only socket; use the read-write socket",
+                ),
             )
             .await?;
             continue;

@@ -74,12 +74,20 @@ pub enum OwnMessage {
     Info(PeerInfo),
     /// Start of a full inventory: every key not upserted before the matching
     /// end is gone.
-    InventoryBegin { generation: u64 },
+    InventoryBegin {
+        generation: u64,
+    },
     /// Domains that exist on the sender, with their state (upserts).
-    Vms { vms: Vec<LocalDomain> },
+    Vms {
+        vms: Vec<LocalDomain>,
+    },
     /// Domains that no longer exist on the sender.
-    Gone { vms: Vec<LocalDomain> },
-    InventoryEnd { generation: u64 },
+    Gone {
+        vms: Vec<LocalDomain>,
+    },
+    InventoryEnd {
+        generation: u64,
+    },
 }
 
 /// Everything that can happen to the model.
@@ -646,7 +654,12 @@ impl Cluster {
 
     fn quorum(&mut self, at: Millis, quorate: bool, members: Vec<NodeId>, out: &mut Output) {
         let members: BTreeSet<NodeId> = members.into_iter().collect();
-        let known: Vec<NodeId> = self.nodes.keys().copied().chain(members.iter().copied()).collect();
+        let known: Vec<NodeId> = self
+            .nodes
+            .keys()
+            .copied()
+            .chain(members.iter().copied())
+            .collect();
         let mut left = Vec::new();
         for id in known {
             let is_member = members.contains(&id);
@@ -855,8 +868,12 @@ impl Cluster {
                 };
                 match p.inventory.take() {
                     Some((g, seen)) if g == generation => {
-                        let stale: Vec<DomKey> =
-                            p.vms.keys().filter(|k| !seen.contains(k)).cloned().collect();
+                        let stale: Vec<DomKey> = p
+                            .vms
+                            .keys()
+                            .filter(|k| !seen.contains(k))
+                            .cloned()
+                            .collect();
                         for k in &stale {
                             p.vms.remove(k);
                         }
@@ -911,7 +928,8 @@ impl Cluster {
             out,
         );
         if self.local_nodeid.is_some() {
-            out.effects.push(Effect::Own(OwnMessage::Info(self.peer_info())));
+            out.effects
+                .push(Effect::Own(OwnMessage::Info(self.peer_info())));
         }
     }
 
@@ -957,10 +975,14 @@ impl Cluster {
         // Gone keys that another local URI still has are not gone.
         let merged = self.local_merged();
         gone.retain(|g| !merged.contains_key(&DomKey::of(&g.name, &g.uuid)));
-        let present: Vec<DomKey> = touched.into_iter().filter(|k| merged.contains_key(k)).collect();
+        let present: Vec<DomKey> = touched
+            .into_iter()
+            .filter(|k| merged.contains_key(k))
+            .collect();
         self.announce_local(&present, out);
         if !gone.is_empty() && self.local_nodeid.is_some() {
-            out.effects.push(Effect::Own(OwnMessage::Gone { vms: gone }));
+            out.effects
+                .push(Effect::Own(OwnMessage::Gone { vms: gone }));
         }
         out.changed = true;
     }
@@ -1063,8 +1085,10 @@ impl Cluster {
             }
             return;
         }
-        let active: Vec<&(NodeId, &Obs, Option<&str>)> =
-            placements.iter().filter(|p| p.1.state.is_active()).collect();
+        let active: Vec<&(NodeId, &Obs, Option<&str>)> = placements
+            .iter()
+            .filter(|p| p.1.state.is_active())
+            .collect();
         let known_owner = |id: NodeId| -> Option<NodeId> {
             // Before corosync tells us our id, a local VM has no known owner.
             if id == 0 && self.local_nodeid.is_none() {
@@ -1082,7 +1106,12 @@ impl Cluster {
                 };
                 (owner, placements[0].1.state, false, &placements[0])
             }
-            1 => (known_owner(active[0].0), active[0].1.state, false, active[0]),
+            1 => (
+                known_owner(active[0].0),
+                active[0].1.state,
+                false,
+                active[0],
+            ),
             _ => (None, active[0].1.state, true, active[0]),
         };
         let name = primary.1.name.clone();

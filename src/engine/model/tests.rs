@@ -109,7 +109,10 @@ fn local_listing_is_owned_by_local_node_and_announced() {
     assert!(stores.iter().all(|r| r.owner == 1));
     let s = c.snapshot(11);
     let d = domain(&s, "vm1a").unwrap();
-    assert_eq!((d.owner, d.state, d.uri.as_deref()), (Some(1), Running, Some(URI)));
+    assert_eq!(
+        (d.owner, d.state, d.uri.as_deref()),
+        (Some(1), Running, Some(URI))
+    );
     assert_eq!(domain(&s, "vm1off").unwrap().owner, Some(1));
     assert_eq!(s.nodes.iter().find(|n| n.nodeid == 1).unwrap().vm_count, 2);
 }
@@ -455,7 +458,10 @@ fn local_domains_before_corosync_have_no_owner_then_get_one() {
         uri: URI.into(),
         domains: vec![dom("early", 1, Running)],
     });
-    assert!(out.effects.is_empty(), "nothing to announce without corosync");
+    assert!(
+        out.effects.is_empty(),
+        "nothing to announce without corosync"
+    );
     assert_eq!(domain(&c.snapshot(2), "early").unwrap().owner, None);
     assert!(c.snapshot(2).stale);
     c.apply(Input::CorosyncUp {
@@ -482,10 +488,16 @@ fn own_join_reannounces_everything() {
         left: vec![],
         joined: vec![member(3, 103)],
     });
-    assert!(out.effects.iter().any(|e| matches!(e, Effect::Own(OwnMessage::Info(_)))));
-    assert!(out.effects.iter().any(
-        |e| matches!(e, Effect::Own(OwnMessage::Vms { vms }) if vms.len() == 1)
-    ));
+    assert!(
+        out.effects
+            .iter()
+            .any(|e| matches!(e, Effect::Own(OwnMessage::Info(_))))
+    );
+    assert!(
+        out.effects
+            .iter()
+            .any(|e| matches!(e, Effect::Own(OwnMessage::Vms { vms }) if vms.len() == 1))
+    );
     assert!(!out.effects.iter().any(|e| matches!(e, Effect::StoreVms(_))));
 }
 
@@ -571,7 +583,11 @@ fn libvirt_link_changes_are_events_and_health() {
         error: Some("EOF".into()),
     });
     assert_eq!(out.events.len(), 1);
-    assert!(out.effects.iter().any(|e| matches!(e, Effect::Own(OwnMessage::Info(_)))));
+    assert!(
+        out.effects
+            .iter()
+            .any(|e| matches!(e, Effect::Own(OwnMessage::Info(_))))
+    );
     let s = c.snapshot(7);
     assert!(!s.libvirt[0].connected);
     let me = s.nodes.iter().find(|n| n.nodeid == 1).unwrap();
