@@ -48,6 +48,28 @@ enum Command {
         #[arg(long, value_name = "PATH")]
         socket: Option<PathBuf>,
     },
+    /// Bring up a local sandbox cluster (network namespaces, corosync,
+    /// libvirtd, fenceline daemons) and show it; Ctrl-C tears it down. Needs root.
+    Demo {
+        /// Number of nodes (3 to 9).
+        #[arg(long, default_value_t = 3)]
+        nodes: usize,
+        /// Stop by itself after this many seconds.
+        #[arg(long, value_name = "SECS")]
+        duration: Option<u64>,
+    },
+    /// Sandbox lab maintenance.
+    Lab {
+        #[command(subcommand)]
+        command: LabCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum LabCommand {
+    /// Remove labs left behind by a run that was killed (only fenceline-lab
+    /// namespaces, and only processes those labs recorded).
+    Cleanup,
 }
 
 fn load_config(path: Option<&std::path::Path>) -> Result<Config, ExitCode> {
@@ -100,6 +122,31 @@ fn run(cli: Cli) -> Result<(), ExitCode> {
                     ExitCode::from(exit::UNREACHABLE)
                 })
         }
+        Command::Demo { nodes, duration } => fenceline::demo::run(fenceline::demo::DemoOptions {
+            nodes,
+            duration: duration.map(std::time::Duration::from_secs),
+            refresh: std::time::Duration::from_secs(2),
+        })
+        .map_err(|e| {
+            eprintln!("fenceline: {e:#}");
+            ExitCode::from(exit::UNREACHABLE)
+        }),
+        Command::Lab {
+            command: LabCommand::Cleanup,
+        } => match fenceline::sandbox::cleanup_stale() {
+            Ok(v) if v.is_empty() => {
+                println!("no stale labs");
+                Ok(())
+            }
+            Ok(v) => {
+                println!("removed: {}", v.join(", "));
+                Ok(())
+            }
+            Err(e) => {
+                eprintln!("fenceline: {e:#}");
+                Err(ExitCode::from(exit::UNREACHABLE))
+            }
+        },
         Command::Events {
             json,
             follow,

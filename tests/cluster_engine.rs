@@ -1,0 +1,268 @@
+//! The engine on a real 3-node corosync cluster in network namespaces, with a
+//! private libvirtd per node (test driver served by libvirtd, so `virsh` from
+//! outside changes what the daemon sees, with events). Nothing is mocked.
+//!
+//! Needs root; each test builds its own lab with a unique prefix and tears it
+//! down on every exit path (the `Lab` drops on panic too).
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use fenceline::sandbox::{Lab, LabSpec, lab_domains, lab_test_guard};
+use serde_json::Value;
+
+const CONVERGE: Duration = Duration::from_secs(30);
+
+fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_fenceline"))
+}
+
+fn lab(spec: LabSpec) -> Lab {
+    match Lab::up(spec) {
+        Ok(l) => l,
+        Err(e) => panic!("lab did not come up: {e:#}"),
+    }
+}
+
+/// Polls node `i`'s `status --json` until `pred` holds; panics with the last
+/// snapshot on timeout. Returns the time it took.
+fn wait_status(
+    lab: &Lab,
+    i: usize,
+    what: &str,
+    timeout: Duration,
+    pred: impl Fn(&Value) -> bool,
+) -> Duration {
+    let t0 = Instant::now();
+    let mut last = Value::Null;
+    while t0.elapsed() < timeout {
+        match lab.status_json(i) {
+            Ok(v) => {
+                if pred(&v) {
+                    return t0.elapsed();
+                }
+                last = v;
+            }
+            Err(e) => last = Value::String(format!("{e:#}")),
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!(
+        "node {i}: timed out after {timeout:?} waiting for {what}; last status:\n{}",
+        serde_json::to_string_pretty(&last).unwrap_or_default()
+    );
+}
+
+fn domain<'a>(v: &'a Value, name: &str) -> Option<&'a Value> {
+    v["domains"].as_array()?.iter().find(|d| d["name"] == name)
+}
+
+fn has(v: &Value, name: &str, state: &str, owner: u64) -> bool {
+    domain(v, name).is_some_and(|d| d["state"] == state && d["owner"] == owner)
+}
+
+fn members(v: &Value) -> Vec<u64> {
+    v["nodes"]
+        .as_array()
+        .map(|ns| {
+            ns.iter()
+                .filter(|n| n["member"] == true)
+                .filter_map(|n| n["nodeid"].as_u64())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Every lab domain of `nodes` is in the map with its owner and initial state.
+fn full_map(v: &Value, nodes: &[usize]) -> bool {
+    nodes.iter().all(|&n| {
+        lab_domains(n).iter().all(|d| {
+            let state = if d.running { "running" } else { "shutoff" };
+            domain(v, &d.name).is_some_and(|x| {
+                x["state"] == state && x["owner"] == n as u64 && x["uuid"] == d.uuid.as_str()
+            })
+        })
+    })
+}
+
+fn events(lab: &Lab, i: usize) -> Vec<Value> {
+    let out = lab.fenceline(i, &["events", "--json"]).expect("events");
+    assert!(out.success(), "events failed: {}", out.stderr);
+    out.stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("event line is JSON"))
+        .collect()
+}
+
+#[test]
+fn three_node_map_converges_and_follows_failures() {
+    if !lab_test_guard("three_node_map_converges_and_follows_failures") {
+        return;
+    }
+    let lab = lab(LabSpec {
+        fenceline_bin: Some(bin()),
+        ..LabSpec::default()
+    });
+
+    // 1. Membership and map convergence on every node.
+    for i in 1..=3 {
+        wait_status(&lab, i, "3 members, quorate, full map", CONVERGE, |v| {
+            v["quorate"] == true
+                && v["local_nodeid"] == i as u64
+                && members(v) == vec![1, 2, 3]
+                && full_map(v, &[1, 2, 3])
+                && v["domains"].as_array().map(Vec::len) == Some(9)
+        });
+    }
+    let s1 = lab.status_json(1).unwrap();
+    let names: Vec<&str> = s1["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|n| n["name"].as_str())
+        .collect();
+    assert_eq!(
+        names,
+        vec!["node1", "node2", "node3"],
+        "names from corosync's nodelist"
+    );
+    assert!(
+        s1["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|n| n["daemons"] == serde_json::json!(["fenceline"]))
+    );
+    // Text output works too.
+    let text = lab.fenceline(1, &["status"]).unwrap();
+    assert!(text.success());
+    assert!(text.stdout.contains("quorate"), "{}", text.stdout);
+    assert!(text.stdout.contains("vm2a"), "{}", text.stdout);
+
+    // 2. An external `virsh destroy` / `start` reaches every node.
+    lab.virsh(2, &["destroy", "vm2a"]).unwrap();
+    for i in 1..=3 {
+        wait_status(&lab, i, "vm2a shut off", CONVERGE, |v| {
+            has(v, "vm2a", "shutoff", 2)
+        });
+    }
+    lab.virsh(2, &["start", "vm2a"]).unwrap();
+    for i in 1..=3 {
+        wait_status(&lab, i, "vm2a running again", CONVERGE, |v| {
+            has(v, "vm2a", "running", 2)
+        });
+    }
+    let ev = events(&lab, 1);
+    assert!(
+        ev.iter().any(|e| e["kind"] == "domain"
+            && e["name"] == "vm2a"
+            && e["state"] == "shutoff"
+            && e["previous"] == "running"),
+        "node 1's event stream shows vm2a stopping: {ev:?}"
+    );
+    assert!(
+        ev.iter()
+            .all(|e| e["time"].is_string() && e["kind"].is_string())
+    );
+
+    // 3. corosync SIGKILL on node 3: its VMs are purged on the others.
+    lab.kill_corosync(3, libc::SIGKILL).unwrap();
+    for i in 1..=2 {
+        wait_status(&lab, i, "node 3 gone and its VMs purged", CONVERGE, |v| {
+            members(v) == vec![1, 2]
+                && v["quorate"] == true
+                && lab_domains(3).iter().all(|d| domain(v, &d.name).is_none())
+                && full_map(v, &[1, 2])
+        });
+    }
+    let ev = events(&lab, 1);
+    assert!(
+        ev.iter()
+            .any(|e| e["kind"] == "domain" && e["action"] == "purged" && e["name"] == "vm3a"),
+        "purge is recorded as an event"
+    );
+    // Node 3's own daemon lost corosync: stale, and says so.
+    wait_status(&lab, 3, "stale after corosync loss", CONVERGE, |v| {
+        v["stale"] == true && v["corosync"]["connected"] == false
+    });
+
+    // 4. corosync restarts on node 3: its daemon reconnects and the map heals.
+    lab.start_corosync(3).unwrap();
+    for i in 1..=3 {
+        wait_status(&lab, i, "node 3 back with its VMs", CONVERGE, |v| {
+            members(v) == vec![1, 2, 3] && v["stale"] == false && full_map(v, &[1, 2, 3])
+        });
+    }
+
+    // 5. libvirtd restart on node 1: reconnect and resync. The test driver
+    //    starts fresh, so a VM we stopped before comes back running.
+    lab.virsh(1, &["destroy", "vm1b"]).unwrap();
+    wait_status(&lab, 2, "vm1b shut off", CONVERGE, |v| {
+        has(v, "vm1b", "shutoff", 1)
+    });
+    lab.restart_libvirtd(1).unwrap();
+    for i in 1..=3 {
+        wait_status(&lab, i, "vm1b running after resync", CONVERGE, |v| {
+            has(v, "vm1b", "running", 1)
+        });
+    }
+    let s1 = lab.status_json(1).unwrap();
+    assert_eq!(s1["libvirt"][0]["connected"], true);
+    let ev = events(&lab, 1);
+    for action in ["libvirt-lost", "libvirt-connected"] {
+        assert!(
+            ev.iter()
+                .any(|e| e["kind"] == "daemon" && e["action"] == action),
+            "{action} in node 1's events"
+        );
+    }
+
+    // 6. SIGTERM: the daemon leaves CPG cleanly and exits 0; peers purge at once.
+    let st = lab.stop_daemon(2, libc::SIGTERM).unwrap();
+    assert!(st.is_some_and(|s| s.success()), "daemon exit status {st:?}");
+    let took = wait_status(
+        &lab,
+        1,
+        "node 2's VMs purged",
+        Duration::from_secs(10),
+        |v| lab_domains(2).iter().all(|d| domain(v, &d.name).is_none()),
+    );
+    assert!(
+        took < Duration::from_secs(5),
+        "a clean leave is seen at once, not after a token timeout ({took:?})"
+    );
+    // Node 2 is still a corosync member; only its daemon left.
+    let s1 = lab.status_json(1).unwrap();
+    assert_eq!(members(&s1), vec![1, 2, 3]);
+    lab.down().unwrap();
+}
+
+#[test]
+fn fence_virtd_node_shares_the_map() {
+    if !lab_test_guard("fence_virtd_node_shares_the_map") {
+        return;
+    }
+    let lab = lab(LabSpec {
+        fenceline_bin: Some(bin()),
+        fence_virtd_nodes: vec![3],
+        ..LabSpec::default()
+    });
+    // fence_virtd broadcasts its VMs on every join; fenceline parses them.
+    for i in 1..=2 {
+        wait_status(&lab, i, "fence_virtd's VMs with owner 3", CONVERGE, |v| {
+            full_map(v, &[1, 2, 3])
+                && v["nodes"]
+                    .as_array()
+                    .and_then(|ns| ns.iter().find(|n| n["nodeid"] == 3))
+                    .is_some_and(|n| n["daemons"] == serde_json::json!(["fence-virtd"]))
+        });
+    }
+    let s = lab.status_json(1).unwrap();
+    assert_eq!(s["counters"]["malformed_fence_agents"], 0);
+    // fence_virtd leaving the group purges its VMs (its rule, and ours).
+    lab.stop_fence_virtd(3, libc::SIGTERM).unwrap();
+    wait_status(&lab, 1, "fence_virtd's VMs purged", CONVERGE, |v| {
+        lab_domains(3).iter().all(|d| domain(v, &d.name).is_none())
+    });
+    lab.down().unwrap();
+}
