@@ -21,3 +21,27 @@ echo "== cargo test"
 # Two test threads: each cluster test runs three corosyncs, three libvirtds
 # and three daemons on a 2-core machine.
 cargo test -- --test-threads=2
+
+# Fuzz smoke: every parser of outside input runs under libFuzzer for a short
+# while (cargo-fuzz on the stable toolchain via RUSTC_BOOTSTRAP). Longer runs:
+#   cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run <target>
+echo "== fuzz smoke (${FUZZ_SECS:=15} s per target)"
+if ! command -v cargo-fuzz >/dev/null; then
+  cargo install --locked --quiet cargo-fuzz
+fi
+(
+  cd fuzz
+  export RUSTC_BOOTSTRAP=1
+  for t in $(cargo fuzz list); do
+    log=$(mktemp)
+    if ! cargo fuzz run "$t" -- -max_total_time="$FUZZ_SECS" -rss_limit_mb=2048 >"$log" 2>&1; then
+      tail -n 40 "$log" >&2
+      echo "fuzz target $t failed (crash input kept under fuzz/artifacts/$t)" >&2
+      rm -f "$log"
+      exit 1
+    fi
+    echo "fuzz $t: $(grep -E '^Done [0-9]+ runs' "$log" | tail -n 1)"
+    rm -f "$log"
+  done
+)
+echo "fuzz: all targets ran clean"

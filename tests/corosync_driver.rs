@@ -649,10 +649,8 @@ fn driver_against_real_corosync() {
 
 /// Interop with a real fence_virtd 4.12.1 (cpg backend, libvirt test
 /// driver) on the same single-node cluster: its STORE_VM broadcasts are
-/// parsed into `PeerRecord`s. Run by hand:
-/// `cargo test --test corosync_driver -- --ignored fence_virtd_interop`.
+/// parsed into `PeerRecord`s.
 #[test]
-#[ignore = "needs fence_virtd; run by hand"]
 fn fence_virtd_interop() {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 || !have("fence_virtd") || !have("corosync") {

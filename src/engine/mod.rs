@@ -180,6 +180,11 @@ async fn run_state(
                     buf.push(Input::Dropped { at: now_millis(), what: DropKind::Inputs, count: lost });
                 }
                 for input in buf.drain(..) {
+                    // A driver that could not send an effect: everything we
+                    // announced may be incomplete, so re-announce it all.
+                    if matches!(input, Input::Dropped { what: DropKind::Effects, .. }) {
+                        resync_pending = true;
+                    }
                     let out = cluster.apply(input);
                     changed |= out.changed;
                     for ev in out.events {

@@ -427,7 +427,47 @@ impl Lab {
     /// PID of node i's holder (for `nsenter -t <pid> -m -n`).
     pub fn holder_pid(&self, i: usize) -> Result<u32> {
         self.check_node(i)?;
+        ensure!(!lock(&self.inner).down, "lab {} is torn down", self.prefix);
         lock(&self.holders)[i - 1].ok_or_else(|| anyhow!("node {i} has no holder process"))
+    }
+
+    /// Human-readable summary: nodes, addresses, running programs, and how
+    /// to get a shell inside a node.
+    pub fn describe(&self) -> String {
+        let mut s = format!(
+            "sandbox lab {} (cluster {}), scratch dir {}\n",
+            self.prefix,
+            self.cluster_name(),
+            self.dir.display()
+        );
+        for i in 1..=self.spec.nodes {
+            let h = lock(&self.holders)[i - 1];
+            let mut progs = Vec::new();
+            for (name, pid) in [
+                ("corosync", self.corosync_pid(i)),
+                ("libvirtd", self.libvirtd_pid(i)),
+                ("fenceline", self.daemon_pid(i)),
+                ("fence_virtd", self.fence_virtd_pid(i)),
+            ] {
+                if let Some(pid) = pid {
+                    progs.push(format!("{name}={pid}"));
+                }
+            }
+            s.push_str(&format!(
+                "  node{i}: netns {} ip {} [{}]  shell: nsenter -t {} -m -n bash\n",
+                self.netns(i),
+                self.node_ip(i),
+                progs.join(" "),
+                h.map(|p| p.to_string()).unwrap_or_else(|| "?".into())
+            ));
+        }
+        if let Some(c) = self.client_netns() {
+            s.push_str(&format!(
+                "  client: netns {c} ip {} (ip netns exec {c} ...)\n",
+                self.client_ip()
+            ));
+        }
+        s
     }
     /// A path inside node i's mount namespace, reachable from the host
     /// (`/proc/<holder>/root/<path>`), e.g. `/run/fenceline/fenceline.sock`.
@@ -1353,9 +1393,10 @@ impl Lab {
                             .is_some_and(|p| p.running())
                 })
             });
-            // The dispatch thread of a bad start dies right after it is created;
-            // give it a moment, then count threads.
-            std::thread::sleep(Duration::from_millis(300));
+            // Backend init (which creates the cpg dispatch thread) precedes
+            // listener init; a bad dispatch thread dies right away. Give it a
+            // moment, then count threads.
+            std::thread::sleep(Duration::from_millis(500));
             let mut failed = Vec::new();
             let mut g = self.inner()?;
             for &(i, pid) in &pids {
