@@ -1,0 +1,243 @@
+//! The daemon as a process: control-socket modes and hostile requests, a
+//! second daemon on the same sockets, config errors, SIGTERM. libvirt is the
+//! in-process test driver (real libvirt code); corosync is deliberately absent
+//! here (the daemon must run and say it is stale), the cluster tests cover it.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_fenceline")
+}
+
+struct Daemon {
+    child: Child,
+    dir: tempfile::TempDir,
+}
+
+impl Daemon {
+    fn start() -> Daemon {
+        let dir = tempfile::Builder::new()
+            .prefix("fenceline-dtest-")
+            .tempdir()
+            .unwrap();
+        let cfg = dir.path().join("f.toml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "[libvirt]\nuris = [\"test:///default\"]\n[control]\nsocket = \"{0}/rw.sock\"\nreadonly_socket = \"{0}/ro.sock\"\n[log]\nfile = \"{0}/log/fenceline.log\"\n[corosync]\nfence_group = \"fl-test-fa\"\nown_group = \"fl-test-own\"\n",
+                dir.path().display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new(bin())
+            .args(["daemon", "--config"])
+            .arg(&cfg)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let d = Daemon { child, dir };
+        let ro = d.ro();
+        let t0 = Instant::now();
+        while UnixStream::connect(&ro).is_err() {
+            assert!(
+                t0.elapsed() < Duration::from_secs(10),
+                "daemon did not open its sockets"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        d
+    }
+
+    fn ro(&self) -> PathBuf {
+        self.dir.path().join("ro.sock")
+    }
+
+    fn rw(&self) -> PathBuf {
+        self.dir.path().join("rw.sock")
+    }
+
+    fn config(&self) -> PathBuf {
+        self.dir.path().join("f.toml")
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn request(sock: &Path, line: &[u8]) -> Vec<Value> {
+    let mut s = UnixStream::connect(sock).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(line).unwrap();
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    BufReader::new(s)
+        .lines()
+        .map_while(Result::ok)
+        .map(|l| serde_json::from_str(&l).unwrap())
+        .collect()
+}
+
+fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+    let t0 = Instant::now();
+    while !f() {
+        assert!(t0.elapsed() < Duration::from_secs(15), "timed out: {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn sockets_status_events_and_hostile_input() {
+    let d = Daemon::start();
+    let mode = |p: PathBuf| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(d.rw()), 0o600);
+    assert_eq!(mode(d.ro()), 0o666);
+
+    // The test driver's "test" domain appears; without corosync the state is stale.
+    wait_for("domain `test` in status", || {
+        let r = request(&d.ro(), b"{\"op\":\"status\"}\n");
+        r[0]["snapshot"]["domains"].as_array().is_some_and(|a| {
+            a.iter()
+                .any(|x| x["name"] == "test" && x["state"] == "running")
+        })
+    });
+    let out = Command::new(bin())
+        .args(["status", "--json", "--socket"])
+        .arg(d.ro())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["stale"], true);
+    assert_eq!(v["quorate"], false, "no quorum claim without corosync");
+    assert_eq!(v["libvirt"][0]["uri"], "test:///default");
+    assert_eq!(v["libvirt"][0]["connected"], true);
+
+    let out = Command::new(bin())
+        .args(["events", "--json", "--socket"])
+        .arg(d.ro())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let events: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(
+        events
+            .iter()
+            .any(|e| e["kind"] == "domain" && e["name"] == "test")
+    );
+    assert!(
+        events
+            .iter()
+            .all(|e| e["time"].as_str().is_some_and(|t| t.ends_with('Z')))
+    );
+
+    // Garbage, unknown ops and non-UTF-8 get an error reply, not a crash.
+    for bad in [
+        &b"not json\n"[..],
+        b"{\"op\":\"format-disk\"}\n",
+        b"\xff\xfe\n",
+        b"{\"op\":\"status\"",
+    ] {
+        let r = request(&d.ro(), bad);
+        assert_eq!(r[0]["reply"], "error", "{bad:?} → {r:?}");
+        assert_eq!(r[0]["code"], "bad-request");
+    }
+    // An endless line is cut off at the limit.
+    let mut s = UnixStream::connect(d.ro()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let chunk = vec![b'a'; 1 << 20];
+    let _ = s.write_all(&chunk);
+    let mut reply = String::new();
+    let _ = s.read_to_string(&mut reply);
+    assert!(reply.contains("longer than"), "{reply}");
+    // A client that connects and says nothing does not block others.
+    let _idle = UnixStream::connect(d.ro()).unwrap();
+    let r = request(&d.rw(), b"{\"op\":\"ping\"}\n");
+    assert_eq!(r[0]["reply"], "pong");
+
+    // A second daemon on the same sockets refuses to start.
+    let out = Command::new(bin())
+        .args(["daemon", "--config"])
+        .arg(d.config())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("already listening"), "{err}");
+    // ... and the first one still answers.
+    assert_eq!(request(&d.ro(), b"{\"op\":\"ping\"}\n")[0]["reply"], "pong");
+
+    // The log file is written.
+    let log = std::fs::read_to_string(d.dir.path().join("log/fenceline.log")).unwrap();
+    assert!(log.contains("fenceline daemon starting"), "{log}");
+}
+
+#[test]
+fn sigterm_exits_cleanly_and_removes_sockets() {
+    let mut d = Daemon::start();
+    // SAFETY: kill(2) on the pid of a child we spawned and have not reaped.
+    let rc = unsafe { libc::kill(d.child.id() as i32, libc::SIGTERM) };
+    assert_eq!(rc, 0);
+    let t0 = Instant::now();
+    let status = loop {
+        if let Some(s) = d.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "daemon ignored SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status:?}");
+    assert!(!d.ro().exists() && !d.rw().exists(), "sockets removed");
+}
+
+#[test]
+fn config_errors_stop_the_daemon_with_file_line_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("bad.toml");
+    std::fs::write(
+        &cfg,
+        "[libvirt]\nuris = [\"qemu:///system\"]\n\n[control]\nsockett = \"/tmp/x\"\n",
+    )
+    .unwrap();
+    let out = Command::new(bin())
+        .args(["daemon", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("{}:5:", cfg.display())), "{err}");
+    assert!(err.contains("control.sockett"), "{err}");
+    // A missing explicit config file is an error too.
+    let out = Command::new(bin())
+        .args(["daemon", "--config", "/nonexistent/fenceline.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn status_without_a_daemon_says_how_to_fix_it() {
+    let out = Command::new(bin())
+        .args(["status", "--socket", "/nonexistent/fenceline-ro.sock"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("is `fenceline daemon` running?"), "{err}");
+}
