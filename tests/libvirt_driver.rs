@@ -286,8 +286,9 @@ struct PrivateLibvirt {
 }
 
 impl PrivateLibvirt {
-    /// `qemu`: also bind-mount a qemu.conf (root, no security driver) and
-    /// run virtlogd.
+    /// All of /etc/libvirt is a private tmpfs, so libvirtd writes nothing to
+    /// the host's config. `qemu`: also a qemu.conf (root, no security
+    /// driver) and virtlogd.
     fn start(qemu: bool) -> Option<Self> {
         let dir = tempfile::Builder::new()
             .prefix("flt-lvdrv-")
@@ -299,17 +300,17 @@ impl PrivateLibvirt {
             "user = \"root\"\ngroup = \"root\"\nsecurity_driver = \"none\"\n",
         )
         .ok()?;
-        let bind = if qemu {
-            format!("mount --bind {} /etc/libvirt/qemu.conf; ", conf.display())
+        let copy = if qemu {
+            format!("cp {} /etc/libvirt/qemu.conf; ", conf.display())
         } else {
             String::new()
         };
         let script = format!(
             "set -e; \
-            for d in /run /var/lib/libvirt /var/cache/libvirt /var/log/libvirt /etc/libvirt/qemu; do \
+            for d in /run /var/lib/libvirt /var/cache/libvirt /var/log/libvirt /etc/libvirt; do \
               mount -t tmpfs tmpfs $d; done; \
             mkdir -p /var/lib/libvirt/qemu /var/cache/libvirt/qemu /var/log/libvirt/qemu \
-              /etc/libvirt/qemu/networks /run/libvirt; {bind}\
+              /etc/libvirt/qemu/networks /run/libvirt; {copy}\
             touch /run/flt-ns-ready; \
             exec sleep 100000"
         );

@@ -427,8 +427,12 @@ impl Lab {
     /// PID of node i's holder (for `nsenter -t <pid> -m -n`).
     pub fn holder_pid(&self, i: usize) -> Result<u32> {
         self.check_node(i)?;
-        ensure!(!lock(&self.inner).down, "lab {} is torn down", self.prefix);
-        lock(&self.holders)[i - 1].ok_or_else(|| anyhow!("node {i} has no holder process"))
+        // Cleared by `down`. Never lock `inner` here: callers may hold it.
+        lock(&self.holders)
+            .get(i - 1)
+            .copied()
+            .flatten()
+            .ok_or_else(|| anyhow!("node {i} has no holder process (lab {})", self.prefix))
     }
 
     /// Human-readable summary: nodes, addresses, running programs, and how
@@ -441,7 +445,7 @@ impl Lab {
             self.dir.display()
         );
         for i in 1..=self.spec.nodes {
-            let h = lock(&self.holders)[i - 1];
+            let h = lock(&self.holders).get(i - 1).copied().flatten();
             let mut progs = Vec::new();
             for (name, pid) in [
                 ("corosync", self.corosync_pid(i)),
@@ -798,7 +802,9 @@ impl Lab {
             wait_until(Duration::from_secs(2), Duration::from_millis(2), || {
                 procs::program_of(pid).as_deref() == Some("sleep")
             });
-            lock(&self.holders)[i - 1] = Some(pid);
+            if let Some(slot) = lock(&self.holders).get_mut(i - 1) {
+                *slot = Some(pid);
+            }
         }
         Ok(())
     }
@@ -1582,11 +1588,13 @@ impl Lab {
 
         // 2. qemu guests: destroy through libvirtd (all nodes in parallel),
         //    then kill leftovers by pid.
-        let holders: Vec<Option<u32>> = lock(&self.holders).clone();
+        let holders: Vec<Option<u32>> = std::mem::take(&mut *lock(&self.holders));
         let mut destroy: Vec<(u32, String)> = Vec::new();
         let mut live_holders: Vec<(usize, u32)> = Vec::new();
         for (idx, n) in g.nodes.iter_mut().enumerate() {
-            let Some(h) = holders[idx] else { continue };
+            let Some(h) = holders.get(idx).copied().flatten() else {
+                continue;
+            };
             if !n.holder.as_mut().is_some_and(|p| p.running()) {
                 continue;
             }
