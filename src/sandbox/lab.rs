@@ -26,7 +26,7 @@ const STOP_GRACE: Duration = Duration::from_secs(3);
 const QUORUM_TIMEOUT: Duration = Duration::from_secs(30);
 const LIBVIRTD_TIMEOUT: Duration = Duration::from_secs(20);
 const DAEMON_TIMEOUT: Duration = Duration::from_secs(20);
-const FENCE_VIRTD_TRIES: usize = 5;
+const FENCE_VIRTD_TRIES: usize = 20;
 /// fence_virtd's multicast listener port (UDP), in the hex form of /proc/net/udp.
 const FENCE_VIRTD_PORT_HEX: &str = ":04CD";
 
@@ -1322,9 +1322,15 @@ impl Lab {
         }
         let pidf = nd.join("fence_virtd.pid");
         let _ = std::fs::remove_file(&pidf);
+        // Pinned to one CPU: the race is fence_virtd's new dispatch thread
+        // running before its creator stores the CPG handle; on one CPU the
+        // creator usually runs on first, so far fewer restarts are needed.
         let mut c = self.nsenter_cmd(
             h,
             &[
+                "taskset",
+                "-c",
+                "0",
                 &stdbuf,
                 "-oL",
                 "-eL",
@@ -1363,7 +1369,7 @@ impl Lab {
     /// Start fence_virtd on the given nodes, working around its startup race
     /// (a dead cpg dispatch thread, sandbox-cluster.md §5.5a): once its
     /// listener is bound (backend init is done by then), it must have at least
-    /// 2 threads, else it is killed and restarted (up to 5 tries).
+    /// 2 threads, else it is killed and restarted (up to 20 tries).
     pub fn start_fence_virtds(&self, nodes: &[usize]) -> Result<()> {
         for &i in nodes {
             self.check_node(i)?;
