@@ -166,18 +166,31 @@ fn propagation(bin: &Path, rounds: usize, rows: &mut Vec<Row>) -> Result<()> {
     n1.drain();
     let t_kill = now_ms();
     lab.kill_corosync(3, libc::SIGKILL)?;
-    let Some((_, left)) = n1.wait(Duration::from_secs(20), |v| {
-        v["kind"] == "membership" && v["action"] == "left" && v["nodeid"] == 3
-    }) else {
-        bail!("node 1 did not see node 3 leave");
+    // The first membership callback about node 3 (the CPG confchg or the
+    // quorum notification, whichever corosync delivers first) purges; collect
+    // events in any order until both the callback and the purge are seen.
+    let mut t_cb: Option<u64> = None;
+    let mut purge: Option<(u64, u64)> = None;
+    let end = Instant::now() + Duration::from_secs(20);
+    while (t_cb.is_none() || purge.is_none()) && Instant::now() < end {
+        let Some((arrived, v)) = n1.wait(Duration::from_secs(1), |_| true) else {
+            continue;
+        };
+        let about3 = v["nodeid"] == 3;
+        if v["kind"] == "membership"
+            && about3
+            && (v["action"] == "left" || v["action"] == "daemon-left")
+        {
+            let t = event_time(&v).unwrap_or(0);
+            t_cb = Some(t_cb.map_or(t, |c| c.min(t)));
+        }
+        if v["kind"] == "domain" && v["action"] == "purged" && v["name"] == "vm3b" {
+            purge = Some((event_time(&v).unwrap_or(0), arrived));
+        }
+    }
+    let (Some(t_cb), Some((t_purge, t_seen))) = (t_cb, purge) else {
+        bail!("node 1 did not see node 3 leave and its VMs purged");
     };
-    let Some((t_seen, purged)) = n1.wait(Duration::from_secs(5), |v| {
-        v["kind"] == "domain" && v["action"] == "purged" && v["name"] == "vm3b"
-    }) else {
-        bail!("node 1 did not purge vm3b");
-    };
-    let t_cb = event_time(&left).unwrap_or(0);
-    let t_purge = event_time(&purged).unwrap_or(0);
     rows.push(Row {
         what: "lost node: membership callback → VMs gone from map".into(),
         fenceline: format!(

@@ -20,7 +20,12 @@ cargo build --all-targets
 echo "== cargo test"
 # Two test threads: each cluster test runs three corosyncs, three libvirtds
 # and three daemons on a 2-core machine.
-cargo test -- --test-threads=2
+test_log=$(mktemp)
+trap 'rm -f "$test_log"' EXIT
+cargo test --all-targets -- --test-threads=2 2>&1 | tee "$test_log"
+test "${PIPESTATUS[0]}" -eq 0
+passed=$(awk '/^test result:/ {s += $4} END {print s + 0}' "$test_log")
+failed=$(awk '/^test result:/ {s += $6} END {print s + 0}' "$test_log")
 
 # Fuzz smoke: every parser of outside input runs under libFuzzer for a short
 # while (cargo-fuzz on the stable toolchain via RUSTC_BOOTSTRAP). Longer runs:
@@ -45,3 +50,4 @@ fi
   done
 )
 echo "fuzz: all targets ran clean"
+echo "tests: ${passed} passed, ${failed} failed"

@@ -162,7 +162,7 @@ impl Lab {
             // Only our own child, by pid.
             let _ = c.kill(); // SIGKILL
             let _ = c.wait();
-            clean_shm(pid);
+            fenceline::sandbox::clean_qb_shm(pid);
         }
     }
 
@@ -188,31 +188,11 @@ impl Drop for KillOnDrop {
     }
 }
 
-/// Removes libqb leftovers of a SIGKILLed corosync (only that pid's).
-fn clean_shm(pid: u32) {
-    let Ok(rd) = std::fs::read_dir("/dev/shm") else {
-        return;
-    };
-    let a = format!("qb-{pid}-");
-    let b = format!("qb-corosync-{pid}-");
-    for e in rd.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        if name.starts_with(&a) || name.starts_with(&b) {
-            let p = e.path();
-            if p.is_dir() {
-                let _ = std::fs::remove_dir_all(&p);
-            } else {
-                let _ = std::fs::remove_file(&p);
-            }
-        }
-    }
-}
-
 impl Drop for Lab {
     fn drop(&mut self) {
         self.kill_corosync();
         for &pid in &self.pids {
-            clean_shm(pid);
+            fenceline::sandbox::clean_qb_shm(pid);
         }
         if self.netns_created {
             let _ = run("ip", &["netns", "del", &self.prefix]);

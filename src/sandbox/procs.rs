@@ -68,7 +68,7 @@ pub(crate) fn send_signal(pid: u32, sig: i32) -> bool {
 }
 
 /// Remove libqb shared-memory leftovers of a (dead) corosync with this pid.
-pub(crate) fn clean_qb_shm(pid: u32) {
+pub fn clean_qb_shm(pid: u32) {
     let Ok(rd) = std::fs::read_dir("/dev/shm") else {
         return;
     };
