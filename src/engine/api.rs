@@ -366,7 +366,7 @@ impl Request {
 #[serde(tag = "reply", rename_all = "kebab-case")]
 pub enum Reply {
     Status {
-        snapshot: Box<Snapshot>,
+        snapshot: std::sync::Arc<Snapshot>,
     },
     Event {
         event: Event,

@@ -206,7 +206,8 @@ async fn handle(
                 .await?
             }
             Request::Status => {
-                let snapshot = Box::new((*engine.snapshot()).clone());
+                // Serialized straight from the shared snapshot; no copy.
+                let snapshot = engine.snapshot();
                 write_reply(&mut wr, &Reply::Status { snapshot }).await?
             }
             Request::Events { follow } => {
