@@ -430,7 +430,7 @@ impl Cluster {
                 if rec.domains.remove(&key).is_some() {
                     rec.health.domains = rec.domains.len();
                     self.refresh(&key, at, Cause::Change, &mut out);
-                    let still_local = self.local_merged().contains_key(&key);
+                    let still_local = self.local_obs(&key).is_some();
                     if !still_local && self.local_nodeid.is_some() {
                         out.effects.push(Effect::Own(OwnMessage::Gone {
                             vms: vec![LocalDomain {
@@ -973,11 +973,10 @@ impl Cluster {
             self.refresh(k, at, Cause::Change, out);
         }
         // Gone keys that another local URI still has are not gone.
-        let merged = self.local_merged();
-        gone.retain(|g| !merged.contains_key(&DomKey::of(&g.name, &g.uuid)));
+        gone.retain(|g| self.local_obs(&DomKey::of(&g.name, &g.uuid)).is_none());
         let present: Vec<DomKey> = touched
             .into_iter()
-            .filter(|k| merged.contains_key(k))
+            .filter(|k| self.local_obs(k).is_some())
             .collect();
         self.announce_local(&present, out);
         if !gone.is_empty() && self.local_nodeid.is_some() {
@@ -987,20 +986,27 @@ impl Cluster {
         out.changed = true;
     }
 
-    /// The local domains across all URIs, one per key; the most active state wins.
-    fn local_merged(&self) -> BTreeMap<DomKey, Obs> {
-        let mut m: BTreeMap<DomKey, Obs> = BTreeMap::new();
-        for u in self.local.values() {
-            for (k, o) in &u.domains {
-                match m.get(k) {
-                    Some(prev) if prev.state.is_active() || !o.state.is_active() => {}
-                    _ => {
-                        m.insert(k.clone(), o.clone());
-                    }
+    /// This host's view of one domain across all URIs, with the URI it came
+    /// from; when several URIs have it, the most active state wins.
+    fn local_obs(&self, key: &DomKey) -> Option<(&Obs, &str)> {
+        let mut best: Option<(&Obs, &str)> = None;
+        for (uri, u) in &self.local {
+            if let Some(o) = u.domains.get(key) {
+                match best {
+                    Some((prev, _)) if prev.state.is_active() || !o.state.is_active() => {}
+                    _ => best = Some((o, uri.as_str())),
                 }
             }
         }
-        m
+        best
+    }
+
+    /// Every local domain, one per key, as [`Self::local_obs`] picks it.
+    fn local_merged(&self) -> BTreeMap<DomKey, Obs> {
+        let keys: BTreeSet<&DomKey> = self.local.values().flat_map(|u| u.domains.keys()).collect();
+        keys.into_iter()
+            .filter_map(|k| self.local_obs(k).map(|(o, _)| (k.clone(), o.clone())))
+            .collect()
     }
 
     fn announce_local(&mut self, keys: &[DomKey], out: &mut Output) {
@@ -1010,11 +1016,10 @@ impl Cluster {
         if keys.is_empty() {
             return;
         }
-        let merged = self.local_merged();
         let mut records = Vec::new();
         let mut vms = Vec::new();
         for k in keys {
-            if let Some(o) = merged.get(k) {
+            if let Some((o, _)) = self.local_obs(k) {
                 records.push(VmRecord {
                     name: o.name.clone(),
                     uuid: o.uuid.clone(),
@@ -1039,16 +1044,7 @@ impl Cluster {
     fn refresh(&mut self, key: &DomKey, at: Millis, cause: Cause, out: &mut Output) {
         let mut placements: Vec<(NodeId, &Obs, Option<&str>)> = Vec::new();
         let me = self.local_nodeid.unwrap_or(0);
-        // Local: most active state across URIs.
-        let mut local: Option<(&Obs, &str)> = None;
-        for (uri, u) in &self.local {
-            if let Some(o) = u.domains.get(key) {
-                match local {
-                    Some((prev, _)) if prev.state.is_active() || !o.state.is_active() => {}
-                    _ => local = Some((o, uri.as_str())),
-                }
-            }
-        }
+        let local = self.local_obs(key);
         if let Some((o, uri)) = local {
             placements.push((me, o, Some(uri)));
         }
