@@ -479,12 +479,7 @@ impl Worker {
                 debug!(uri = %self.uri, %name, %uuid, ?verdict, "reboot event");
                 if verdict == Verdict::Rebooted {
                     let name = s.names.get(&uuid).cloned().unwrap_or(name);
-                    self.send(Input::LocalRebooted {
-                        at: now_millis(),
-                        uri: self.uri.clone(),
-                        name,
-                        uuid,
-                    })?;
+                    self.send_rebooted(name, uuid)?;
                 }
                 Ok(())
             }
@@ -628,6 +623,16 @@ impl Worker {
         })
     }
 
+    /// Reports a reboot that the filter hid from the state.
+    fn send_rebooted(&self, name: String, uuid: String) -> Result<(), Stop> {
+        self.send(Input::LocalRebooted {
+            at: now_millis(),
+            uri: self.uri.clone(),
+            name,
+            uuid,
+        })
+    }
+
     /// Full listing (active and inactive) → `LocalList`, preceded by
     /// `LibvirtLink { connected: true }` when `announce`. Ok(false) when the
     /// listing call failed on a live connection (retried at the next reconcile).
@@ -720,12 +725,7 @@ impl Worker {
         })?;
         self.stats.listings.fetch_add(1, Ordering::Relaxed);
         for (name, uuid) in rebooted {
-            self.send(Input::LocalRebooted {
-                at: now_millis(),
-                uri: self.uri.clone(),
-                name,
-                uuid,
-            })?;
+            self.send_rebooted(name, uuid)?;
         }
         Ok(true)
     }
