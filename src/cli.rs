@@ -268,6 +268,9 @@ pub fn render_status(s: &Snapshot, now: Millis) -> String {
         ("dropped events", c.dropped_events),
         ("dropped effects", c.dropped_effects),
         ("dropped libvirt events", c.dropped_libvirt_events),
+        ("dropped fence packets", c.dropped_fence_packets),
+        ("dropped audit records", c.dropped_audit),
+        ("dropped hook events", c.dropped_hook_events),
     ];
     let nonzero: Vec<String> = drops
         .iter()
@@ -342,6 +345,61 @@ pub fn render_event(e: &Event, names: &Names) -> String {
             }
             s
         }
+        EventKind::Fence {
+            phase,
+            op,
+            domain,
+            source,
+            acted_by,
+            result,
+            duration_ms,
+            detail,
+            ..
+        } => {
+            let mut s = format!("fence {} {op} {domain} -> {result}", kebab(phase));
+            if let Some(n) = acted_by {
+                let _ = write!(s, " by {}", names.node(*n));
+            }
+            let _ = write!(s, " ({duration_ms} ms, from {source})");
+            if let Some(d) = detail {
+                let _ = write!(s, ": {d}");
+            }
+            s
+        }
+        EventKind::NetworkHook {
+            network,
+            op,
+            subop,
+            port,
+            replay,
+            error,
+            ..
+        } => {
+            let mut s = format!("hook network {network} {op}");
+            if !subop.is_empty() && subop != "-" {
+                let _ = write!(s, "/{subop}");
+            }
+            if let Some(p) = port {
+                if let Some(o) = &p.owner {
+                    let _ = write!(s, " vm {o}");
+                }
+                if let Some(m) = &p.mac {
+                    let _ = write!(s, " mac {m}");
+                }
+            }
+            if *replay {
+                s.push_str(" (replayed at libvirtd start)");
+            }
+            if let Some(e) = error {
+                let _ = write!(s, ": unparsed: {e}");
+            }
+            s
+        }
+        EventKind::Network {
+            action,
+            network,
+            ..
+        } => format!("network {} {network}", kebab(action)),
     };
     format!("{t} {at:<10} {body}")
 }

@@ -80,6 +80,180 @@ impl std::fmt::Display for DomainState {
     }
 }
 
+/// A fence operation: fence_virt's `fence_cmd_t`, by the client's name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FenceOp {
+    Null = 0,
+    Off = 1,
+    Reboot = 2,
+    On = 3,
+    Status = 4,
+    /// `monitor` (fence_virt's FENCE_DEVSTATUS).
+    Monitor = 5,
+    /// `list` (FENCE_HOSTLIST).
+    List = 6,
+}
+
+impl FenceOp {
+    pub fn from_raw(v: u8) -> Option<Self> {
+        Some(match v {
+            0 => Self::Null,
+            1 => Self::Off,
+            2 => Self::Reboot,
+            3 => Self::On,
+            4 => Self::Status,
+            5 => Self::Monitor,
+            6 => Self::List,
+            _ => return None,
+        })
+    }
+
+    pub fn as_raw(self) -> u8 {
+        self as u8
+    }
+
+    /// The client's name for the operation (`-o` of fence_xvm).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Null => "null",
+            Self::Off => "off",
+            Self::Reboot => "reboot",
+            Self::On => "on",
+            Self::Status => "status",
+            Self::Monitor => "monitor",
+            Self::List => "list",
+        }
+    }
+
+    /// Parses the client's name (`off`, `list-status` = `list`, ...).
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s.to_ascii_lowercase().as_str() {
+            "null" => Self::Null,
+            "off" => Self::Off,
+            "reboot" => Self::Reboot,
+            "on" => Self::On,
+            "status" => Self::Status,
+            "monitor" => Self::Monitor,
+            "list" | "list-status" => Self::List,
+            _ => return None,
+        })
+    }
+
+    /// Operations that change a VM.
+    pub fn is_action(self) -> bool {
+        matches!(self, Self::Off | Self::Reboot | Self::On)
+    }
+}
+
+impl std::fmt::Display for FenceOp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The one-byte fence result, as fence_xvm's exit code reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FenceResult {
+    /// 0: success; for `status`: the VM is on.
+    Ok = 0,
+    /// 1: the operation failed (or was refused for safety).
+    Fail = 1,
+    /// 2: `status`: the VM is off.
+    Off = 2,
+    /// 3: permission denied.
+    Denied = 3,
+}
+
+impl FenceResult {
+    pub fn from_raw(v: u8) -> Option<Self> {
+        Some(match v {
+            0 => Self::Ok,
+            1 => Self::Fail,
+            2 => Self::Off,
+            3 => Self::Denied,
+            _ => return None,
+        })
+    }
+
+    /// The result byte, which is also fence_xvm's exit code.
+    pub fn as_raw(self) -> u8 {
+        self as u8
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::Fail => "fail",
+            Self::Off => "off",
+            Self::Denied => "denied",
+        }
+    }
+}
+
+impl std::fmt::Display for FenceResult {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Which step of a fence request an event reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FencePhase {
+    /// A request this node received (listener or control socket) is finished.
+    Result,
+    /// This node acted on a VM it owns, for any requester (fence_virtd too).
+    Acted,
+}
+
+/// A libvirt network as one node reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkView {
+    /// The node the network lives on.
+    pub node: NodeId,
+    pub name: String,
+    #[serde(default)]
+    pub uuid: String,
+    pub active: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bridge: Option<String>,
+    /// Ports (VM interfaces) plugged into the network, as hooks reported them.
+    #[serde(default)]
+    pub ports: Vec<PortView>,
+    pub since: Millis,
+}
+
+/// A VM interface on a libvirt network (`<networkport>`, or the old
+/// plugged/unplugged domain element).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct PortView {
+    /// The owner VM's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner_uuid: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
+    /// `<plug type=...>` (network, bridge, direct, hostdev-pci).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plug: Option<String>,
+    /// The port's own UUID (`<networkport><uuid>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uuid: Option<String>,
+}
+
+/// A libvirt network lifecycle event (from libvirt's event API, not hooks).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NetworkAction {
+    Defined,
+    Undefined,
+    Started,
+    Stopped,
+}
+
 /// Which kind of daemon a node runs in the `fence-agents` CPG group.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -180,6 +354,16 @@ pub struct Counters {
     pub dropped_effects: u64,
     /// libvirt events lost in the driver (its queue was full); each forces a resync.
     pub dropped_libvirt_events: u64,
+    /// Fence packets dropped before any action: bad hash, weaker hash,
+    /// duplicate, truncated, garbage (each also logged with its reason).
+    #[serde(default)]
+    pub dropped_fence_packets: u64,
+    /// Fence records the audit log could not take (its queue was full).
+    #[serde(default)]
+    pub dropped_audit: u64,
+    /// Hook events dropped (burst over the ring, queue full, malformed).
+    #[serde(default)]
+    pub dropped_hook_events: u64,
 }
 
 /// An immutable picture of the cluster, as this node's engine knows it.
@@ -206,6 +390,9 @@ pub struct Snapshot {
     pub domains: Vec<DomainView>,
     /// This node's libvirt connections.
     pub libvirt: Vec<LibvirtHealth>,
+    /// libvirt networks of every fenceline node (hook and lifecycle events).
+    #[serde(default)]
+    pub networks: Vec<NetworkView>,
     pub counters: Counters,
     pub daemon_version: String,
 }
@@ -286,6 +473,52 @@ pub enum EventKind {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         detail: Option<String>,
     },
+    /// A fence request finished here, or this node acted on one.
+    Fence {
+        phase: FencePhase,
+        op: FenceOp,
+        domain: String,
+        /// Who asked: `multicast:10.0.0.5`, `tcp:127.0.0.1`, `control:uid=0`,
+        /// `cpg:node2` (a request another node routed here).
+        source: String,
+        /// The node whose daemon received the request.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        requester: Option<NodeId>,
+        /// The node that acted (or answered).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        acted_by: Option<NodeId>,
+        result: FenceResult,
+        duration_ms: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        detail: Option<String>,
+    },
+    /// libvirt ran the network hook on `node` (see the event's `node`).
+    NetworkHook {
+        network: String,
+        op: String,
+        #[serde(default)]
+        subop: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        network_uuid: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        bridge: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        port: Option<PortView>,
+        /// A port-created that libvirt repeats for an existing port when
+        /// libvirtd restarts: not a new plug.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        replay: bool,
+        /// The hook's XML did not parse; the raw text is kept (bounded).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+    },
+    /// A libvirt network lifecycle event on `node`.
+    Network {
+        action: NetworkAction,
+        network: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        uuid: Option<String>,
+    },
 }
 
 /// One entry of the live event stream.
@@ -350,6 +583,10 @@ pub enum Request {
     },
     /// Liveness check.
     Ping,
+    /// A fence operation on one VM, routed through the cluster exactly like a
+    /// fence_xvm request. Refused on the read-only socket (even `status`,
+    /// so that `fenceline fence` answers 3 there, like fence_xvm's denied).
+    Fence { action: FenceOp, domain: String },
 }
 
 impl Request {
@@ -357,6 +594,7 @@ impl Request {
     pub fn is_mutating(&self) -> bool {
         match self {
             Request::Status | Request::Events { .. } | Request::Ping => false,
+            Request::Fence { .. } => true,
         }
     }
 }
@@ -379,6 +617,15 @@ pub enum Reply {
     BacklogEnd,
     Pong {
         version: String,
+    },
+    /// The outcome of a `fence` request.
+    Fence {
+        result: FenceResult,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        acted_by: Option<NodeId>,
+        duration_ms: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        detail: Option<String>,
     },
     Error {
         /// A stable machine-readable code: `read-only`, `bad-request`, `busy`, `internal`.

@@ -20,7 +20,7 @@ use std::time::Duration;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
-use api::{Event, Snapshot, now_millis};
+use api::{Event, FenceOp, FenceResult, NodeId, Snapshot, now_millis};
 use model::{Cluster, DropKind, Effect, Input, ModelConfig};
 
 /// Capacity of the driver → engine input channel.
@@ -74,8 +74,49 @@ impl InputTx {
     }
 }
 
+/// A fence request as a listener or the control socket hands it to the engine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FenceCall {
+    /// `Off`, `On`, `Reboot` or `Status`; the listeners answer `Null`,
+    /// `Monitor` and `List` themselves.
+    pub op: FenceOp,
+    /// VM name or UUID as the client sent it.
+    pub domain: String,
+    /// Who asked, for the audit log and events (`multicast:10.0.0.5`, ...).
+    pub source: String,
+}
+
+/// The engine's answer to a [`FenceCall`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FenceAnswer {
+    pub result: FenceResult,
+    /// The node that acted or answered, when one did.
+    pub acted_by: Option<NodeId>,
+    pub duration_ms: u64,
+    /// Why, for failures and refusals (also logged and in the event).
+    pub detail: Option<String>,
+}
+
+impl FenceAnswer {
+    pub fn fail(detail: impl Into<String>) -> Self {
+        Self {
+            result: FenceResult::Fail,
+            acted_by: None,
+            duration_ms: 0,
+            detail: Some(detail.into()),
+        }
+    }
+}
+
+/// The longest a [`EngineHandle::fence`] call waits for the engine; the
+/// router's own timeouts are shorter, so this only fires if the engine died.
+pub const FENCE_CALL_LIMIT: Duration = Duration::from_secs(120);
+
 /// Queries the state task answers.
 enum Query {
+    /// Route a fence request through the cluster; the answer comes back on
+    /// the oneshot.
+    Fence(FenceCall, oneshot::Sender<FenceAnswer>),
     /// The event backlog plus a live subscription taken at the same instant,
     /// so a follower sees no gap and no duplicate.
     Subscribe(oneshot::Sender<(Vec<Event>, broadcast::Receiver<Event>)>),
@@ -109,6 +150,20 @@ impl EngineHandle {
             .await
             .ok()?
             .ok()
+    }
+
+    /// Routes a fence request through the cluster (owner acts) and waits for
+    /// the answer. Never hangs: every path ends in an answer or a failure.
+    pub async fn fence(&self, call: FenceCall) -> FenceAnswer {
+        let (tx, rx) = oneshot::channel();
+        if self.queries.send(Query::Fence(call, tx)).await.is_err() {
+            return FenceAnswer::fail("the engine is not running");
+        }
+        match tokio::time::timeout(FENCE_CALL_LIMIT, rx).await {
+            Ok(Ok(a)) => a,
+            Ok(Err(_)) => FenceAnswer::fail("the engine dropped the request"),
+            Err(_) => FenceAnswer::fail("the engine did not answer in time"),
+        }
     }
 
     /// Reports that a subscriber missed `n` events (counted in the snapshot).
@@ -205,6 +260,10 @@ async fn run_state(
                 }
             }
             Some(q) = queries.recv() => match q {
+                Query::Fence(_call, reply) => {
+                    // Routing lands with the fence router (fencing issue).
+                    let _ = reply.send(FenceAnswer::fail("fence routing is not available yet"));
+                }
                 Query::Subscribe(reply) => {
                     let backlog: VecDeque<Event> = cluster.events().cloned().collect();
                     let _ = reply.send((backlog.into(), ev_tx.subscribe()));

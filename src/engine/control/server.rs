@@ -11,8 +11,8 @@ use tokio::sync::{Semaphore, broadcast};
 use tokio_util::sync::CancellationToken;
 
 use super::MAX_REQUEST_LINE;
-use crate::engine::EngineHandle;
-use crate::engine::api::{Reply, Request};
+use crate::engine::api::{FenceOp, Reply, Request};
+use crate::engine::{EngineHandle, FenceAnswer, FenceCall};
 
 /// How long a client may take to send a request line.
 const READ_TIMEOUT: Duration = Duration::from_secs(10);
@@ -154,6 +154,10 @@ async fn handle(
     engine: EngineHandle,
     cancel: CancellationToken,
 ) -> std::io::Result<()> {
+    let peer = stream
+        .peer_cred()
+        .ok()
+        .map(|c| (c.uid(), c.pid().unwrap_or(0)));
     let (rd, mut wr) = stream.into_split();
     let mut rd = BufReader::new(rd);
     loop {
@@ -201,6 +205,36 @@ async fn handle(
                     &mut wr,
                     &Reply::Pong {
                         version: env!("CARGO_PKG_VERSION").into(),
+                    },
+                )
+                .await?
+            }
+            Request::Fence { action, domain } => {
+                let source = match &peer {
+                    Some((uid, pid)) => format!("control:uid={uid},pid={pid}"),
+                    None => "control".to_string(),
+                };
+                let answer = match action {
+                    FenceOp::Off | FenceOp::On | FenceOp::Reboot | FenceOp::Status => {
+                        engine
+                            .fence(FenceCall {
+                                op: action,
+                                domain,
+                                source,
+                            })
+                            .await
+                    }
+                    other => FenceAnswer::fail(format!(
+                        "`{other}` is not a fence action here; use off, on, reboot or status"
+                    )),
+                };
+                write_reply(
+                    &mut wr,
+                    &Reply::Fence {
+                        result: answer.result,
+                        acted_by: answer.acted_by,
+                        duration_ms: answer.duration_ms,
+                        detail: answer.detail,
                     },
                 )
                 .await?

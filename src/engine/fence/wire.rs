@@ -34,57 +34,7 @@ const OFF_HASH: usize = 112;
 const AF_INET: u32 = 2;
 const AF_INET6: u32 = 10;
 
-/// `fence_cmd_t`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum FenceCmd {
-    Null = 0,
-    Off = 1,
-    Reboot = 2,
-    On = 3,
-    Status = 4,
-    Devstatus = 5,
-    Hostlist = 6,
-}
-
-impl FenceCmd {
-    pub fn from_raw(v: u8) -> Option<Self> {
-        Some(match v {
-            0 => Self::Null,
-            1 => Self::Off,
-            2 => Self::Reboot,
-            3 => Self::On,
-            4 => Self::Status,
-            5 => Self::Devstatus,
-            6 => Self::Hostlist,
-            _ => return None,
-        })
-    }
-
-    /// The client's name for the operation.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Null => "null",
-            Self::Off => "off",
-            Self::Reboot => "reboot",
-            Self::On => "on",
-            Self::Status => "status",
-            Self::Devstatus => "monitor",
-            Self::Hostlist => "list",
-        }
-    }
-}
-
-/// Result bytes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FenceResult {
-    /// 0: success, or "on" for status.
-    Success = 0,
-    Fail = 1,
-    /// 2: off (status).
-    Off = 2,
-    /// 3: permission denied.
-    Perm = 3,
-}
+pub use crate::engine::api::{FenceOp as FenceCmd, FenceResult};
 
 /// `fence_hash_t` / `fence_auth_type_t`: they share numbers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]

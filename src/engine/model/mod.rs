@@ -1265,6 +1265,7 @@ impl Cluster {
             nodes,
             domains,
             libvirt: local_health,
+            networks: Vec::new(),
             counters: self.counters.clone(),
             daemon_version: self.cfg.version.clone(),
         }
