@@ -187,6 +187,26 @@ pub enum DropKind {
     Effects,
     LibvirtEvents,
     Events,
+    /// Fence packets refused before any action (bad hash, duplicate, ...).
+    FencePackets,
+    /// Audit records the audit writer could not take.
+    Audit,
+    /// Hook events lost (ring overflow, queue full).
+    HookEvents,
+}
+
+impl DropKind {
+    pub fn label(self) -> &'static str {
+        match self {
+            DropKind::Inputs => "inputs",
+            DropKind::Effects => "effects",
+            DropKind::LibvirtEvents => "libvirt events",
+            DropKind::Events => "events",
+            DropKind::FencePackets => "fence packets",
+            DropKind::Audit => "audit records",
+            DropKind::HookEvents => "hook events",
+        }
+    }
 }
 
 /// What the drivers must do after an input.
@@ -471,8 +491,11 @@ impl Cluster {
                     DropKind::Effects => self.counters.dropped_effects += count,
                     DropKind::LibvirtEvents => self.counters.dropped_libvirt_events += count,
                     DropKind::Events => self.counters.dropped_events += count,
+                    DropKind::FencePackets => self.counters.dropped_fence_packets += count,
+                    DropKind::Audit => self.counters.dropped_audit += count,
+                    DropKind::HookEvents => self.counters.dropped_hook_events += count,
                 }
-                let detail = format!("{count} {what:?} dropped").to_lowercase();
+                let detail = format!("{count} {} dropped", what.label());
                 self.emit(
                     at,
                     EventKind::Daemon {
