@@ -6,7 +6,8 @@ use std::io::Write as _;
 use std::path::Path;
 
 use crate::engine::api::{
-    DaemonKind, Event, EventKind, Millis, NodeId, Reply, Request, Snapshot, rfc3339,
+    DaemonKind, Event, EventKind, FenceOp, FenceResult, Millis, NodeId, Reply, Request, Snapshot,
+    rfc3339,
 };
 use crate::engine::control::client::{Client, ClientError};
 
@@ -41,6 +42,101 @@ pub async fn status(socket: &Path, json: bool) -> Result<(), String> {
         Reply::Error { code, message } => Err(format!("{}: {code}: {message}", socket.display())),
         other => Err(format!("{}: unexpected reply {other:?}", socket.display())),
     }
+}
+
+/// Which `fence` action the CLI sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum FenceAction {
+    Off,
+    On,
+    Reboot,
+    Status,
+}
+
+impl FenceAction {
+    pub fn op(self) -> FenceOp {
+        match self {
+            FenceAction::Off => FenceOp::Off,
+            FenceAction::On => FenceOp::On,
+            FenceAction::Reboot => FenceOp::Reboot,
+            FenceAction::Status => FenceOp::Status,
+        }
+    }
+}
+
+/// `fenceline fence ACTION DOMAIN`: returns fence_xvm's exit code (0 ok or
+/// on, 1 fail, 2 off, 3 denied); the read-only socket's refusal is 3.
+pub async fn fence(socket: &Path, action: FenceAction, domain: &str, json: bool) -> u8 {
+    let op = action.op();
+    let req = Request::Fence {
+        action: op,
+        domain: domain.to_string(),
+    };
+    let reply = async {
+        let mut c = Client::connect(socket).await?;
+        c.send(&req).await?;
+        // The router's own timeouts are shorter; this only bounds a daemon
+        // that stopped answering.
+        c.next(Some(std::time::Duration::from_secs(150))).await
+    }
+    .await;
+    let (code, text, value) = match reply {
+        Ok(Reply::Fence {
+            result,
+            acted_by,
+            duration_ms,
+            detail,
+        }) => {
+            let line = match (op, result) {
+                (FenceOp::Status, FenceResult::Ok) => "Status: ON".to_string(),
+                (FenceOp::Status, FenceResult::Off) => "Status: OFF".to_string(),
+                (_, FenceResult::Ok) => "Success".to_string(),
+                (_, FenceResult::Off) => "Success (off)".to_string(),
+                (_, FenceResult::Fail) => "Operation failed".to_string(),
+                (_, FenceResult::Denied) => "Permission denied".to_string(),
+            };
+            let mut line = line;
+            if let Some(d) = &detail {
+                let _ = write!(line, ": {d}");
+            }
+            if let Some(n) = acted_by {
+                let _ = write!(line, " (node {n}, {duration_ms} ms)");
+            }
+            let v = serde_json::json!({
+                "domain": domain, "action": op, "result": result,
+                "acted_by": acted_by, "duration_ms": duration_ms, "detail": detail,
+            });
+            (result.as_raw(), line, v)
+        }
+        Ok(Reply::Error { code, message }) if code == "read-only" => (
+            FenceResult::Denied.as_raw(),
+            format!("Permission denied: {message}"),
+            serde_json::json!({"domain": domain, "action": op, "result": "denied", "detail": message}),
+        ),
+        Ok(Reply::Error { code, message }) => (
+            FenceResult::Fail.as_raw(),
+            format!("Operation failed: {code}: {message}"),
+            serde_json::json!({"domain": domain, "action": op, "result": "fail", "detail": message}),
+        ),
+        Ok(other) => (
+            FenceResult::Fail.as_raw(),
+            format!("Operation failed: unexpected reply {other:?}"),
+            serde_json::json!({"domain": domain, "action": op, "result": "fail"}),
+        ),
+        Err(e) => (
+            FenceResult::Fail.as_raw(),
+            format!("Operation failed: {}: {e}", socket.display()),
+            serde_json::json!({"domain": domain, "action": op, "result": "fail", "detail": e.to_string()}),
+        ),
+    };
+    if json {
+        println!("{value}");
+    } else if code == FenceResult::Fail.as_raw() || code == FenceResult::Denied.as_raw() {
+        eprintln!("{text}");
+    } else {
+        println!("{text}");
+    }
+    code
 }
 
 /// `fenceline events`.
@@ -396,9 +492,7 @@ pub fn render_event(e: &Event, names: &Names) -> String {
             s
         }
         EventKind::Network {
-            action,
-            network,
-            ..
+            action, network, ..
         } => format!("network {} {network}", kebab(action)),
     };
     format!("{t} {at:<10} {body}")

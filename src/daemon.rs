@@ -11,10 +11,12 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
-use crate::config::Config;
+use crate::config::{Config, FenceBackend};
 use crate::engine::api::now_millis;
-use crate::engine::model::ModelConfig;
-use crate::engine::{EFFECT_CAPACITY, EffectRoutes, control, corosync, libvirt, spawn_state};
+use crate::engine::model::{FenceRules, ModelConfig};
+use crate::engine::{
+    EFFECT_CAPACITY, EffectRoutes, FENCE_ACT_CAPACITY, control, corosync, libvirt, spawn_state,
+};
 
 /// Sets up logging to stderr and, if configured, to a file. The returned
 /// guard flushes the file writer when dropped.
@@ -86,13 +88,19 @@ async fn run_async(cfg: Config, config_path: Option<&Path>) -> anyhow::Result<()
         .context("cannot open the control sockets")?;
 
     let (eff_tx, eff_rx) = mpsc::channel(EFFECT_CAPACITY);
+    let (act_tx, act_rx) = mpsc::channel(FENCE_ACT_CAPACITY);
     let model_cfg = ModelConfig {
         event_capacity: cfg.events.capacity,
         version: env!("CARGO_PKG_VERSION").to_string(),
         started_at: now_millis(),
+        fence: fence_rules(&cfg),
     };
-    let (engine, inputs, state_task) =
-        spawn_state(model_cfg, EffectRoutes { corosync: eff_tx }, cancel.clone());
+    let routes = EffectRoutes {
+        corosync: eff_tx,
+        fence_act: Some(act_tx),
+        audit: None,
+    };
+    let (engine, inputs, state_task) = spawn_state(model_cfg, routes, cancel.clone());
 
     let control_task = tokio::spawn(control::server::serve(
         sockets,
@@ -114,10 +122,17 @@ async fn run_async(cfg: Config, config_path: Option<&Path>) -> anyhow::Result<()
             uris: cfg.libvirt.uris.clone(),
             reconcile_interval: cfg.reconcile_interval(),
         },
-        inputs,
+        inputs.clone(),
         cancel.clone(),
     )
     .context("cannot start the libvirt driver")?;
+    let act_task = tokio::spawn(libvirt::run_fence_actions(
+        lv.commander(),
+        act_rx,
+        inputs,
+        act_timeouts(&cfg),
+        cancel.clone(),
+    ));
 
     wait_for_signal(&cancel).await;
     tracing::info!("stopping: leaving CPG, closing libvirt connections");
@@ -137,9 +152,31 @@ async fn run_async(cfg: Config, config_path: Option<&Path>) -> anyhow::Result<()
         tracing::warn!("drivers did not stop within 5 s; exiting anyway");
     }
     let _ = tokio::time::timeout(Duration::from_secs(2), control_task).await;
+    let _ = tokio::time::timeout(Duration::from_secs(2), act_task).await;
     let _ = tokio::time::timeout(Duration::from_secs(2), state_task).await;
     tracing::info!("fenceline daemon stopped");
     Ok(())
+}
+
+/// The router's rules from the config.
+pub fn fence_rules(cfg: &Config) -> FenceRules {
+    FenceRules {
+        cpg: cfg.fencing.backend == FenceBackend::Cpg,
+        timeout_ms: cfg.fencing.timeout_secs.saturating_mul(1000),
+        reboot_timeout_ms: cfg.fencing.reboot_timeout_secs.saturating_mul(1000),
+        unknown_without_quorum: cfg.fencing.unknown_vm_without_quorum,
+        ..FenceRules::default()
+    }
+}
+
+/// The acting node's limits: three quarters of the requester's wait, so the
+/// reply (even a failure) reaches the requester before it gives up.
+fn act_timeouts(cfg: &Config) -> libvirt::ActTimeouts {
+    let q = |secs: u64| Duration::from_millis(secs.saturating_mul(750).max(1000));
+    libvirt::ActTimeouts {
+        op: q(cfg.fencing.timeout_secs),
+        reboot: q(cfg.fencing.reboot_timeout_secs),
+    }
 }
 
 async fn wait_for_signal(cancel: &CancellationToken) {

@@ -48,6 +48,20 @@ enum Command {
         #[arg(long, value_name = "PATH")]
         socket: Option<PathBuf>,
     },
+    /// Fence a VM through the cluster, like fence_xvm (via the read-write
+    /// control socket). Exit: 0 ok/on, 1 fail, 2 off, 3 denied.
+    Fence {
+        #[arg(value_enum)]
+        action: cli::FenceAction,
+        /// VM name or UUID.
+        domain: String,
+        /// One JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Control socket (default: the read-write socket from the config).
+        #[arg(long, value_name = "PATH")]
+        socket: Option<PathBuf>,
+    },
     /// Bring up a local sandbox cluster (network namespaces, corosync,
     /// libvirtd, fenceline daemons) and show it; Ctrl-C tears it down. Needs root.
     Demo {
@@ -121,6 +135,23 @@ fn run(cli: Cli) -> Result<(), ExitCode> {
                     eprintln!("fenceline: {e}");
                     ExitCode::from(exit::UNREACHABLE)
                 })
+        }
+        Command::Fence {
+            action,
+            domain,
+            json,
+            socket,
+        } => {
+            let socket = match socket {
+                Some(s) => s,
+                None => load_config(cfg_path)?.control.socket,
+            };
+            let code = client_runtime()?.block_on(cli::fence(&socket, action, &domain, json));
+            if code == 0 {
+                Ok(())
+            } else {
+                Err(ExitCode::from(code))
+            }
         }
         Command::Demo { nodes, duration } => fenceline::demo::run(fenceline::demo::DemoOptions {
             nodes,

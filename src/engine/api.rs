@@ -562,6 +562,16 @@ pub mod rfc3339 {
     }
 }
 
+/// `xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx` with hex digits: the form in which
+/// fence_virt and libvirt treat a VM reference as a UUID rather than a name.
+pub fn is_canonical_uuid(s: &str) -> bool {
+    s.len() == 36
+        && s.bytes().enumerate().all(|(i, b)| match i {
+            8 | 13 | 18 | 23 => b == b'-',
+            _ => b.is_ascii_hexdigit(),
+        })
+}
+
 /// The current wall clock as `Millis` (drivers use this; the model never does).
 pub fn now_millis() -> Millis {
     std::time::SystemTime::now()
@@ -602,6 +612,9 @@ impl Request {
 /// A reply line on the control socket.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "reply", rename_all = "kebab-case")]
+// Replies are built, written and dropped one at a time; boxing the event
+// would only add an allocation per streamed event.
+#[allow(clippy::large_enum_variant)]
 pub enum Reply {
     Status {
         snapshot: std::sync::Arc<Snapshot>,

@@ -12,7 +12,7 @@ pub mod fence;
 pub mod libvirt;
 pub mod model;
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -21,7 +21,7 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use api::{Event, FenceOp, FenceResult, NodeId, Snapshot, now_millis};
-use model::{Cluster, DropKind, Effect, Input, ModelConfig};
+use model::{Cluster, DropKind, Effect, FenceAct, Input, ModelConfig};
 
 /// Capacity of the driver → engine input channel.
 pub const INPUT_CAPACITY: usize = 4096;
@@ -172,10 +172,33 @@ impl EngineHandle {
     }
 }
 
+/// A sink for fence events (the audit log). Called on the state task: it
+/// must not block (queue and return).
+pub type AuditSink = Box<dyn Fn(&Event) + Send + Sync>;
+
+/// Capacity of the engine → libvirt fence-action channel.
+pub const FENCE_ACT_CAPACITY: usize = 256;
+
 /// Where the state task sends effects. Each driver gets its own receiver.
 pub struct EffectRoutes {
-    /// STORE_VM and own-group messages: the corosync driver.
+    /// STORE_VM, own-group messages, fence REQUEST/REPLY: the corosync driver.
     pub corosync: mpsc::Sender<Effect>,
+    /// Local fence actions: the libvirt driver. `None` answers every action
+    /// with a failure (no libvirt driver).
+    pub fence_act: Option<mpsc::Sender<FenceAct>>,
+    /// Every fence event is also handed here (the audit log).
+    pub audit: Option<AuditSink>,
+}
+
+impl EffectRoutes {
+    /// Only a corosync route (tests and tools).
+    pub fn corosync_only(corosync: mpsc::Sender<Effect>) -> Self {
+        Self {
+            corosync,
+            fence_act: None,
+            audit: None,
+        }
+    }
 }
 
 /// Starts the state task. Returns the handle and the input sender for drivers.
@@ -221,6 +244,12 @@ async fn run_state(
     let mut resync_pending = false;
     let mut resync_timer = tokio::time::interval(Duration::from_millis(500));
     resync_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Fence timeouts and grace answers; only polled while the router is busy.
+    let mut fence_tick = tokio::time::interval(Duration::from_millis(50));
+    fence_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Callers of `EngineHandle::fence` waiting for their answer.
+    let mut calls: HashMap<u64, oneshot::Sender<FenceAnswer>> = HashMap::new();
+    let mut next_call: u64 = 1;
     loop {
         let mut changed = false;
         tokio::select! {
@@ -242,27 +271,27 @@ async fn run_state(
                     }
                     let out = cluster.apply(input);
                     changed |= out.changed;
-                    for ev in out.events {
-                        let _ = ev_tx.send(ev);
-                    }
-                    for eff in out.effects {
-                        if resync_pending {
-                            continue;
-                        }
-                        if routes.corosync.try_send(eff).is_err() {
-                            resync_pending = true;
-                            let o = cluster.apply(Input::Dropped { at: now_millis(), what: DropKind::Effects, count: 1 });
-                            for ev in o.events {
-                                let _ = ev_tx.send(ev);
-                            }
-                        }
-                    }
+                    let mut again = Vec::new();
+                    route_output(out, &routes, &ev_tx, &mut calls, &mut resync_pending, &mut again);
+                    changed |= apply_feedback(&mut cluster, again, &routes, &ev_tx, &mut calls, &mut resync_pending);
                 }
             }
             Some(q) = queries.recv() => match q {
-                Query::Fence(_call, reply) => {
-                    // Routing lands with the fence router (fencing issue).
-                    let _ = reply.send(FenceAnswer::fail("fence routing is not available yet"));
+                Query::Fence(call, reply) => {
+                    let id = next_call;
+                    next_call += 1;
+                    calls.insert(id, reply);
+                    let out = cluster.apply(Input::FenceSubmit {
+                        at: now_millis(),
+                        id,
+                        op: call.op,
+                        domain: call.domain,
+                        source: call.source,
+                    });
+                    changed |= out.changed;
+                    let mut again = Vec::new();
+                    route_output(out, &routes, &ev_tx, &mut calls, &mut resync_pending, &mut again);
+                    changed |= apply_feedback(&mut cluster, again, &routes, &ev_tx, &mut calls, &mut resync_pending);
                 }
                 Query::Subscribe(reply) => {
                     let backlog: VecDeque<Event> = cluster.events().cloned().collect();
@@ -276,6 +305,13 @@ async fn run_state(
                     }
                 }
             },
+            _ = fence_tick.tick(), if cluster.fence_busy() => {
+                let out = cluster.apply(Input::Tick { at: now_millis() });
+                changed |= out.changed;
+                let mut again = Vec::new();
+                route_output(out, &routes, &ev_tx, &mut calls, &mut resync_pending, &mut again);
+                changed |= apply_feedback(&mut cluster, again, &routes, &ev_tx, &mut calls, &mut resync_pending);
+            }
             _ = resync_timer.tick(), if resync_pending => {
                 // Resend the whole local state once the driver has room.
                 let all = cluster.announce_all();
@@ -291,4 +327,128 @@ async fn run_state(
             snap_tx.send_replace(Arc::new(cluster.snapshot(now_millis())));
         }
     }
+}
+
+/// Fans one `Output` out: events to subscribers (and fence events to the
+/// audit sink), effects to their drivers, answers to waiting callers. Inputs
+/// that must be applied next (a failed route) are pushed to `again`.
+fn route_output(
+    out: model::Output,
+    routes: &EffectRoutes,
+    ev_tx: &broadcast::Sender<Event>,
+    calls: &mut HashMap<u64, oneshot::Sender<FenceAnswer>>,
+    resync_pending: &mut bool,
+    again: &mut Vec<Input>,
+) {
+    for ev in out.events {
+        if let (Some(audit), api::EventKind::Fence { .. }) = (&routes.audit, &ev.kind) {
+            audit(&ev);
+        }
+        let _ = ev_tx.send(ev);
+    }
+    for eff in out.effects {
+        match eff {
+            Effect::FenceDone {
+                id,
+                result,
+                acted_by,
+                duration_ms,
+                detail,
+            } => {
+                if let Some(tx) = calls.remove(&id) {
+                    let _ = tx.send(FenceAnswer {
+                        result,
+                        acted_by,
+                        duration_ms,
+                        detail,
+                    });
+                }
+            }
+            Effect::FenceAct(act) => {
+                let job = act.job;
+                let sent = match &routes.fence_act {
+                    Some(tx) => tx.try_send(act).map_err(|e| match e {
+                        mpsc::error::TrySendError::Full(_) => {
+                            "the libvirt driver is busy (action queue full)"
+                        }
+                        mpsc::error::TrySendError::Closed(_) => "the libvirt driver is not running",
+                    }),
+                    None => Err("no libvirt driver"),
+                };
+                if let Err(why) = sent {
+                    tracing::error!(job, "fence action not started: {why}");
+                    again.push(Input::FenceActed {
+                        at: now_millis(),
+                        job,
+                        result: FenceResult::Fail,
+                        detail: Some(why.to_string()),
+                    });
+                }
+            }
+            Effect::FenceCpgRequest { seqno, .. } => {
+                if let Err(e) = routes.corosync.try_send(eff) {
+                    let why = match e {
+                        mpsc::error::TrySendError::Full(_) => "the corosync driver is busy",
+                        mpsc::error::TrySendError::Closed(_) => {
+                            "the corosync driver is not running"
+                        }
+                    };
+                    again.push(Input::FenceSendFailed {
+                        at: now_millis(),
+                        seqno,
+                        error: why.into(),
+                    });
+                }
+            }
+            Effect::FenceCpgReply { seqno, target, .. } => {
+                if routes.corosync.try_send(eff).is_err() {
+                    tracing::error!(
+                        seqno,
+                        target,
+                        "fence REPLY dropped: the corosync driver is busy or gone"
+                    );
+                }
+            }
+            Effect::StoreVms(_) | Effect::Own(_) => {
+                if *resync_pending {
+                    continue;
+                }
+                if routes.corosync.try_send(eff).is_err() {
+                    *resync_pending = true;
+                    again.push(Input::Dropped {
+                        at: now_millis(),
+                        what: DropKind::Effects,
+                        count: 1,
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// Applies inputs produced by routing failures until none are left.
+fn apply_feedback(
+    cluster: &mut Cluster,
+    mut pending: Vec<Input>,
+    routes: &EffectRoutes,
+    ev_tx: &broadcast::Sender<Event>,
+    calls: &mut HashMap<u64, oneshot::Sender<FenceAnswer>>,
+    resync_pending: &mut bool,
+) -> bool {
+    let mut changed = false;
+    // Each round can only produce failures of the previous round's effects;
+    // bound it anyway.
+    for _ in 0..8 {
+        if pending.is_empty() {
+            break;
+        }
+        let mut next = Vec::new();
+        for input in pending {
+            let out = cluster.apply(input);
+            changed |= out.changed;
+            route_output(out, routes, ev_tx, calls, resync_pending, &mut next);
+        }
+        pending = next;
+    }
+    changed
 }

@@ -100,12 +100,20 @@ pub(crate) fn fenceline_toml(uris: &[String], log_file: &Path, extra: &str) -> S
         list.join(", "),
         quote(&log_file.to_string_lossy())
     );
-    if !extra.trim().is_empty() {
+    // The audit log goes to the node's scratch dir, never the host's /var/log.
+    let audit = format!(
+        "audit_log = {}\n",
+        quote(&log_file.with_file_name("audit.jsonl").to_string_lossy())
+    );
+    let mut extra = extra.to_string();
+    match extra.find("[fencing]\n") {
+        Some(at) => extra.insert_str(at + "[fencing]\n".len(), &audit),
+        None => extra = format!("{extra}\n[fencing]\n{audit}"),
+    }
+    s.push('\n');
+    s.push_str(&extra);
+    if !extra.ends_with('\n') {
         s.push('\n');
-        s.push_str(extra);
-        if !extra.ends_with('\n') {
-            s.push('\n');
-        }
     }
     s
 }

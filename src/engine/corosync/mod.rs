@@ -45,9 +45,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::engine::InputTx;
 use crate::engine::api::{NodeId, now_millis};
-use crate::engine::model::{DropKind, Effect, Group, GroupMember, Input, VmRecord};
+use crate::engine::model::{DropKind, Effect, FenceWire, Group, GroupMember, Input, VmRecord};
 
-use fence_agents::{FenceAgentsMsg, Frame};
+use fence_agents::{FenceAgentsMsg, FenceReq, Frame};
 
 /// Settings of the corosync driver.
 #[derive(Debug, Clone)]
@@ -834,7 +834,43 @@ impl Driver {
 
     /// Multicasts one effect. `Err` only when the connection is lost.
     async fn apply_effect(&mut self, s: &Session, effect: Effect) -> Result<(), String> {
+        // A fence REQUEST that cannot go out fails its caller at once.
+        let mut fence_seqno = None;
         let (handle, group, messages) = match effect {
+            Effect::FenceCpgRequest { seqno, body } => {
+                fence_seqno = Some(seqno);
+                let frame = Frame {
+                    seqno,
+                    target: fence_agents::NODE_ID_NONE,
+                    msg: FenceAgentsMsg::Request(fence_req(body)),
+                };
+                match fence_agents::encode(&frame) {
+                    Ok(b) => (&s.fence, Group::FenceAgents, vec![b]),
+                    Err(e) => return self.fence_send_failed(seqno, e.to_string()).await,
+                }
+            }
+            Effect::FenceCpgReply {
+                seqno,
+                target,
+                body,
+            } => {
+                let frame = Frame {
+                    seqno,
+                    target,
+                    msg: FenceAgentsMsg::Reply(fence_req(body)),
+                };
+                match fence_agents::encode(&frame) {
+                    Ok(b) => (&s.fence, Group::FenceAgents, vec![b]),
+                    Err(e) => {
+                        tracing::error!(error = %e, seqno, target, "cannot encode a fence REPLY; dropped");
+                        return Ok(());
+                    }
+                }
+            }
+            Effect::FenceAct(_) | Effect::FenceDone { .. } => {
+                tracing::error!("a fence effect was routed to the corosync driver; ignored");
+                return Ok(());
+            }
             Effect::StoreVms(records) => {
                 (&s.fence, Group::FenceAgents, self.encode_stores(records))
             }
@@ -857,7 +893,15 @@ impl Driver {
             }
             match self.mcast(s, handle, bytes).await {
                 Ok(()) => {}
-                Err(SendError::Lost(e)) => return Err(e),
+                Err(SendError::Lost(e)) => {
+                    if let Some(seqno) = fence_seqno {
+                        let _ = self.fence_send_failed(seqno, e.clone()).await;
+                    }
+                    return Err(e);
+                }
+                Err(SendError::Dropped(e)) if fence_seqno.is_some() => {
+                    return self.fence_send_failed(fence_seqno.unwrap_or(0), e).await;
+                }
                 Err(SendError::Dropped(e)) => {
                     tracing::warn!(
                         group = ?group,
@@ -870,6 +914,23 @@ impl Driver {
             }
         }
         Ok(())
+    }
+
+    async fn fence_send_failed(&mut self, seqno: u32, error: String) -> Result<(), String> {
+        tracing::warn!(seqno, %error, "cannot send a fence REQUEST");
+        let sent = self
+            .inputs
+            .send(Input::FenceSendFailed {
+                at: now_millis(),
+                seqno,
+                error,
+            })
+            .await;
+        if sent {
+            Ok(())
+        } else {
+            Err("engine gone".into())
+        }
     }
 
     async fn report_dropped(&mut self) -> Result<(), String> {
@@ -958,35 +1019,48 @@ impl Driver {
     }
 }
 
-/// Turns a parsed `fence-agents` frame into a model input. REQUEST/REPLY
-/// are only logged for now; the fencing router will add an input for them.
+fn fence_req(w: FenceWire) -> FenceReq {
+    FenceReq {
+        vm_name: w.vm_name,
+        request: w.request,
+        seqno: w.seqno,
+        response: w.response,
+    }
+}
+
+fn fence_wire(r: FenceReq) -> FenceWire {
+    FenceWire {
+        vm_name: r.vm_name,
+        request: r.request,
+        seqno: r.seqno,
+        response: r.response,
+    }
+}
+
+/// Turns a parsed `fence-agents` frame into a model input.
 fn fence_agents_input(at: u64, from: NodeId, pid: u32, frame: Frame) -> Option<Input> {
     match frame.msg {
         // `from` is the CPG sender, not `s_owner`: fence_virtd puts its own
         // nodeid there, and only the sender is authenticated by corosync.
         FenceAgentsMsg::StoreVm(record) => Some(Input::PeerRecord { at, from, record }),
         FenceAgentsMsg::Request(req) => {
-            tracing::debug!(
+            tracing::debug!(from, pid, seqno = frame.seqno, vm = %req.vm_name, request = req.request, "fence-agents REQUEST");
+            Some(Input::FenceCpgRequest {
+                at,
                 from,
-                pid,
-                seqno = frame.seqno,
-                vm = %req.vm_name,
-                request = req.request,
-                "fence-agents REQUEST (not routed yet)"
-            );
-            None
+                seqno: frame.seqno,
+                body: fence_wire(req),
+            })
         }
         FenceAgentsMsg::Reply(req) => {
-            tracing::debug!(
+            tracing::debug!(from, pid, seqno = frame.seqno, target = frame.target, vm = %req.vm_name, response = req.response, "fence-agents REPLY");
+            Some(Input::FenceCpgReply {
+                at,
                 from,
-                pid,
-                seqno = frame.seqno,
-                target = frame.target,
-                vm = %req.vm_name,
-                response = req.response,
-                "fence-agents REPLY (not routed yet)"
-            );
-            None
+                seqno: frame.seqno,
+                target: frame.target,
+                body: fence_wire(req),
+            })
         }
     }
 }

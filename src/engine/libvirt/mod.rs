@@ -14,8 +14,11 @@
 //!   through a oneshot.
 #![deny(unsafe_code)]
 
+mod fence_act;
 mod ffi;
 pub mod reboot_filter;
+
+pub use fence_act::{ActTimeouts, run_fence_actions};
 mod worker;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -119,14 +122,7 @@ impl std::fmt::Display for DomainRef {
     }
 }
 
-/// `xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx` with hex digits.
-pub fn is_canonical_uuid(s: &str) -> bool {
-    s.len() == 36
-        && s.bytes().enumerate().all(|(i, b)| match i {
-            8 | 13 | 18 | 23 => b == b'-',
-            _ => b.is_ascii_hexdigit(),
-        })
-}
+pub use crate::engine::api::is_canonical_uuid;
 
 /// Fencing primitives, run on the URI's worker thread.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -137,6 +133,9 @@ pub enum LibvirtCommand {
     Start(DomainRef),
     /// Read the state.
     State(DomainRef),
+    /// Destroy, wait for the domain to stop, start it again. A shut-off
+    /// domain stays off (fence_virtd's rule); the reply then says shutoff.
+    Reboot(DomainRef),
 }
 
 /// The domain after a command.
@@ -163,6 +162,9 @@ pub enum CommandError {
     WorkerGone,
     #[error("libvirt: {0}")]
     Libvirt(String),
+    /// Reboot: the domain was destroyed but did not start again.
+    #[error("destroyed, but the restart failed: {0}")]
+    RestartFailed(String),
 }
 
 pub type CommandResult = Result<CommandReply, CommandError>;
@@ -203,6 +205,7 @@ pub struct StatsSnapshot {
     pub connected: bool,
 }
 
+#[derive(Clone)]
 struct WorkerLink {
     uri: String,
     commands: SyncSender<CommandRequest>,
@@ -249,30 +252,15 @@ impl LibvirtHandle {
         uri_index: usize,
         cmd: LibvirtCommand,
     ) -> oneshot::Receiver<CommandResult> {
-        let (tx, rx) = oneshot::channel();
-        let Some(w) = self.workers.get(uri_index) else {
-            let _ = tx.send(Err(CommandError::NoSuchUri(uri_index)));
-            return rx;
-        };
-        let req = CommandRequest {
-            cmd,
-            deadline: Instant::now() + self.command_timeout,
-            reply: tx,
-        };
-        match w.commands.try_send(req) {
-            Ok(()) => {
-                // Wake the worker; when the event queue is full it is busy
-                // and looks at commands after every event anyway.
-                let _ = w.wake.try_send(RawEvent::Wake);
-            }
-            Err(TrySendError::Full(req)) => {
-                let _ = req.reply.send(Err(CommandError::Busy));
-            }
-            Err(TrySendError::Disconnected(req)) => {
-                let _ = req.reply.send(Err(CommandError::WorkerGone));
-            }
+        queue_command(&self.workers, self.command_timeout, uri_index, cmd)
+    }
+
+    /// A cloneable command sender for tasks (the fence action runner).
+    pub fn commander(&self) -> Commander {
+        Commander {
+            workers: self.workers.clone(),
+            command_timeout: self.command_timeout,
         }
-        rx
     }
 
     /// [`Self::execute`] and wait at most `timeout` for the answer.
@@ -288,6 +276,67 @@ impl LibvirtHandle {
             Err(_) => Err(CommandError::Timeout),
         }
     }
+}
+
+/// Queues commands on the workers; cheap to clone.
+#[derive(Clone)]
+pub struct Commander {
+    workers: Vec<WorkerLink>,
+    command_timeout: Duration,
+}
+
+impl Commander {
+    /// The worker index serving `uri`.
+    pub fn uri_index(&self, uri: &str) -> Option<usize> {
+        self.workers.iter().position(|w| w.uri == uri)
+    }
+
+    /// [`LibvirtHandle::execute`], bounded by `timeout`.
+    pub async fn execute_timeout(
+        &self,
+        uri_index: usize,
+        cmd: LibvirtCommand,
+        timeout: Duration,
+    ) -> CommandResult {
+        let rx = queue_command(&self.workers, self.command_timeout, uri_index, cmd);
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err(CommandError::WorkerGone),
+            Err(_) => Err(CommandError::Timeout),
+        }
+    }
+}
+
+fn queue_command(
+    workers: &[WorkerLink],
+    command_timeout: Duration,
+    uri_index: usize,
+    cmd: LibvirtCommand,
+) -> oneshot::Receiver<CommandResult> {
+    let (tx, rx) = oneshot::channel();
+    let Some(w) = workers.get(uri_index) else {
+        let _ = tx.send(Err(CommandError::NoSuchUri(uri_index)));
+        return rx;
+    };
+    let req = CommandRequest {
+        cmd,
+        deadline: Instant::now() + command_timeout,
+        reply: tx,
+    };
+    match w.commands.try_send(req) {
+        Ok(()) => {
+            // Wake the worker; when the event queue is full it is busy
+            // and looks at commands after every event anyway.
+            let _ = w.wake.try_send(RawEvent::Wake);
+        }
+        Err(TrySendError::Full(req)) => {
+            let _ = req.reply.send(Err(CommandError::Busy));
+        }
+        Err(TrySendError::Disconnected(req)) => {
+            let _ = req.reply.send(Err(CommandError::WorkerGone));
+        }
+    }
+    rx
 }
 
 /// Starts one worker per URI with the default [`Tuning`].

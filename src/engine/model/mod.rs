@@ -16,11 +16,15 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use crate::engine::api::{
     Counters, DaemonAction, DaemonKind, DomainAction, DomainState, DomainView, Event, EventKind,
-    LibvirtHealth, Link, MembershipAction, Millis, NodeId, NodeView, Placement, Snapshot,
+    FenceOp, FenceResult, LibvirtHealth, Link, MembershipAction, Millis, NodeId, NodeView,
+    Placement, Snapshot,
 };
 
+mod fence;
 #[cfg(test)]
 mod tests;
+
+pub use fence::{FenceAct, FenceRules, FenceWire, MAX_CPG_VM_NAME, Route};
 
 /// A VM record as fence_virtd's STORE_VM message carries it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -173,6 +177,47 @@ pub enum Input {
         name: String,
         uuid: String,
     },
+    /// A fence request from a listener or the control socket; `id` is the
+    /// state task's handle for the answer ([`Effect::FenceDone`]).
+    FenceSubmit {
+        at: Millis,
+        id: u64,
+        op: FenceOp,
+        domain: String,
+        source: String,
+    },
+    /// A REQUEST in `fence-agents` (our own come back too).
+    FenceCpgRequest {
+        at: Millis,
+        from: NodeId,
+        seqno: u32,
+        body: FenceWire,
+    },
+    /// A REPLY in `fence-agents`.
+    FenceCpgReply {
+        at: Millis,
+        from: NodeId,
+        seqno: u32,
+        target: NodeId,
+        body: FenceWire,
+    },
+    /// The corosync driver could not send our REQUEST `seqno`.
+    FenceSendFailed {
+        at: Millis,
+        seqno: u32,
+        error: String,
+    },
+    /// The libvirt driver finished a [`FenceAct`].
+    FenceActed {
+        at: Millis,
+        job: u64,
+        result: FenceResult,
+        detail: Option<String>,
+    },
+    /// Clock tick for fence timeouts (sent while [`Cluster::fence_busy`]).
+    Tick {
+        at: Millis,
+    },
     /// Counted drops reported by drivers.
     Dropped {
         at: Millis,
@@ -216,6 +261,38 @@ pub enum Effect {
     StoreVms(Vec<VmRecord>),
     /// Multicast this message to fenceline's own group.
     Own(OwnMessage),
+    /// Send a REQUEST to `fence-agents` (header target: none).
+    FenceCpgRequest { seqno: u32, body: FenceWire },
+    /// Send a REPLY to `fence-agents` for `target`'s request `seqno`.
+    FenceCpgReply {
+        seqno: u32,
+        target: NodeId,
+        body: FenceWire,
+    },
+    /// The libvirt driver must act on a local domain, then report
+    /// [`Input::FenceActed`].
+    FenceAct(FenceAct),
+    /// Answer the caller of [`Input::FenceSubmit`] `id`.
+    FenceDone {
+        id: u64,
+        result: FenceResult,
+        acted_by: Option<NodeId>,
+        duration_ms: u64,
+        detail: Option<String>,
+    },
+}
+
+impl Effect {
+    /// Effects the corosync driver carries out.
+    pub fn is_corosync(&self) -> bool {
+        matches!(
+            self,
+            Effect::StoreVms(_)
+                | Effect::Own(_)
+                | Effect::FenceCpgRequest { .. }
+                | Effect::FenceCpgReply { .. }
+        )
+    }
 }
 
 /// Tunables of the model.
@@ -224,6 +301,7 @@ pub struct ModelConfig {
     pub event_capacity: usize,
     pub version: String,
     pub started_at: Millis,
+    pub fence: FenceRules,
 }
 
 impl Default for ModelConfig {
@@ -232,6 +310,7 @@ impl Default for ModelConfig {
             event_capacity: 1000,
             version: env!("CARGO_PKG_VERSION").to_string(),
             started_at: 0,
+            fence: FenceRules::default(),
         }
     }
 }
@@ -319,6 +398,7 @@ pub struct Cluster {
     next_seq: u64,
     counters: Counters,
     inventory_generation: u64,
+    fence: fence::FenceState,
 }
 
 /// What one `apply` produced.
@@ -353,6 +433,7 @@ impl Cluster {
             next_seq: 1,
             counters: Counters::default(),
             inventory_generation: 0,
+            fence: fence::FenceState::new(u32::try_from(started % 1_000_000_007).unwrap_or(1)),
         }
     }
 
@@ -485,6 +566,36 @@ impl Cluster {
                     self.emit(at, ev, &mut out);
                 }
             }
+            Input::FenceSubmit {
+                at,
+                id,
+                op,
+                domain,
+                source,
+            } => self.fence_submit(at, id, op, domain, source, &mut out),
+            Input::FenceCpgRequest {
+                at,
+                from,
+                seqno,
+                body,
+            } => self.fence_cpg_request(at, from, seqno, body, &mut out),
+            Input::FenceCpgReply {
+                at,
+                from,
+                seqno,
+                target,
+                body,
+            } => self.fence_cpg_reply(at, from, seqno, target, body, &mut out),
+            Input::FenceSendFailed { at, seqno, error } => {
+                self.fence_send_failed(at, seqno, error, &mut out)
+            }
+            Input::FenceActed {
+                at,
+                job,
+                result,
+                detail,
+            } => self.fence_acted(at, job, result, detail, &mut out),
+            Input::Tick { at } => self.fence_tick(at, &mut out),
             Input::Dropped { at, what, count } => {
                 match what {
                     DropKind::Inputs => self.counters.dropped_inputs += count,
@@ -662,6 +773,7 @@ impl Cluster {
             since: at,
             error: Some(error.clone()),
         };
+        self.fence_corosync_down(at, out);
         // Group membership is unknown until we rejoin; records are kept (stale)
         // and reconciled against the first membership after the reconnect.
         for n in self.nodes.values_mut() {
@@ -728,6 +840,7 @@ impl Cluster {
         joined: Vec<GroupMember>,
         out: &mut Output,
     ) {
+        let fa_before = self.fa_members();
         // Replace the pid sets of this group from the full member list.
         for n in self.nodes.values_mut() {
             match group {
@@ -746,6 +859,11 @@ impl Cluster {
             };
         }
         if group == Group::FenceAgents {
+            let gone: BTreeSet<NodeId> =
+                fa_before.difference(&self.fa_members()).copied().collect();
+            if !gone.is_empty() {
+                self.fence_nodes_left(at, &gone, out);
+            }
             for j in &joined {
                 if Some(j.nodeid) != self.local_nodeid {
                     self.membership_event(

@@ -8,6 +8,7 @@ fn cluster_as(local: NodeId) -> Cluster {
         event_capacity: 100,
         version: "test".into(),
         started_at: 0,
+        fence: FenceRules::default(),
     });
     c.apply(Input::CorosyncUp {
         at: 1,
@@ -629,3 +630,5 @@ fn event_json_has_time_and_kind() {
     let back: Event = serde_json::from_value(v).unwrap();
     assert_eq!(back, out.events[0]);
 }
+
+mod fence;
