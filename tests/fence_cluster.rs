@@ -233,3 +233,67 @@ fn a_partitioned_minority_refuses_to_assume_an_unknown_vm_is_off() {
     lab.set_link(3, true).unwrap();
     lab.down().unwrap();
 }
+
+/// `fence_xvm -o OP -H VM` from the client namespace (a guest).
+fn fence_xvm(lab: &Lab, op: &str, vm: &str) -> CmdOutput {
+    let key = lab.fence_key_path();
+    lab.exec_client(
+        &[
+            "fence_xvm",
+            "-k",
+            key.to_str().unwrap(),
+            "-t",
+            "10",
+            "-o",
+            op,
+            "-H",
+            vm,
+        ],
+        Duration::from_secs(30),
+    )
+    .expect("fence_xvm runs")
+}
+
+#[test]
+fn requests_cross_between_fenceline_and_real_fence_virtd() {
+    if !lab_test_guard("requests_cross_between_fenceline_and_real_fence_virtd") {
+        return;
+    }
+    let lab = lab(LabSpec {
+        fenceline_bin: Some(bin()),
+        fence_virtd_nodes: vec![3],
+        client_ns: true,
+        ..LabSpec::default()
+    });
+    for i in 1..=2 {
+        wait_status(&lab, i, "quorate with fence_virtd's VMs", |v| {
+            v["quorate"] == true && full_map(v, &[1, 2, 3])
+        });
+    }
+    // fenceline → fence_virtd: node 1's daemon routes, fence_virtd on node 3 acts.
+    let o = fence(&lab, 1, "off", "vm3a", &["--json"]);
+    assert_eq!(code(&o), 0, "{o:?}");
+    let v: Value = serde_json::from_str(o.stdout.trim()).expect("json");
+    assert_eq!(v["acted_by"].as_u64(), Some(3), "fence_virtd replied");
+    assert_eq!(virsh_state(&lab, 3, "vm3a"), "shut off");
+    assert_eq!(code(&fence(&lab, 2, "status", "vm3a", &[])), 2);
+    assert_eq!(code(&fence(&lab, 2, "on", "vm3a", &[])), 0);
+    assert_eq!(virsh_state(&lab, 3, "vm3a"), "running");
+
+    // fence_virtd → fenceline: a guest's fence_xvm reaches whichever daemon
+    // answers its multicast; a request for node 1's VM is acted on by node 1's
+    // fenceline (through CPG when fence_virtd took it).
+    let o = fence_xvm(&lab, "off", "vm1a");
+    assert_eq!(code(&o), 0, "{o:?}");
+    assert_eq!(virsh_state(&lab, 1, "vm1a"), "shut off");
+    let o = fence_xvm(&lab, "status", "vm1a");
+    assert_eq!(code(&o), 2, "{o:?}");
+    let o = fence_xvm(&lab, "on", "vm1a");
+    assert_eq!(code(&o), 0, "{o:?}");
+    assert_eq!(virsh_state(&lab, 1, "vm1a"), "running");
+    let o = fence_xvm(&lab, "status", "vm2b");
+    assert_eq!(code(&o), 0, "{o:?}");
+    let o = fence_xvm(&lab, "status", "vm3b");
+    assert_eq!(code(&o), 0, "{o:?}");
+    lab.down().unwrap();
+}
