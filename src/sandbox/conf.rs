@@ -93,7 +93,13 @@ exec sleep infinity
 }
 
 /// fenceline daemon configuration for one node.
-pub(crate) fn fenceline_toml(uris: &[String], log_file: &Path, extra: &str) -> String {
+pub(crate) fn fenceline_toml(
+    uris: &[String],
+    log_file: &Path,
+    key_file: &Path,
+    node_ip: &str,
+    extra: &str,
+) -> String {
     let list: Vec<String> = uris.iter().map(|u| quote(u)).collect();
     let mut s = format!(
         "[libvirt]\nuris = [{}]\nname_mode = \"name\"\n\n[control]\nsocket = \"/run/fenceline/fenceline.sock\"\nreadonly_socket = \"/run/fenceline/fenceline-ro.sock\"\n\n[log]\nfile = {}\n",
@@ -105,6 +111,20 @@ pub(crate) fn fenceline_toml(uris: &[String], log_file: &Path, extra: &str) -> S
         "audit_log = {}\n",
         quote(&log_file.with_file_name("audit.jsonl").to_string_lossy())
     );
+    // fence_xvm (multicast on the lab link) and fence_virt -T (the node's
+    // address) reach the daemon with the lab's key, like fence_virtd.
+    let key = quote(&key_file.to_string_lossy());
+    if !extra.contains("[listeners.multicast]") {
+        s.push_str(&format!(
+            "\n[listeners.multicast]\ninterface = \"eth0\"\nkey_file = {key}\n"
+        ));
+    }
+    if !extra.contains("[listeners.tcp]") {
+        s.push_str(&format!(
+            "\n[listeners.tcp]\naddress = {}\nkey_file = {key}\n",
+            quote(node_ip)
+        ));
+    }
     let mut extra = extra.to_string();
     match extra.find("[fencing]\n") {
         Some(at) => extra.insert_str(at + "[fencing]\n".len(), &audit),
@@ -163,6 +183,8 @@ mod tests {
         let t = fenceline_toml(
             &["test+unix:///default".into(), "qemu:///system".into()],
             Path::new("/tmp/a \"b\"/fenceline.log"),
+            Path::new("/tmp/k"),
+            "10.0.0.1",
             "[extra]\nx = 1",
         );
         let v: toml::Value = toml::from_str(&t).unwrap();

@@ -724,6 +724,8 @@ impl Lab {
                 &conf::fenceline_toml(
                     &self.spec.uris,
                     &nd.join("fenceline.log"),
+                    &self.fence_key_path(),
+                    &self.node_ip(i),
                     &self.spec.fenceline_extra_toml,
                 ),
             )?;
