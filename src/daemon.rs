@@ -14,7 +14,9 @@ use tracing_subscriber::{EnvFilter, Layer};
 use crate::config::Config;
 use crate::engine::api::now_millis;
 use crate::engine::model::ModelConfig;
-use crate::engine::{EFFECT_CAPACITY, EffectRoutes, control, corosync, libvirt, spawn_state};
+use crate::engine::{
+    EFFECT_CAPACITY, EffectRoutes, control, corosync, fence, libvirt, spawn_state,
+};
 
 /// Sets up logging to stderr and, if configured, to a file. The returned
 /// guard flushes the file writer when dropped.
@@ -94,6 +96,30 @@ async fn run_async(cfg: Config, config_path: Option<&Path>) -> anyhow::Result<()
     let (engine, inputs, state_task) =
         spawn_state(model_cfg, EffectRoutes { corosync: eff_tx }, cancel.clone());
 
+    // The fence audit log: opened now so an unusable path stops the start.
+    // `audit_tx` is what the state task feeds with every fence event.
+    let audit = if cfg.fencing.audit_log.as_os_str().is_empty() {
+        None
+    } else {
+        let w = fence::audit::spawn(&cfg.fencing.audit_log, inputs.clone()).with_context(|| {
+            format!(
+                "fencing.audit_log: cannot open {}",
+                cfg.fencing.audit_log.display()
+            )
+        })?;
+        tracing::info!(path = %cfg.fencing.audit_log.display(), "fence audit log open");
+        Some(w)
+    };
+    let audit_tx = audit.as_ref().map(|w| w.tx.clone());
+    let listener_tasks = fence::listeners::spawn(
+        &cfg,
+        engine.clone(),
+        inputs.clone(),
+        audit_tx.clone(),
+        cancel.clone(),
+    )
+    .context("cannot start the fence listeners")?;
+
     let control_task = tokio::spawn(control::server::serve(
         sockets,
         engine.clone(),
@@ -137,7 +163,23 @@ async fn run_async(cfg: Config, config_path: Option<&Path>) -> anyhow::Result<()
         tracing::warn!("drivers did not stop within 5 s; exiting anyway");
     }
     let _ = tokio::time::timeout(Duration::from_secs(2), control_task).await;
+    for t in listener_tasks {
+        let _ = tokio::time::timeout(Duration::from_secs(2), t).await;
+    }
     let _ = tokio::time::timeout(Duration::from_secs(2), state_task).await;
+    // Every sender is gone once the tasks above ended; the writer drains
+    // what is queued and stops.
+    drop(audit_tx);
+    if let Some(w) = audit {
+        drop(w.tx);
+        let join = tokio::task::spawn_blocking(move || w.thread.join());
+        if tokio::time::timeout(Duration::from_secs(5), join)
+            .await
+            .is_err()
+        {
+            tracing::warn!("the audit writer did not finish within 5 s");
+        }
+    }
     tracing::info!("fenceline daemon stopped");
     Ok(())
 }
