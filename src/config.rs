@@ -410,7 +410,149 @@ impl Config {
                 "must differ from corosync.fence_group".into(),
             ));
         }
+        self.validate_fencing(text, path)
+    }
+
+    /// `[fencing]`, `[listeners.*]` and `[[groups]]`. Whether a multicast
+    /// interface exists, and whether key files are readable, is checked when
+    /// the listeners start.
+    fn validate_fencing(&self, text: &str, path: &Path) -> Result<(), ConfigError> {
+        let invalid = |section: &str, key: &str, message: String| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            line: find_key_line(text, section, key),
+            key: format!("{section}.{key}"),
+            message,
+        };
+        let f = &self.fencing;
+        if !(1..=300).contains(&f.timeout_secs) {
+            return Err(invalid(
+                "fencing",
+                "timeout_secs",
+                "must be 1 to 300".into(),
+            ));
+        }
+        if !(1..=900).contains(&f.reboot_timeout_secs) {
+            return Err(invalid(
+                "fencing",
+                "reboot_timeout_secs",
+                "must be 1 to 900".into(),
+            ));
+        }
+        if !f.audit_log.as_os_str().is_empty() && !f.audit_log.is_absolute() {
+            return Err(invalid(
+                "fencing",
+                "audit_log",
+                format!(
+                    "`{}` must be an absolute path (or \"\" for none)",
+                    f.audit_log.display()
+                ),
+            ));
+        }
+        let key_file = |section: &str, p: &Path| {
+            if p.is_absolute() {
+                Ok(())
+            } else {
+                Err(invalid(
+                    section,
+                    "key_file",
+                    format!("`{}` must be an absolute path", p.display()),
+                ))
+            }
+        };
+        if let Some(m) = &self.listeners.multicast {
+            let s = "listeners.multicast";
+            match m.address.parse::<std::net::IpAddr>() {
+                Ok(ip) if ip.is_multicast() => {}
+                Ok(ip) => {
+                    return Err(invalid(
+                        s,
+                        "address",
+                        format!("{ip} is not a multicast address (e.g. 225.0.0.12 or ff05::3:1)"),
+                    ));
+                }
+                Err(_) => {
+                    return Err(invalid(
+                        s,
+                        "address",
+                        format!("`{}` is not an IP address", m.address),
+                    ));
+                }
+            }
+            if m.port == 0 {
+                return Err(invalid(s, "port", "must be 1 to 65535".into()));
+            }
+            if let Some(i) = &m.interface
+                && (i.is_empty() || i.len() > 15 || i.contains(['/', ' ', '\0']))
+            {
+                return Err(invalid(
+                    s,
+                    "interface",
+                    format!("`{i}` is not an interface name"),
+                ));
+            }
+            key_file(s, &m.key_file)?;
+        }
+        if let Some(t) = &self.listeners.tcp {
+            let s = "listeners.tcp";
+            if t.address.parse::<std::net::IpAddr>().is_err() {
+                return Err(invalid(
+                    s,
+                    "address",
+                    format!("`{}` is not an IP address", t.address),
+                ));
+            }
+            if t.port == 0 {
+                return Err(invalid(s, "port", "must be 1 to 65535".into()));
+            }
+            key_file(s, &t.key_file)?;
+        }
+        if let Some(v) = &self.listeners.vsock {
+            let s = "listeners.vsock";
+            if v.port == 0 || v.port == u32::MAX {
+                return Err(invalid(s, "port", "must be 1 to 4294967294".into()));
+            }
+            key_file(s, &v.key_file)?;
+        }
+        for (i, g) in self.groups.iter().enumerate() {
+            let group_err = |key: &str, message: String| ConfigError::Invalid {
+                path: path.to_path_buf(),
+                line: find_array_table_line(text, "groups", i),
+                key: format!("groups[{i}].{key}"),
+                message,
+            };
+            let what = if g.name.is_empty() {
+                format!("group #{}", i + 1)
+            } else {
+                format!("group `{}`", g.name)
+            };
+            if g.ip.is_empty() {
+                return Err(group_err(
+                    "ip",
+                    format!("{what} has no `ip` entries, so it matches no requester"),
+                ));
+            }
+            if g.uuid.is_empty() {
+                return Err(group_err(
+                    "uuid",
+                    format!(
+                        "{what} has no `uuid` entries (VM names or UUIDs), so it allows nothing"
+                    ),
+                ));
+            }
+            if let Some(e) = g.ip.iter().chain(&g.uuid).find(|e| e.trim().is_empty()) {
+                return Err(group_err(
+                    if g.ip.contains(e) { "ip" } else { "uuid" },
+                    format!("{what} has an empty entry"),
+                ));
+            }
+        }
         Ok(())
+    }
+
+    /// Validates settings that did not come from TOML text (e.g. imported
+    /// from fence_virt.conf); errors name `path` without a line.
+    pub fn check(&self, path: &Path) -> Result<(), ConfigError> {
+        self.validate("", path)
     }
 
     pub fn reconcile_interval(&self) -> Duration {
@@ -443,6 +585,18 @@ fn locate(text: &str, offset: usize) -> (usize, usize, Option<String>) {
         (Some(_), None) => None,
     };
     (line, column, key)
+}
+
+/// The line of the `index`-th (0-based) `[[name]]` header.
+fn find_array_table_line(text: &str, name: &str, index: usize) -> Option<usize> {
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| {
+            let t = l.trim();
+            t.starts_with("[[") && t.trim_start_matches('[').trim_end_matches(']').trim() == name
+        })
+        .nth(index)
+        .map(|(i, _)| i + 1)
 }
 
 /// The line where `key` is set inside `[section]`, if it is written at all.
@@ -535,6 +689,119 @@ file = "/var/log/fenceline/fenceline.log"
     fn syntax_error_has_a_line() {
         let e = parse("[libvirt\nuris = 1\n").unwrap_err();
         assert!(e.to_string().contains("test.toml:1:"), "{e}");
+    }
+
+    #[test]
+    fn fencing_sections_parse() {
+        let c = parse(
+            r#"
+[fencing]
+backend = "libvirt"
+timeout_secs = 30
+audit_log = ""
+[listeners.multicast]
+address = "ff05::3:1"
+interface = "br0"
+key_file = "/etc/cluster/fence_xvm.key"
+hash = "sha512"
+auth = "sha1"
+[listeners.tcp]
+address = "::1"
+port = 1230
+[listeners.vsock]
+port = 1231
+[[groups]]
+name = "web"
+uuid = ["web1", "8f1e0001-0000-4000-8000-000000000011"]
+ip = ["10.0.0.1", "3"]
+"#,
+        )
+        .unwrap();
+        assert_eq!(c.fencing.backend, FenceBackend::Libvirt);
+        let m = c.listeners.multicast.as_ref().unwrap();
+        assert_eq!((m.hash, m.auth), (HashName::Sha512, HashName::Sha1));
+        assert_eq!(m.port, 1229, "defaults fill the rest");
+        assert_eq!(c.listeners.tcp.as_ref().unwrap().port, 1230);
+        assert_eq!(c.listeners.vsock.as_ref().unwrap().port, 1231);
+        assert_eq!(c.groups.len(), 1);
+        // An empty table enables a listener with every default.
+        let c = parse("[listeners.multicast]\n").unwrap();
+        assert_eq!(c.listeners.multicast, Some(MulticastListener::default()));
+        assert_eq!(c.listeners.tcp, None);
+    }
+
+    #[test]
+    fn fencing_errors_name_the_key_and_line() {
+        let cases: &[(&str, &str)] = &[
+            (
+                "[fencing]\ntimeout_secs = 0\n",
+                ":2: key `fencing.timeout_secs`",
+            ),
+            (
+                "[fencing]\nreboot_timeout_secs = 10000\n",
+                ":2: key `fencing.reboot_timeout_secs`",
+            ),
+            (
+                "[fencing]\naudit_log = \"audit.jsonl\"\n",
+                ":2: key `fencing.audit_log`: `audit.jsonl` must be an absolute path",
+            ),
+            (
+                "[listeners.multicast]\naddress = \"10.0.0.1\"\n",
+                ":2: key `listeners.multicast.address`: 10.0.0.1 is not a multicast address",
+            ),
+            (
+                "[listeners.multicast]\naddress = \"x\"\n",
+                "`x` is not an IP address",
+            ),
+            (
+                "[listeners.multicast]\nport = 0\n",
+                ":2: key `listeners.multicast.port`",
+            ),
+            (
+                "[listeners.multicast]\ninterface = \"\"\n",
+                "key `listeners.multicast.interface`",
+            ),
+            (
+                "[listeners.multicast]\nkey_file = \"k.key\"\n",
+                ":2: key `listeners.multicast.key_file`: `k.key` must be an absolute path",
+            ),
+            (
+                "[listeners.tcp]\naddress = \"localhost\"\n",
+                "key `listeners.tcp.address`: `localhost` is not an IP address",
+            ),
+            ("[listeners.tcp]\nport = 0\n", "key `listeners.tcp.port`"),
+            (
+                "[listeners.vsock]\nport = 0\n",
+                "key `listeners.vsock.port`",
+            ),
+            (
+                "[listeners.vsock]\nkey_file = \"rel\"\n",
+                "key `listeners.vsock.key_file`",
+            ),
+            (
+                "[[groups]]\nname = \"a\"\nuuid = [\"vm\"]\nip = [\"1.1.1.1\"]\n[[groups]]\nname = \"b\"\nuuid = [\"vm\"]\n",
+                ":5: key `groups[1].ip`: group `b` has no `ip` entries",
+            ),
+            (
+                "[[groups]]\nip = [\"1.1.1.1\"]\n",
+                ":1: key `groups[0].uuid`: group #1 has no `uuid` entries",
+            ),
+            (
+                "[[groups]]\nip = [\"1.1.1.1\"]\nuuid = [\" \"]\n",
+                "key `groups[0].uuid`: group #1 has an empty entry",
+            ),
+        ];
+        for (text, want) in cases {
+            let e = parse(text).expect_err(text).to_string();
+            assert!(e.contains(want), "{text:?}: got {e:?}, want {want:?}");
+        }
+        // Unknown keys and hash names are refused by the parser.
+        let e = parse("[listeners.multicast]\nhash = \"md5\"\n").unwrap_err();
+        assert!(e.to_string().contains("listeners.multicast.hash"), "{e}");
+        let e = parse("[listeners.tcp]\nfamily = \"ipv6\"\n").unwrap_err();
+        assert!(e.to_string().contains("unknown field"), "{e}");
+        let e = parse("[fencing]\nbackend = \"xen\"\n").unwrap_err();
+        assert!(e.to_string().contains("fencing.backend"), "{e}");
     }
 
     #[test]

@@ -15,7 +15,8 @@ use crate::config::{Config, FenceBackend};
 use crate::engine::api::now_millis;
 use crate::engine::model::{FenceRules, ModelConfig};
 use crate::engine::{
-    EFFECT_CAPACITY, EffectRoutes, FENCE_ACT_CAPACITY, control, corosync, libvirt, spawn_state,
+    AuditSink, EFFECT_CAPACITY, EffectRoutes, FENCE_ACT_CAPACITY, INPUT_CAPACITY, InputTx, control,
+    corosync, fence, libvirt, spawn_state_with,
 };
 
 /// Sets up logging to stderr and, if configured, to a file. The returned
@@ -95,12 +96,42 @@ async fn run_async(cfg: Config, config_path: Option<&Path>) -> anyhow::Result<()
         started_at: now_millis(),
         fence: fence_rules(&cfg),
     };
+    let (inputs, input_rx) = InputTx::channel(INPUT_CAPACITY);
+    // The fence audit log: opened now so an unusable path stops the start.
+    // The state task hands it every fence event.
+    let audit = if cfg.fencing.audit_log.as_os_str().is_empty() {
+        None
+    } else {
+        let w = fence::audit::spawn(&cfg.fencing.audit_log, inputs.clone()).with_context(|| {
+            format!(
+                "fencing.audit_log: cannot open {}",
+                cfg.fencing.audit_log.display()
+            )
+        })?;
+        tracing::info!(path = %cfg.fencing.audit_log.display(), "fence audit log open");
+        Some(w)
+    };
+    let audit_tx = audit.as_ref().map(|w| w.tx.clone());
     let routes = EffectRoutes {
         corosync: eff_tx,
         fence_act: Some(act_tx),
-        audit: None,
+        audit: audit_tx.clone().map(|a| {
+            Box::new(move |ev: &crate::engine::api::Event| {
+                a.record(ev);
+            }) as AuditSink
+        }),
     };
-    let (engine, inputs, state_task) = spawn_state(model_cfg, routes, cancel.clone());
+    let (engine, inputs, state_task) =
+        spawn_state_with(model_cfg, routes, cancel.clone(), (inputs, input_rx));
+
+    let listener_tasks = fence::listeners::spawn(
+        &cfg,
+        engine.clone(),
+        inputs.clone(),
+        audit_tx.clone(),
+        cancel.clone(),
+    )
+    .context("cannot start the fence listeners")?;
 
     let control_task = tokio::spawn(control::server::serve(
         sockets,
@@ -153,7 +184,23 @@ async fn run_async(cfg: Config, config_path: Option<&Path>) -> anyhow::Result<()
     }
     let _ = tokio::time::timeout(Duration::from_secs(2), control_task).await;
     let _ = tokio::time::timeout(Duration::from_secs(2), act_task).await;
+    for t in listener_tasks {
+        let _ = tokio::time::timeout(Duration::from_secs(2), t).await;
+    }
     let _ = tokio::time::timeout(Duration::from_secs(2), state_task).await;
+    // Every sender is gone once the tasks above ended; the writer drains
+    // what is queued and stops.
+    drop(audit_tx);
+    if let Some(w) = audit {
+        drop(w.tx);
+        let join = tokio::task::spawn_blocking(move || w.thread.join());
+        if tokio::time::timeout(Duration::from_secs(5), join)
+            .await
+            .is_err()
+        {
+            tracing::warn!("the audit writer did not finish within 5 s");
+        }
+    }
     tracing::info!("fenceline daemon stopped");
     Ok(())
 }

@@ -26,7 +26,19 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the headless daemon (corosync CPG, libvirt, control sockets).
-    Daemon,
+    Daemon {
+        /// Take the listeners, backend, libvirt URIs, name mode and permission
+        /// groups from fence_virtd's config (e.g. /etc/fence_virt.conf); the
+        /// fenceline config (--config) then must not set those, only
+        /// fenceline's own settings.
+        #[arg(long, value_name = "PATH")]
+        fence_virt_conf: Option<PathBuf>,
+    },
+    /// Configuration tools.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
     /// Print one snapshot of the cluster and exit.
     Status {
         /// Print JSON instead of text.
@@ -80,6 +92,16 @@ enum Command {
 }
 
 #[derive(Subcommand)]
+enum ConfigCommand {
+    /// Print the fenceline TOML equivalent of a fence_virt.conf (what
+    /// `daemon --fence-virt-conf PATH` would run).
+    ImportFenceVirt {
+        /// The fence_virt.conf to read.
+        path: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
 enum LabCommand {
     /// Remove labs left behind by a run that was killed (only fenceline-lab
     /// namespaces, and only processes those labs recorded).
@@ -117,8 +139,16 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<(), ExitCode> {
     let cfg_path = cli.config.as_deref();
     match cli.command {
-        Command::Daemon => {
-            let cfg = load_config(cfg_path)?;
+        Command::Daemon { fence_virt_conf } => {
+            let cfg = match &fence_virt_conf {
+                Some(fvc) => {
+                    fenceline::fence_virt_conf::daemon_config(cfg_path, fvc).map_err(|e| {
+                        eprintln!("fenceline: config error: {e}");
+                        ExitCode::from(exit::USAGE)
+                    })?
+                }
+                None => load_config(cfg_path)?,
+            };
             fenceline::daemon::run(cfg, cfg_path).map_err(|e| {
                 eprintln!("fenceline: {e:#}");
                 ExitCode::from(exit::UNREACHABLE)
@@ -153,6 +183,18 @@ fn run(cli: Cli) -> Result<(), ExitCode> {
                 Err(ExitCode::from(code))
             }
         }
+        Command::Config {
+            command: ConfigCommand::ImportFenceVirt { path },
+        } => match fenceline::fence_virt_conf::load(&path) {
+            Ok(imported) => {
+                print!("{}", imported.to_toml());
+                Ok(())
+            }
+            Err(e) => {
+                eprintln!("fenceline: {e}");
+                Err(ExitCode::from(exit::USAGE))
+            }
+        },
         Command::Demo { nodes, duration } => fenceline::demo::run(fenceline::demo::DemoOptions {
             nodes,
             duration: duration.map(std::time::Duration::from_secs),

@@ -207,7 +207,17 @@ pub fn spawn_state(
     routes: EffectRoutes,
     cancel: CancellationToken,
 ) -> (EngineHandle, InputTx, tokio::task::JoinHandle<()>) {
-    let (input_tx, input_rx) = InputTx::channel(INPUT_CAPACITY);
+    spawn_state_with(cfg, routes, cancel, InputTx::channel(INPUT_CAPACITY))
+}
+
+/// [`spawn_state`] on an input channel made beforehand (for sinks in
+/// `routes` that report their own drops as inputs).
+pub fn spawn_state_with(
+    cfg: ModelConfig,
+    routes: EffectRoutes,
+    cancel: CancellationToken,
+    (input_tx, input_rx): (InputTx, mpsc::Receiver<Input>),
+) -> (EngineHandle, InputTx, tokio::task::JoinHandle<()>) {
     let cluster = Cluster::new(cfg);
     let (snap_tx, snap_rx) = watch::channel(Arc::new(cluster.snapshot(now_millis())));
     let (q_tx, q_rx) = mpsc::channel(64);

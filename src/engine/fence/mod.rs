@@ -1,4 +1,14 @@
-//! Fencing: fence_xvm / fence_virt wire formats and authentication. The
-//! listeners and the CPG router build on these (see the fencing issue).
+//! Fencing: fence_xvm / fence_virt wire formats, authentication, the
+//! listeners (multicast, tcp, vsock) with dedup and permission groups, and
+//! the audit log writer. The CPG router lives in the engine's state task;
+//! the listeners reach it through [`listeners::FenceService`].
 
+pub mod audit;
+pub mod auth;
+pub mod history;
+pub mod listeners;
+pub mod multicast;
+pub mod perm;
+pub mod tcp;
+pub mod vsock;
 pub mod wire;

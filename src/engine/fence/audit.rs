@@ -1,0 +1,380 @@
+//! The fence audit log: one JSON line per fence record, appended and
+//! `fdatasync`ed before the next one, written by a dedicated thread.
+//!
+//! Each line is the [`api::Event`](crate::engine::api::Event) of kind
+//! `fence` exactly as `fenceline events --json` prints it (the same public
+//! JSON contract). Records the listeners write themselves for requests the
+//! engine never saw (permission denied) carry `seq: 0`; engine events start
+//! at 1.
+//!
+//! The caller never blocks: [`AuditTx::record`] queues into a bounded
+//! channel; a full queue or a failed write is logged (`error`) and counted as
+//! `dropped_audit` in the engine's counters. A file that was moved away
+//! (logrotate) or deleted is noticed before the next write and recreated.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError, SyncSender, TrySendError};
+use std::time::Duration;
+
+use crate::engine::InputTx;
+use crate::engine::api::{Event, EventKind, now_millis};
+use crate::engine::model::{DropKind, Input};
+
+/// Records the queue holds before new ones are dropped (and counted).
+pub const AUDIT_QUEUE: usize = 1024;
+
+enum Msg {
+    Record(Box<Event>),
+    /// Answered once everything queued before it is on disk.
+    Barrier(SyncSender<()>),
+}
+
+/// The sending side; cheap to clone. The writer thread ends when every
+/// `AuditTx` is gone.
+#[derive(Clone)]
+pub struct AuditTx {
+    tx: SyncSender<Msg>,
+    dropped: Arc<AtomicU64>,
+    last_error_log: Arc<AtomicU64>,
+}
+
+impl AuditTx {
+    /// Queues a copy of `ev` if it is a fence event; other kinds are ignored.
+    /// Never blocks. Returns false when the record was dropped.
+    pub fn record(&self, ev: &Event) -> bool {
+        if !matches!(ev.kind, EventKind::Fence { .. }) {
+            return true;
+        }
+        match self.tx.try_send(Msg::Record(Box::new(ev.clone()))) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_)) => {
+                self.count_drop("the audit queue is full (the disk is slow?)");
+                false
+            }
+            Err(TrySendError::Disconnected(_)) => {
+                self.count_drop("the audit writer has stopped");
+                false
+            }
+        }
+    }
+
+    fn count_drop(&self, why: &str) {
+        self.dropped.fetch_add(1, Ordering::Relaxed);
+        // At most one log line per second; the counter has the total.
+        let now = now_millis();
+        let last = self.last_error_log.load(Ordering::Relaxed);
+        if now.saturating_sub(last) >= 1000
+            && self
+                .last_error_log
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            tracing::error!("fence audit record dropped: {why}");
+        }
+    }
+
+    /// Waits until every record queued so far is written and synced, at most
+    /// `limit`. False on timeout or when the writer is gone.
+    pub fn barrier(&self, limit: Duration) -> bool {
+        let (tx, rx) = mpsc::sync_channel(1);
+        if !send_within(&self.tx, Msg::Barrier(tx), limit) {
+            return false;
+        }
+        rx.recv_timeout(limit).is_ok()
+    }
+}
+
+/// std's `SyncSender` has no send with a deadline: poll `try_send`.
+fn send_within(tx: &SyncSender<Msg>, mut m: Msg, limit: Duration) -> bool {
+    let t0 = std::time::Instant::now();
+    loop {
+        match tx.try_send(m) {
+            Ok(()) => return true,
+            Err(TrySendError::Disconnected(_)) => return false,
+            Err(TrySendError::Full(back)) => {
+                if t0.elapsed() >= limit {
+                    return false;
+                }
+                m = back;
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+    }
+}
+
+/// The running writer.
+pub struct AuditWriter {
+    pub tx: AuditTx,
+    pub thread: std::thread::JoinHandle<()>,
+}
+
+/// Opens (creating the parent directory and a 0600 file if needed) and starts
+/// the writer thread. An unusable path is an error now, not at the first
+/// fence request.
+pub fn spawn(path: &Path, input_tx: InputTx) -> std::io::Result<AuditWriter> {
+    spawn_with(path, input_tx, AUDIT_QUEUE)
+}
+
+fn spawn_with(path: &Path, input_tx: InputTx, queue: usize) -> std::io::Result<AuditWriter> {
+    let file = open(path)?;
+    let (tx, rx) = mpsc::sync_channel(queue);
+    let dropped = Arc::new(AtomicU64::new(0));
+    let writer = Writer {
+        path: path.to_path_buf(),
+        file: Some(file),
+        dropped: dropped.clone(),
+        input_tx,
+    };
+    let thread = std::thread::Builder::new()
+        .name("fence-audit".into())
+        .spawn(move || writer.run(rx))?;
+    Ok(AuditWriter {
+        tx: AuditTx {
+            tx,
+            dropped,
+            last_error_log: Arc::new(AtomicU64::new(0)),
+        },
+        thread,
+    })
+}
+
+fn open(path: &Path) -> std::io::Result<File> {
+    if let Some(dir) = path.parent()
+        && !dir.as_os_str().is_empty()
+    {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o750)
+            .create(dir)?;
+    }
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .custom_flags(libc::O_CLOEXEC)
+        .open(path)
+}
+
+struct Writer {
+    path: PathBuf,
+    file: Option<File>,
+    dropped: Arc<AtomicU64>,
+    input_tx: InputTx,
+}
+
+impl Writer {
+    fn run(mut self, rx: mpsc::Receiver<Msg>) {
+        loop {
+            match rx.recv_timeout(Duration::from_secs(1)) {
+                Ok(Msg::Record(ev)) => {
+                    if let Err(e) = self.write(&ev) {
+                        self.file = None;
+                        self.dropped.fetch_add(1, Ordering::Relaxed);
+                        tracing::error!(
+                            path = %self.path.display(),
+                            "fence audit record lost: {e}"
+                        );
+                    }
+                }
+                Ok(Msg::Barrier(done)) => {
+                    self.report_drops();
+                    let _ = done.try_send(());
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => {
+                    self.report_drops();
+                    return;
+                }
+            }
+            self.report_drops();
+        }
+    }
+
+    /// One `Input::Dropped` for everything lost since the last report.
+    fn report_drops(&self) {
+        let n = self.dropped.swap(0, Ordering::Relaxed);
+        if n > 0
+            && !self.input_tx.try_send(Input::Dropped {
+                at: now_millis(),
+                what: DropKind::Audit,
+                count: n,
+            })
+        {
+            // The engine is busy or gone; keep the count for the next try.
+            self.dropped.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+
+    fn write(&mut self, ev: &Event) -> std::io::Result<()> {
+        let mut line = serde_json::to_vec(ev).map_err(std::io::Error::other)?;
+        line.push(b'\n');
+        if self.moved_away() {
+            self.file = None;
+        }
+        if self.file.is_none() {
+            self.file = Some(open(&self.path)?);
+        }
+        let f = self.file.as_mut().expect("opened above");
+        f.write_all(&line)?;
+        f.sync_data()
+    }
+
+    /// True when the path no longer names the open file (rotated or deleted).
+    fn moved_away(&self) -> bool {
+        let Some(f) = &self.file else {
+            return false;
+        };
+        match (std::fs::metadata(&self.path), f.metadata()) {
+            (Ok(p), Ok(o)) => p.dev() != o.dev() || p.ino() != o.ino(),
+            _ => true,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::api::{FenceOp, FencePhase, FenceResult};
+    use std::os::unix::fs::PermissionsExt;
+
+    fn fence_event(seq: u64, domain: &str) -> Event {
+        Event {
+            seq,
+            time: 1_700_000_000_123,
+            node: Some(1),
+            kind: EventKind::Fence {
+                phase: FencePhase::Result,
+                op: FenceOp::Off,
+                domain: domain.into(),
+                source: "multicast:10.0.0.5".into(),
+                requester: Some(1),
+                acted_by: Some(2),
+                result: FenceResult::Ok,
+                duration_ms: 42,
+                detail: None,
+            },
+        }
+    }
+
+    fn lines(p: &Path) -> Vec<Event> {
+        std::fs::read_to_string(p)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn records_are_appended_as_json_lines_in_a_0600_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/dir/audit.jsonl");
+        let (itx, _irx) = InputTx::channel(16);
+        let w = spawn(&path, itx).unwrap();
+        assert!(w.tx.record(&fence_event(1, "vm1")));
+        assert!(w.tx.record(&fence_event(2, "vm2")));
+        // Not a fence event: ignored.
+        let other = Event {
+            seq: 3,
+            time: 0,
+            node: None,
+            kind: EventKind::Daemon {
+                action: crate::engine::api::DaemonAction::Started,
+                uri: None,
+                detail: None,
+            },
+        };
+        assert!(w.tx.record(&other));
+        assert!(w.tx.barrier(Duration::from_secs(5)));
+        let got = lines(&path);
+        assert_eq!(got, vec![fence_event(1, "vm1"), fence_event(2, "vm2")]);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.starts_with(r#"{"seq":1,"time":"2023-11-14T22:13:20.123Z","node":1,"kind":"fence","phase":"result","op":"off""#), "{text}");
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        drop(w.tx);
+        w.thread.join().unwrap();
+    }
+
+    #[test]
+    fn a_new_writer_appends_to_the_existing_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        for i in 1..=3 {
+            let (itx, _irx) = InputTx::channel(16);
+            let w = spawn(&path, itx).unwrap();
+            assert!(w.tx.record(&fence_event(i, "vm")));
+            drop(w.tx);
+            w.thread.join().unwrap();
+        }
+        let seqs: Vec<u64> = lines(&path).iter().map(|e| e.seq).collect();
+        assert_eq!(
+            seqs,
+            vec![1, 2, 3],
+            "closing the sender drains the queue first"
+        );
+    }
+
+    #[test]
+    fn a_rotated_file_is_recreated() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let (itx, _irx) = InputTx::channel(16);
+        let w = spawn(&path, itx).unwrap();
+        assert!(w.tx.record(&fence_event(1, "before")));
+        assert!(w.tx.barrier(Duration::from_secs(5)));
+        std::fs::rename(&path, dir.path().join("audit.jsonl.1")).unwrap();
+        assert!(w.tx.record(&fence_event(2, "after")));
+        assert!(w.tx.barrier(Duration::from_secs(5)));
+        assert_eq!(lines(&path), vec![fence_event(2, "after")]);
+        assert_eq!(
+            lines(&dir.path().join("audit.jsonl.1")),
+            vec![fence_event(1, "before")]
+        );
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+    }
+
+    #[test]
+    fn a_full_queue_is_counted_not_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let (itx, mut irx) = InputTx::channel(16);
+        // A queue of one, and a writer we keep busy: the first record may be
+        // taken at once, so fill well past the capacity.
+        let w = spawn_with(&path, itx, 1).unwrap();
+        let t0 = std::time::Instant::now();
+        let accepted = (0..200)
+            .filter(|i| w.tx.record(&fence_event(*i, "vm")))
+            .count();
+        assert!(t0.elapsed() < Duration::from_secs(1), "record never blocks");
+        assert!(accepted < 200, "some records must have been dropped");
+        assert!(w.tx.barrier(Duration::from_secs(5)));
+        let written = lines(&path).len();
+        assert_eq!(written, accepted);
+        let mut reported = 0;
+        while let Ok(i) = irx.try_recv() {
+            match i {
+                Input::Dropped {
+                    what: DropKind::Audit,
+                    count,
+                    ..
+                } => reported += count,
+                other => panic!("unexpected input {other:?}"),
+            }
+        }
+        assert_eq!(reported as usize, 200 - accepted);
+    }
+
+    #[test]
+    fn an_unusable_path_fails_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("file"), b"").unwrap();
+        let (itx, _irx) = InputTx::channel(16);
+        assert!(spawn(&dir.path().join("file/audit.jsonl"), itx).is_err());
+    }
+}
