@@ -237,21 +237,20 @@ fn a_partitioned_minority_refuses_to_assume_an_unknown_vm_is_off() {
 /// `fence_xvm -o OP -H VM` from the client namespace (a guest).
 fn fence_xvm(lab: &Lab, op: &str, vm: &str) -> CmdOutput {
     let key = lab.fence_key_path();
-    lab.exec_client(
-        &[
-            "fence_xvm",
-            "-k",
-            key.to_str().unwrap(),
-            "-t",
-            "10",
-            "-o",
-            op,
-            "-H",
-            vm,
-        ],
-        Duration::from_secs(30),
-    )
-    .expect("fence_xvm runs")
+    let mut argv = vec![
+        "fence_xvm",
+        "-k",
+        key.to_str().unwrap(),
+        "-t",
+        "10",
+        "-o",
+        op,
+    ];
+    if !vm.is_empty() {
+        argv.extend(["-H", vm]);
+    }
+    lab.exec_client(&argv, Duration::from_secs(30))
+        .expect("fence_xvm runs")
 }
 
 #[test]
@@ -295,5 +294,107 @@ fn requests_cross_between_fenceline_and_real_fence_virtd() {
     assert_eq!(code(&o), 0, "{o:?}");
     let o = fence_xvm(&lab, "status", "vm3b");
     assert_eq!(code(&o), 0, "{o:?}");
+    lab.down().unwrap();
+}
+
+/// `fence_virt -T NODE_IP -o OP -H VM` from the client namespace.
+fn fence_virt_tcp(lab: &Lab, node: usize, op: &str, vm: &str) -> CmdOutput {
+    let key = lab.fence_key_path();
+    let ip = lab.node_ip(node);
+    let mut argv = vec![
+        "fence_virt",
+        "-T",
+        &ip,
+        "-k",
+        key.to_str().unwrap(),
+        "-t",
+        "10",
+        "-o",
+        op,
+    ];
+    if !vm.is_empty() {
+        argv.extend(["-H", vm]);
+    }
+    lab.exec_client(&argv, Duration::from_secs(30))
+        .expect("fence_virt runs")
+}
+
+#[test]
+fn guests_fence_with_real_fence_xvm_and_fence_virt() {
+    if !lab_test_guard("guests_fence_with_real_fence_xvm_and_fence_virt") {
+        return;
+    }
+    let lab = lab(LabSpec {
+        fenceline_bin: Some(bin()),
+        client_ns: true,
+        ..LabSpec::default()
+    });
+    for i in 1..=3 {
+        wait_status(&lab, i, "quorate with the full map", |v| {
+            v["quorate"] == true && full_map(v, &[1, 2, 3])
+        });
+    }
+    // Multicast (fence_xvm): every operation.
+    let o = fence_xvm(&lab, "monitor", "");
+    assert_eq!(code(&o), 0, "{o:?}");
+    let o = fence_xvm(&lab, "list", "");
+    assert_eq!(code(&o), 0, "{o:?}");
+    // Every VM of the cluster, whichever daemon answered.
+    for n in 1..=3 {
+        for d in lab_domains(n) {
+            let line = o
+                .stdout
+                .lines()
+                .find(|l| l.starts_with(&format!("{:<32} ", d.name)))
+                .unwrap_or_else(|| panic!("{} missing from the list:\n{}", d.name, o.stdout));
+            let want = if d.running { "on" } else { "off" };
+            assert!(line.ends_with(&format!("{} {want}", d.uuid)), "{line}");
+        }
+    }
+    assert_eq!(code(&fence_xvm(&lab, "status", "vm2a")), 0);
+    assert_eq!(code(&fence_xvm(&lab, "status", "vm2off")), 2);
+    assert_eq!(code(&fence_xvm(&lab, "off", "vm2a")), 0);
+    assert_eq!(virsh_state(&lab, 2, "vm2a"), "shut off");
+    assert_eq!(code(&fence_xvm(&lab, "status", "vm2a")), 2);
+    assert_eq!(code(&fence_xvm(&lab, "on", "vm2a")), 0);
+    assert_eq!(virsh_state(&lab, 2, "vm2a"), "running");
+    assert_eq!(code(&fence_xvm(&lab, "reboot", "vm3b")), 0);
+    assert_eq!(virsh_state(&lab, 3, "vm3b"), "running");
+    // fence_virt's "null" gets fence_virtd's answer: 1.
+    assert_eq!(code(&fence_xvm(&lab, "null", "vm1a")), 1);
+
+    // TCP (fence_virt -T), to node 1's listener, for VMs on every node.
+    assert_eq!(code(&fence_virt_tcp(&lab, 1, "monitor", "")), 0);
+    let o = fence_virt_tcp(&lab, 1, "list", "");
+    assert_eq!(code(&o), 0, "{o:?}");
+    assert!(o.stdout.contains("vm3off"), "{}", o.stdout);
+    assert_eq!(code(&fence_virt_tcp(&lab, 1, "status", "vm3a")), 0);
+    assert_eq!(code(&fence_virt_tcp(&lab, 1, "off", "vm3a")), 0);
+    assert_eq!(virsh_state(&lab, 3, "vm3a"), "shut off");
+    assert_eq!(code(&fence_virt_tcp(&lab, 1, "status", "vm3a")), 2);
+    assert_eq!(code(&fence_virt_tcp(&lab, 1, "on", "vm3a")), 0);
+    assert_eq!(virsh_state(&lab, 3, "vm3a"), "running");
+    assert_eq!(code(&fence_virt_tcp(&lab, 1, "reboot", "vm1b")), 0);
+    assert_eq!(virsh_state(&lab, 1, "vm1b"), "running");
+    assert_eq!(code(&fence_virt_tcp(&lab, 1, "reboot", "vm2off")), 0);
+    assert_eq!(virsh_state(&lab, 2, "vm2off"), "shut off");
+
+    // The audit log of the node whose listener took the TCP requests has
+    // them, one JSON object per line, with the node that acted.
+    let audit = std::fs::read_to_string(lab.node_dir(1).join("audit.jsonl")).expect("audit log");
+    let recs: Vec<Value> = audit
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("audit lines are JSON"))
+        .collect();
+    assert!(
+        recs.iter().any(|r| r["phase"] == "result"
+            && r["op"] == "off"
+            && r["domain"] == "vm3a"
+            && r["acted_by"] == 3
+            && r["result"] == "ok"
+            && r["source"].as_str().is_some_and(|s| s.starts_with("tcp:"))
+            && r["duration_ms"].is_u64()),
+        "{audit}"
+    );
     lab.down().unwrap();
 }

@@ -736,8 +736,9 @@ impl Lab {
                 )?;
             }
         }
+        // fence_virtd and fenceline's listeners share the lab key.
+        self.write_fence_key()?;
         if !self.spec.fence_virtd_nodes.is_empty() {
-            self.write_fence_key()?;
             let module = prereq::fence_virt_module_path()
                 .ok_or_else(|| anyhow!("fence-virt plugin directory not found"))?;
             for &i in &self.spec.fence_virtd_nodes {
