@@ -144,7 +144,10 @@ pub(crate) async fn run<S: FenceService>(
                     }
                 },
             };
-            common.serve(&mut stream, &req, &origin).await;
+            tokio::select! {
+                _ = cancel.cancelled() => {}
+                _ = common.serve(&mut stream, &req, &origin) => {}
+            }
         });
     }
 }
