@@ -1182,13 +1182,15 @@ impl Imported {
 
 /// The daemon's config with `--fence-virt-conf`: the fenceline TOML
 /// (`--config`, or the default path if it exists) for fenceline's own
-/// settings, fence_virt.conf for the rest.
-pub fn daemon_config(toml_path: Option<&Path>, fvc_path: &Path) -> Result<Config, ConfigError> {
+/// settings, fence_virt.conf for the rest. Also returns the import's notes
+/// (ignored keys and the like) for the caller to show: logging is not set up
+/// yet when the config is read.
+pub fn daemon_config(
+    toml_path: Option<&Path>,
+    fvc_path: &Path,
+) -> Result<(Config, Vec<String>), ConfigError> {
     let (base, used) = Config::load(toml_path)?;
     let imported = load(fvc_path)?;
-    for n in &imported.notes {
-        tracing::info!(file = %fvc_path.display(), "{n}");
-    }
     let text = match &used {
         Some(p) => Some(
             std::fs::read_to_string(p).map_err(|source| ConfigError::Io {
@@ -1198,7 +1200,8 @@ pub fn daemon_config(toml_path: Option<&Path>, fvc_path: &Path) -> Result<Config
         ),
         None => None,
     };
-    imported.apply(base, text.as_deref().zip(used.as_deref()), fvc_path)
+    let cfg = imported.apply(base, text.as_deref().zip(used.as_deref()), fvc_path)?;
+    Ok((cfg, imported.notes))
 }
 
 #[cfg(test)]

@@ -1038,7 +1038,13 @@ fn the_daemon_runs_a_fence_virt_conf() {
         "--fence-virt-conf",
         fvc_path.to_str().unwrap(),
     ];
-    let mut daemon = ns.command(&argv).stdout(Stdio::null()).spawn().unwrap();
+    let err_file = std::fs::File::create(dir.join("daemon.err")).unwrap();
+    let mut daemon = ns
+        .command(&argv)
+        .stdout(Stdio::null())
+        .stderr(err_file)
+        .spawn()
+        .unwrap();
     struct Kill<'a>(&'a mut Child);
     impl Drop for Kill<'_> {
         fn drop(&mut self) {
@@ -1089,6 +1095,13 @@ fn the_daemon_runs_a_fence_virt_conf() {
     assert!(status.success(), "{status:?}");
     let log = std::fs::read_to_string(dir.join("fenceline.log")).unwrap_or_default();
     assert!(log.contains("fence tcp listener ready"), "{log}");
+    let err = std::fs::read_to_string(dir.join("daemon.err")).unwrap();
+    assert!(
+        err.contains(
+            "fence_virtd/@module_path = \"/usr/lib/x86_64-linux-gnu/fence-virt\" is not used"
+        ),
+        "the import's notes are shown: {err}"
+    );
 }
 
 /// Settings that cannot work stop the daemon at start with a clear message
