@@ -4,4 +4,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --quiet --bin fenceline --example bench_engine
-FENCELINE_BIN=target/release/fenceline exec target/release/examples/bench_engine
+FENCELINE_BIN="$PWD/target/release/fenceline" exec target/release/examples/bench_engine

@@ -1160,8 +1160,16 @@ impl Imported {
         };
         let mut s = String::new();
         for n in &self.notes {
+            // Values may span lines and hold control characters; every line
+            // of a note stays a valid TOML comment.
             s.push_str("# note: ");
-            s.push_str(n);
+            for c in n.chars() {
+                match c {
+                    '\n' => s.push_str("\n#   "),
+                    c if c.is_control() => s.extend(c.escape_default()),
+                    c => s.push(c),
+                }
+            }
             s.push('\n');
         }
         if !self.notes.is_empty() {
@@ -1174,13 +1182,15 @@ impl Imported {
 
 /// The daemon's config with `--fence-virt-conf`: the fenceline TOML
 /// (`--config`, or the default path if it exists) for fenceline's own
-/// settings, fence_virt.conf for the rest.
-pub fn daemon_config(toml_path: Option<&Path>, fvc_path: &Path) -> Result<Config, ConfigError> {
+/// settings, fence_virt.conf for the rest. Also returns the import's notes
+/// (ignored keys and the like) for the caller to show: logging is not set up
+/// yet when the config is read.
+pub fn daemon_config(
+    toml_path: Option<&Path>,
+    fvc_path: &Path,
+) -> Result<(Config, Vec<String>), ConfigError> {
     let (base, used) = Config::load(toml_path)?;
     let imported = load(fvc_path)?;
-    for n in &imported.notes {
-        tracing::info!(file = %fvc_path.display(), "{n}");
-    }
     let text = match &used {
         Some(p) => Some(
             std::fs::read_to_string(p).map_err(|source| ConfigError::Io {
@@ -1190,7 +1200,8 @@ pub fn daemon_config(toml_path: Option<&Path>, fvc_path: &Path) -> Result<Config
         ),
         None => None,
     };
-    imported.apply(base, text.as_deref().zip(used.as_deref()), fvc_path)
+    let cfg = imported.apply(base, text.as_deref().zip(used.as_deref()), fvc_path)?;
+    Ok((cfg, imported.notes))
 }
 
 #[cfg(test)]
@@ -1598,6 +1609,19 @@ mod tests {
         assert_eq!(c.groups, i.groups);
         assert!(toml_text.contains("[listeners.multicast]"), "{toml_text}");
         assert!(toml_text.contains("[[groups]]"), "{toml_text}");
+    }
+
+    #[test]
+    fn notes_with_multi_line_values_stay_comments() {
+        let i = import("fence_virtd { listener = \"tcp\"; backend = \"cpg\"; module_path = \"/a\nb = 1\"; }\nbackends { cpg { uri = \"q:///\"; } }").unwrap();
+        let t = i.to_toml();
+        assert!(t.contains("#   b = 1"), "{t}");
+        let i = import("fence_virtd { listener = \"tcp\"; backend = \"cpg\"; debug = \"\x1b[1m\x0c\"; }\nbackends { cpg { uri = \"q:///\nx\ty\"; } }").unwrap();
+        let t = i.to_toml();
+        let c = Config::parse(&t, Path::new("x.toml")).unwrap_or_else(|e| panic!("{e}\n{t}"));
+        assert_eq!(c.libvirt.uris, vec!["q:///\nx\ty".to_string()]);
+        let c = Config::parse(&t, Path::new("x.toml")).unwrap();
+        assert_eq!(c.listeners.tcp, Some(TcpListenerConf::default()));
     }
 
     #[test]

@@ -142,10 +142,15 @@ fn run(cli: Cli) -> Result<(), ExitCode> {
         Command::Daemon { fence_virt_conf } => {
             let cfg = match &fence_virt_conf {
                 Some(fvc) => {
-                    fenceline::fence_virt_conf::daemon_config(cfg_path, fvc).map_err(|e| {
-                        eprintln!("fenceline: config error: {e}");
-                        ExitCode::from(exit::USAGE)
-                    })?
+                    let (cfg, notes) = fenceline::fence_virt_conf::daemon_config(cfg_path, fvc)
+                        .map_err(|e| {
+                            eprintln!("fenceline: config error: {e}");
+                            ExitCode::from(exit::USAGE)
+                        })?;
+                    for n in notes {
+                        eprintln!("fenceline: {}: {n}", fvc.display());
+                    }
+                    cfg
                 }
                 None => load_config(cfg_path)?,
             };

@@ -362,6 +362,18 @@ struct ClientOut {
 }
 
 fn finish(mut child: Child, argv: &[&str]) -> ClientOut {
+    // Read both pipes while waiting, so a chatty child cannot block on them.
+    fn reader(r: Option<impl Read + Send + 'static>) -> std::thread::JoinHandle<String> {
+        std::thread::spawn(move || {
+            let mut s = String::new();
+            if let Some(mut r) = r {
+                let _ = r.read_to_string(&mut s);
+            }
+            s
+        })
+    }
+    let out = reader(child.stdout.take());
+    let err = reader(child.stderr.take());
     let t0 = Instant::now();
     let deadline = t0 + Duration::from_secs(30);
     let status = loop {
@@ -375,24 +387,10 @@ fn finish(mut child: Child, argv: &[&str]) -> ClientOut {
         }
         std::thread::sleep(Duration::from_millis(10));
     };
-    let mut stdout = String::new();
-    let mut stderr = String::new();
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut stdout)
-        .unwrap();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
     ClientOut {
         code: status.code(),
-        stdout,
-        stderr,
+        stdout: out.join().unwrap(),
+        stderr: err.join().unwrap(),
         took: t0.elapsed(),
     }
 }
@@ -992,4 +990,207 @@ fn a_replayed_fence_xvm_datagram_is_dropped_within_ten_seconds() {
         Some(vec![0])
     );
     assert_eq!(rec.calls().len(), 2);
+}
+
+fn fenceline_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_fenceline")
+}
+
+/// A fenceline TOML for a daemon in `dir` (sockets, log, audit there); no
+/// libvirt URIs: those come from fence_virt.conf.
+fn daemon_toml(dir: &Path) -> String {
+    format!(
+        "[control]\nsocket = \"{0}/rw.sock\"\nreadonly_socket = \"{0}/ro.sock\"\n[log]\nfile = \"{0}/fenceline.log\"\n[corosync]\nfence_group = \"fl-test-fa\"\nown_group = \"fl-test-own\"\n[fencing]\naudit_log = \"{0}/audit/audit.jsonl\"\n",
+        dir.display()
+    )
+}
+
+/// The real daemon, configured from a fence_virt.conf, in the namespace:
+/// the listener reaches the real engine (`EngineHandle`), and `list` shows
+/// the engine's map (libvirt's test driver, in process).
+#[test]
+fn the_daemon_runs_a_fence_virt_conf() {
+    guard!("the_daemon_runs_a_fence_virt_conf");
+    let ns = Ns::start(
+        recorder(),
+        Setup {
+            ipv6: false,
+            audit: false,
+        },
+        |_, _| {},
+    );
+    let dir = ns.dir.path();
+    std::fs::write(dir.join("fenceline.toml"), daemon_toml(dir)).unwrap();
+    std::fs::write(
+        dir.join("fence_virt.conf"),
+        format!(
+            "fence_virtd {{\n\tlistener = \"tcp\";\n\tbackend = \"cpg\";\n\tmodule_path = \"/usr/lib/x86_64-linux-gnu/fence-virt\";\n}}\n\nlisteners {{\n\ttcp {{\n\t\tkey_file = \"{}\";\n\t\tport = \"1230\";\n\t}}\n}}\n\nbackends {{\n\tcpg {{\n\t\turi = \"test:///default\";\n\t}}\n}}\n",
+            ns.key().display()
+        ),
+    )
+    .unwrap();
+    let (toml_path, fvc_path) = (dir.join("fenceline.toml"), dir.join("fence_virt.conf"));
+    let argv = [
+        fenceline_bin(),
+        "daemon",
+        "--config",
+        toml_path.to_str().unwrap(),
+        "--fence-virt-conf",
+        fvc_path.to_str().unwrap(),
+    ];
+    let err_file = std::fs::File::create(dir.join("daemon.err")).unwrap();
+    let mut daemon = ns
+        .command(&argv)
+        .stdout(Stdio::null())
+        .stderr(err_file)
+        .spawn()
+        .unwrap();
+    struct Kill<'a>(&'a mut Child);
+    impl Drop for Kill<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let pid = daemon.id();
+    let guard = Kill(&mut daemon);
+
+    // The engine lists libvirt's test domain once the driver has read it.
+    let mut last = None;
+    let listed = wait_until(Duration::from_secs(20), Duration::from_millis(200), || {
+        let o = tcp_client(&ns, "list", None, &[]);
+        let ok = o.code == Some(0)
+            && o.stdout
+                .lines()
+                .any(|l| l.starts_with(&format!("{:<32} ", "test")) && l.ends_with(" on"));
+        last = Some(o);
+        ok
+    });
+    assert!(listed, "fence_virt -o list never showed `test`: {last:?}");
+    let o = tcp_client(&ns, "monitor", None, &[]);
+    assert_eq!(o.code, Some(0), "{o:?}");
+    // The answer comes from the engine's router; whatever it is, it is a
+    // result byte and it comes in time.
+    let o = tcp_client(&ns, "status", Some("test"), &["-t", "25"]);
+    assert!(matches!(o.code, Some(0..=2)), "{o:?}");
+    let audit = dir.join("audit/audit.jsonl");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&audit).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "the audit log is created at start, 0600");
+
+    // SIGTERM (to the daemon we started, by pid): a clean stop.
+    // SAFETY: kill(2) on our own child's pid.
+    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGTERM) }, 0);
+    let t0 = Instant::now();
+    let status = loop {
+        if let Some(st) = guard.0.try_wait().unwrap() {
+            break st;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(15),
+            "daemon did not stop on SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status:?}");
+    let log = std::fs::read_to_string(dir.join("fenceline.log")).unwrap_or_default();
+    assert!(log.contains("fence tcp listener ready"), "{log}");
+    let err = std::fs::read_to_string(dir.join("daemon.err")).unwrap();
+    assert!(
+        err.contains(
+            "fence_virtd/@module_path = \"/usr/lib/x86_64-linux-gnu/fence-virt\" is not used"
+        ),
+        "the import's notes are shown: {err}"
+    );
+}
+
+/// Settings that cannot work stop the daemon at start with a clear message
+/// (no namespace needed: it fails before opening any network socket).
+#[test]
+fn listener_settings_that_cannot_work_stop_the_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let key = d.join("key");
+    std::fs::write(&key, b"secret").unwrap();
+    let toml_path = d.join("fenceline.toml");
+    let run = |extra_toml: &str, fvc: Option<&str>| {
+        std::fs::write(
+            &toml_path,
+            format!(
+                "{}[libvirt]\nuris = [\"test:///default\"]\n{extra_toml}",
+                daemon_toml(d)
+            ),
+        )
+        .unwrap();
+        let mut c = Command::new(fenceline_bin());
+        c.args(["daemon", "--config"]).arg(&toml_path);
+        if let Some(text) = fvc {
+            let p = d.join("fence_virt.conf");
+            std::fs::write(&p, text).unwrap();
+            c.arg("--fence-virt-conf").arg(p);
+        }
+        c.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        finish(c.spawn().unwrap(), &["fenceline", "daemon"])
+    };
+    let o = run(
+        &format!(
+            "[listeners.tcp]\nkey_file = \"{}/missing.key\"\nport = 1230\n",
+            d.display()
+        ),
+        None,
+    );
+    assert_ne!(o.code, Some(0));
+    assert!(
+        o.stderr.contains("listeners.tcp.key_file") && o.stderr.contains("missing.key"),
+        "{o:?}"
+    );
+    let o = run(
+        &format!(
+            "[listeners.multicast]\nkey_file = \"{}\"\ninterface = \"nonexistent9\"\n",
+            key.display()
+        ),
+        None,
+    );
+    assert_ne!(o.code, Some(0));
+    assert!(
+        o.stderr.contains("\"nonexistent9\" does not exist"),
+        "{o:?}"
+    );
+    // fence_virt.conf owns libvirt.uris: giving them in both is refused.
+    let o = run(
+        "",
+        Some(
+            "fence_virtd { listener = \"tcp\"; backend = \"libvirt\"; }\nbackends { libvirt { uri = \"test:///default\"; } }\n",
+        ),
+    );
+    assert_eq!(o.code, Some(2), "{o:?}");
+    assert!(
+        o.stderr.contains("key `libvirt.uris`") && o.stderr.contains("--fence-virt-conf"),
+        "{o:?}"
+    );
+    // A fence_virt.conf error names the file, line and key.
+    std::fs::write(&toml_path, daemon_toml(d)).unwrap();
+    let p = d.join("fence_virt.conf");
+    std::fs::write(
+        &p,
+        "fence_virtd {\n\tlistener = \"serial\";\n\tbackend = \"libvirt\";\n}\n",
+    )
+    .unwrap();
+    let out = Command::new(fenceline_bin())
+        .args(["daemon", "--config"])
+        .arg(&toml_path)
+        .arg("--fence-virt-conf")
+        .arg(&p)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains(&format!("{}:2:", p.display()))
+            && err.contains("fence_virtd/@listener")
+            && err.contains("not supported"),
+        "{err}"
+    );
 }

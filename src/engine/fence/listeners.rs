@@ -85,11 +85,36 @@ pub fn spawn<S: FenceService>(
     audit: Option<AuditTx>,
     cancel: CancellationToken,
 ) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
+    // Everything that can fail first (keys, sockets), so a bad setting
+    // leaves nothing running behind the error.
+    let mc = match &cfg.listeners.multicast {
+        Some(m) => Some((
+            m,
+            load_key("multicast", &m.key_file)?,
+            super::multicast::bind(m).context("multicast listener")?,
+        )),
+        None => None,
+    };
+    let tcp = match &cfg.listeners.tcp {
+        Some(t) => Some((
+            t,
+            load_key("tcp", &t.key_file)?,
+            super::tcp::bind(t).context("tcp listener")?,
+        )),
+        None => None,
+    };
+    let vs = match &cfg.listeners.vsock {
+        Some(v) => Some((
+            v,
+            load_key("vsock", &v.key_file)?,
+            super::vsock::bind(v.port).context("vsock listener")?,
+        )),
+        None => None,
+    };
+
     let perms = Arc::new(Permissions::new(&cfg.groups));
-    let mut tasks = Vec::new();
-    let make = |name: &'static str, key_file: &std::path::Path, hash: HashName, auth: HashName| {
-        let key = load_key(name, key_file)?;
-        Ok::<_, anyhow::Error>(Common::new(
+    let common = |name: &'static str, key: Arc<[u8]>, hash: HashName, auth: HashName| {
+        Common::new(
             name,
             key,
             hash_type(hash),
@@ -99,32 +124,29 @@ pub fn spawn<S: FenceService>(
             input_tx.clone(),
             audit.clone(),
             cancel.clone(),
-        ))
+        )
     };
-    if let Some(m) = &cfg.listeners.multicast {
-        let common = make("multicast", &m.key_file, m.hash, m.auth)?;
-        let l = super::multicast::bind(m).context("multicast listener")?;
+    let mut tasks = Vec::new();
+    if let Some((m, key, sock)) = mc {
         tracing::info!(
             group = %m.address, port = m.port, interface = m.interface.as_deref().unwrap_or("(any)"),
             hash = ?m.hash, auth = ?m.auth, "fence multicast listener ready"
         );
-        tasks.push(tokio::spawn(super::multicast::run(
-            l,
-            common,
-            cancel.clone(),
-        )));
+        let c = common("multicast", key, m.hash, m.auth);
+        tasks.push(tokio::spawn(super::multicast::run(sock, c, cancel.clone())));
     }
-    if let Some(t) = &cfg.listeners.tcp {
-        let common = make("tcp", &t.key_file, t.hash, t.auth)?;
-        let l = super::tcp::bind(t).context("tcp listener")?;
+    if let Some((t, key, l)) = tcp {
         tracing::info!(address = %t.address, port = t.port, hash = ?t.hash, auth = ?t.auth, "fence tcp listener ready");
-        tasks.push(tokio::spawn(super::tcp::run(l, common, cancel.clone())));
+        let c = common("tcp", key, t.hash, t.auth);
+        tasks.push(tokio::spawn(super::tcp::run(l, c, cancel.clone())));
     }
-    if let Some(v) = &cfg.listeners.vsock {
-        let common = make("vsock", &v.key_file, v.hash, v.auth)?;
-        let l = super::vsock::bind(v.port).context("vsock listener")?;
+    if let Some((v, key, l)) = vs {
         tracing::info!(port = v.port, hash = ?v.hash, auth = ?v.auth, "fence vsock listener ready");
-        tasks.push(tokio::spawn(super::vsock::run(l, common, cancel.clone())));
+        let c = common("vsock", key, v.hash, v.auth);
+        tasks.push(tokio::spawn(super::vsock::run(l, c, cancel.clone())));
+    }
+    if !tasks.is_empty() && !perms.allows_all() {
+        tracing::info!(groups = cfg.groups.len(), "fence permission groups active");
     }
     Ok(tasks)
 }

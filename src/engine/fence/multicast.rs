@@ -77,6 +77,9 @@ pub fn bind(cfg: &MulticastListener) -> anyhow::Result<UdpSocket> {
             cfg.interface.as_deref().unwrap_or("the default interface")
         )
     })?;
+    // Room for a burst while requests are being checked (best effort: the
+    // kernel caps it at net.core.rmem_max).
+    let _ = sock.set_recv_buffer_size(1 << 20);
     sock.set_nonblocking(true)?;
     Ok(UdpSocket::from_std(sock.into())?)
 }
@@ -144,7 +147,10 @@ pub(crate) async fn run<S: FenceService>(
                     }
                 },
             };
-            common.serve(&mut stream, &req, &origin).await;
+            tokio::select! {
+                _ = cancel.cancelled() => {}
+                _ = common.serve(&mut stream, &req, &origin) => {}
+            }
         });
     }
 }
