@@ -621,6 +621,9 @@ impl Request {
 }
 
 /// A reply line on the control socket.
+// Replies are built, written and dropped one at a time; boxing `Event` would
+// only add an allocation per streamed event.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "reply", rename_all = "kebab-case")]
 pub enum Reply {
