@@ -1,0 +1,137 @@
+//! The detail pane: the selected domain, where each node sees it, its recent
+//! events and its fence history.
+
+use ratatui::Frame;
+use ratatui::layout::Rect;
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Paragraph, Wrap};
+
+use super::super::app::{App, op_label, state_label};
+use super::super::theme::Theme;
+use crate::engine::api::FenceResult;
+
+pub fn draw(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
+    let Some(d) = app.selected() else {
+        let block = super::pane(super::title("Detail", theme, vec![]), false, theme);
+        frame.render_widget(
+            Paragraph::new(Span::styled(" no domain selected", theme.dim)).block(block),
+            area,
+        );
+        return;
+    };
+    let mut extra = Vec::new();
+    if d.conflict {
+        extra.push(Span::styled("!! CONFLICT ", theme.conflict));
+    }
+    let block = super::pane(super::title(&d.name, theme, extra), false, theme);
+    let w = usize::from(area.width.saturating_sub(2));
+    let label = |s: &'static str| Span::styled(format!("{s:<7}"), theme.dim);
+    let (sym, style) = super::state_symbol(d.state, theme);
+    // A narrow pane shows the uuid without its label rather than wrapped.
+    let uuid_line = if w >= 7 + d.uuid.chars().count() {
+        Line::from(vec![label("uuid"), Span::raw(d.uuid.clone())])
+    } else {
+        Line::from(Span::raw(d.uuid.clone()))
+    };
+    let mut lines = vec![
+        uuid_line,
+        Line::from(vec![
+            label("state"),
+            Span::styled(format!("{sym} {}", state_label(d.state)), style),
+            Span::styled(format!(" for {}", super::age(app.now, d.since)), theme.dim),
+        ]),
+        Line::from(vec![
+            label("owner"),
+            match d.owner {
+                Some(o) => Span::raw(format!("{} ({o})", app.node_name(o))),
+                None if d.conflict => Span::styled("none: CONFLICT", theme.conflict),
+                None => Span::styled("none", theme.dim),
+            },
+        ]),
+    ];
+    if !d.placements.is_empty() {
+        let mut spans = vec![label("seen")];
+        for (i, p) in d.placements.iter().enumerate() {
+            if i > 0 {
+                spans.push(Span::styled(", ", theme.dim));
+            }
+            let (sym, style) = super::state_symbol(p.state, theme);
+            spans.push(Span::raw(format!("{} ", app.node_name(p.nodeid))));
+            spans.push(Span::styled(
+                format!("{sym} {}", state_label(p.state)),
+                style,
+            ));
+        }
+        lines.push(Line::from(spans));
+    }
+    if let Some(uri) = &d.uri {
+        lines.push(Line::from(vec![label("uri"), Span::raw(uri.clone())]));
+    }
+    for (_, op, dom) in &app.in_flight {
+        if dom == &d.name {
+            lines.push(Line::from(Span::styled(
+                format!("… {} in progress", op_label(*op)),
+                theme.warn,
+            )));
+        }
+    }
+
+    lines.push(Line::from(Span::styled("Fence history", theme.title)));
+    match app.fences.get(&d.name) {
+        Some(f) if !f.is_empty() => {
+            for r in f.iter().rev().take(5) {
+                let ok = matches!(r.result, Some(FenceResult::Ok | FenceResult::Off));
+                let result = r
+                    .result
+                    .map(|x| x.to_string())
+                    .unwrap_or_else(|| "no answer".into());
+                let by = r
+                    .acted_by
+                    .map(|n| format!(" by {}", app.node_name(n)))
+                    .unwrap_or_default();
+                let why = r
+                    .detail
+                    .as_deref()
+                    .map(|x| format!(": {x}"))
+                    .unwrap_or_default();
+                let via = match r.phase {
+                    "acted" => format!("acted for {}", r.source),
+                    _ => format!("from {}", r.source),
+                };
+                let text = format!(
+                    "{} → {result}{by} ({} ms, {via}){why}",
+                    op_label(r.op),
+                    r.duration_ms,
+                );
+                lines.push(Line::from(vec![
+                    Span::styled(super::clock(r.time), theme.event_time),
+                    Span::raw(" "),
+                    Span::styled(
+                        super::fit(&text, w.saturating_sub(9)),
+                        if ok { theme.ok } else { theme.danger },
+                    ),
+                ]));
+            }
+        }
+        _ => lines.push(Line::from(Span::styled(" none", theme.dim))),
+    }
+    lines.push(Line::from(Span::styled("Recent events", theme.title)));
+    match app.history.get(&d.name) {
+        Some(h) if !h.is_empty() => {
+            let room = usize::from(area.height.saturating_sub(2)).saturating_sub(lines.len());
+            for e in h.iter().rev().take(room.max(1)) {
+                lines.push(super::entry_line(e, app, theme, w));
+            }
+        }
+        _ => lines.push(Line::from(Span::styled(
+            " none since the console started",
+            theme.dim,
+        ))),
+    }
+    frame.render_widget(
+        Paragraph::new(lines)
+            .block(block)
+            .wrap(Wrap { trim: false }),
+        area,
+    );
+}
