@@ -144,6 +144,43 @@ fn normal_cluster() {
 }
 
 #[test]
+fn node_detail_with_networks() {
+    use fenceline::engine::api::{NetworkView, PortView};
+    let mut s = fixtures::normal();
+    s.nodes[1].libvirt[0].connected = false;
+    s.nodes[1].libvirt[0].error = Some("Cannot recv data: Connection reset by peer".into());
+    s.networks = vec![
+        NetworkView {
+            node: 2,
+            name: "default".into(),
+            uuid: String::new(),
+            active: true,
+            bridge: Some("virbr0".into()),
+            ports: vec![PortView {
+                owner: Some("web2".into()),
+                mac: Some("52:54:00:aa:bb:02".into()),
+                ..PortView::default()
+            }],
+            since: NOW - 600_000,
+        },
+        NetworkView {
+            node: 2,
+            name: "isolated".into(),
+            uuid: String::new(),
+            active: false,
+            bridge: None,
+            ports: Vec::new(),
+            since: NOW - 60_000,
+        },
+    ];
+    let mut a = app(s, false);
+    keys(&mut a, &[":"]);
+    typed(&mut a, "kvm2");
+    keys(&mut a, &["enter"]);
+    both("node_detail", a);
+}
+
+#[test]
 fn conflict() {
     let mut a = app(fixtures::conflict(), false);
     keys(&mut a, &["3", "g"]); // by owner: the conflict comes first

@@ -109,7 +109,8 @@ async fn run_async(opts: ConsoleOptions) -> anyhow::Result<()> {
     let mut term = TerminalGuard::new()?;
     let (tx, mut rx) = mpsc::channel::<Msg>(1024);
     let cancel = CancellationToken::new();
-    tokio::spawn(source::run(opts.socket.clone(), tx.clone(), cancel.clone()));
+    let mut source_task =
+        tokio::spawn(source::run(opts.socket.clone(), tx.clone(), cancel.clone()));
 
     let mut app = App::new(
         opts.read_only,
@@ -158,6 +159,16 @@ async fn run_async(opts: ConsoleOptions) -> anyhow::Result<()> {
                 }
                 app.update(Msg::Tick(now_millis()));
                 apply_batch(&mut app, &mut batch);
+            }
+            // The source only ends when cancelled; ending early is a bug
+            // (a panic): say so instead of showing a frozen map.
+            r = &mut source_task => {
+                let why = match r {
+                    Err(e) if e.is_panic() => "panicked".to_string(),
+                    Err(e) => e.to_string(),
+                    Ok(()) => "ended".to_string(),
+                };
+                break Err(anyhow::anyhow!("the daemon connection task {why}"));
             }
             _ = tick.tick() => {
                 app.update(Msg::Tick(now_millis()));

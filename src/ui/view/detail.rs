@@ -6,11 +6,17 @@ use ratatui::layout::Rect;
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Paragraph, Wrap};
 
-use super::super::app::{App, op_label, state_label};
+use super::super::app::{App, Pane, op_label, state_label};
 use super::super::theme::Theme;
-use crate::engine::api::FenceResult;
+use crate::engine::api::{DaemonKind, FenceResult, NodeView, Snapshot};
 
 pub fn draw(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
+    if app.focus == Pane::Nodes
+        && let Some(s) = app.snapshot.as_deref()
+        && let Some(n) = s.nodes.get(app.node_sel)
+    {
+        return node(frame, area, app, theme, s, n);
+    }
     let Some(d) = app.selected() else {
         let block = super::pane(super::title("Detail", theme, vec![]), false, theme);
         frame.render_widget(
@@ -127,6 +133,116 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
             " none since the console started",
             theme.dim,
         ))),
+    }
+    frame.render_widget(
+        Paragraph::new(lines)
+            .block(block)
+            .wrap(Wrap { trim: false }),
+        area,
+    );
+}
+
+/// The selected node (when the nodes pane has the focus): membership,
+/// daemons, libvirt connections with their errors, and its networks.
+fn node(frame: &mut Frame, area: Rect, app: &App, theme: &Theme, s: &Snapshot, n: &NodeView) {
+    let name = app.node_name(n.nodeid);
+    let local = s.local_nodeid == Some(n.nodeid);
+    let mut extra = vec![Span::styled(format!("node {} ", n.nodeid), theme.dim)];
+    if local {
+        extra.push(Span::styled("this node ", theme.dim));
+    }
+    let block = super::pane(super::title(&name, theme, extra), false, theme);
+    let label = |s: &'static str| Span::styled(format!("{s:<9}"), theme.dim);
+    let mut lines = vec![Line::from(vec![
+        label("member"),
+        if n.member {
+            Span::styled("● member", theme.member)
+        } else {
+            Span::styled("✗ OFFLINE", theme.offline)
+        },
+        Span::styled(format!(" for {}", super::age(app.now, n.since)), theme.dim),
+    ])];
+    let daemons = n
+        .daemons
+        .iter()
+        .map(|d| match d {
+            DaemonKind::Fenceline => "fenceline",
+            DaemonKind::FenceVirtd => "fence_virtd",
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    lines.push(Line::from(vec![
+        label("daemons"),
+        Span::raw(if daemons.is_empty() {
+            "none".to_string()
+        } else {
+            daemons
+        }),
+        Span::styled(
+            n.version
+                .as_deref()
+                .map(|v| format!(" (v{v})"))
+                .unwrap_or_default(),
+            theme.dim,
+        ),
+    ]));
+    let owned = s
+        .domains
+        .iter()
+        .filter(|d| d.owner == Some(n.nodeid))
+        .count();
+    lines.push(Line::from(vec![
+        label("domains"),
+        Span::raw(format!("{owned} owned")),
+    ]));
+    lines.push(Line::from(Span::styled("libvirt", theme.title)));
+    if n.libvirt.is_empty() {
+        lines.push(Line::from(Span::styled(" not reported", theme.dim)));
+    }
+    for l in &n.libvirt {
+        let (mark, style) = if l.connected {
+            ("✓", theme.ok)
+        } else {
+            ("✗", theme.danger)
+        };
+        let mut text = format!(
+            "{mark} {} {} domains, {} for {}",
+            l.uri,
+            l.domains,
+            if l.connected { "up" } else { "DOWN" },
+            super::age(app.now, l.since)
+        );
+        if let Some(e) = &l.error {
+            text.push_str(&format!(": {e}"));
+        }
+        lines.push(Line::from(Span::styled(format!(" {text}"), style)));
+    }
+    let nets: Vec<_> = s.networks.iter().filter(|x| x.node == n.nodeid).collect();
+    lines.push(Line::from(Span::styled("networks", theme.title)));
+    if nets.is_empty() {
+        lines.push(Line::from(Span::styled(" none reported", theme.dim)));
+    }
+    for x in nets {
+        let (mark, style) = if x.active {
+            ("▲", theme.ok)
+        } else {
+            ("▼", theme.warn)
+        };
+        lines.push(Line::from(vec![
+            Span::styled(format!(" {mark} {}", x.name), style),
+            Span::styled(
+                format!(
+                    "{} · {} port{}",
+                    x.bridge
+                        .as_deref()
+                        .map(|b| format!(" on {b}"))
+                        .unwrap_or_default(),
+                    x.ports.len(),
+                    if x.ports.len() == 1 { "" } else { "s" }
+                ),
+                theme.dim,
+            ),
+        ]));
     }
     frame.render_widget(
         Paragraph::new(lines)
