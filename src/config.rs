@@ -27,6 +27,29 @@ pub struct Config {
     /// fence_virtd's permission groups: which source may fence which VMs.
     /// None at all = everything is allowed (fence_virtd's rule).
     pub groups: Vec<PermissionGroup>,
+    /// `fenceline console` / `monitor`: theme and key bindings.
+    pub console: ConsoleSection,
+}
+
+/// The console's settings. `--theme` on the command line wins over `theme`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConsoleSection {
+    /// A built-in theme (`default`, `light`, `high-contrast`) or a path to a
+    /// theme file.
+    pub theme: String,
+    /// Key bindings by action name (`fenceline console --print-keys` lists
+    /// them): `fence-off = "F"` or `quit = ["q", "ctrl-c"]`; `[]` unbinds.
+    pub keys: std::collections::BTreeMap<String, crate::ui::keymap::KeySpec>,
+}
+
+impl Default for ConsoleSection {
+    fn default() -> Self {
+        Self {
+            theme: "default".into(),
+            keys: Default::default(),
+        }
+    }
 }
 
 /// How fence requests are carried out.
@@ -410,6 +433,22 @@ impl Config {
                 "must differ from corosync.fence_group".into(),
             ));
         }
+        if let Err(e) = crate::ui::theme::Theme::load(&self.console.theme) {
+            return Err(invalid("console", "theme", e));
+        }
+        if let Err(e) = crate::ui::keymap::Keymap::with_overrides(&self.console.keys) {
+            let line = e
+                .actions()
+                .iter()
+                .find_map(|a| find_key_line(text, "console.keys", a))
+                .or_else(|| find_key_line(text, "console", "keys"));
+            return Err(ConfigError::Invalid {
+                path: path.to_path_buf(),
+                line,
+                key: "console.keys".into(),
+                message: e.to_string(),
+            });
+        }
         self.validate_fencing(text, path)
     }
 
@@ -683,6 +722,37 @@ file = "/var/log/fenceline/fenceline.log"
         );
         let e = parse("[libvirt]\nuris = [\"a:///\", \"a:///\"]\n").unwrap_err();
         assert!(e.to_string().contains("twice"), "{e}");
+    }
+
+    #[test]
+    fn console_section_is_validated_with_line_and_key() {
+        let c = parse(
+            "[console]\ntheme = \"light\"\n[console.keys]\nfence-off = \"ctrl-k\"\nquit = [\"q\", \"Q\"]\n",
+        )
+        .unwrap();
+        assert_eq!(c.console.theme, "light");
+        assert_eq!(c.console.keys.len(), 2);
+        let e = parse("[console]\ntheme = \"solarized\"\n").unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            msg.starts_with(
+                "/etc/fenceline/test.toml:2: key `console.theme`: no theme `solarized`"
+            ),
+            "{msg}"
+        );
+        let e = parse("[console.keys]\nhelp = \"?\"\nreboot = \"q\"\n").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "/etc/fenceline/test.toml:3: key `console.keys`: key `q` is bound to both `quit` and `reboot` (Main screen); unbind one of them"
+        );
+        let e = parse("[console.keys]\nfence = \"x\"\n").unwrap_err();
+        assert!(
+            e.to_string()
+                .contains(":2: key `console.keys`: `fence` is not a console action"),
+            "{e}"
+        );
+        let e = parse("[console]\ncolour = \"x\"\n").unwrap_err();
+        assert!(e.to_string().contains("console.colour"), "{e}");
     }
 
     #[test]

@@ -1,6 +1,13 @@
-//! `fenceline demo`: a local sandbox cluster with fenceline daemons, shown
-//! live until Ctrl-C, then torn down. The lab is the same harness the
-//! integration tests use (`crate::sandbox`).
+//! `fenceline demo`: a local sandbox cluster with fenceline daemons, and the
+//! console on node 1 until you quit; then the lab is torn down. The lab is
+//! the same harness the integration tests use (`crate::sandbox`).
+//!
+//! Teardown happens on every way out: `q` in the console, Ctrl-C (a key in
+//! the console, a signal before it starts), SIGTERM/SIGHUP, an error, and a
+//! panic (the terminal is restored by the console's panic hook, then the
+//! unwinding drops the [`Lab`], which tears it down). Only SIGKILL escapes;
+//! the next start removes such labs (`cleanup_stale`), and so does
+//! `fenceline lab cleanup`.
 
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
@@ -8,24 +15,42 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 
 use crate::sandbox::{Lab, LabSpec, check_prerequisites_for, cleanup_stale};
+use crate::ui::keymap::Keymap;
+use crate::ui::theme::Theme;
 
 /// Options of the demo.
 #[derive(Debug, Clone)]
 pub struct DemoOptions {
     pub nodes: usize,
-    /// Stop by itself after this long (scripts and tests); `None` = until Ctrl-C.
+    /// Stop by itself after this long (scripts and tests); `None` = until quit.
     pub duration: Option<Duration>,
-    /// Refresh period of the status view.
+    /// Refresh period of the text view (used when stdout is not a terminal).
     pub refresh: Duration,
+    pub theme: Theme,
+    pub keymap: Keymap,
 }
 
-/// Runs the demo; returns when the user interrupts it (or `duration` passed).
+/// Where the lab's fenceline daemons put their read-write socket (inside
+/// each node's private mount namespace).
+const NODE_SOCKET: &str = "/run/fenceline/fenceline.sock";
+
+/// Runs the demo; returns when the user quits (or `duration` passed).
 pub fn run(opts: DemoOptions) -> anyhow::Result<()> {
     if !(3..=9).contains(&opts.nodes) {
         anyhow::bail!("--nodes must be between 3 and 9");
     }
     let exe = std::env::current_exe().context("cannot find the fenceline binary")?;
-    check_prerequisites_for(false, false, Some(&exe)).map_err(|m| anyhow::anyhow!("{m}"))?;
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        anyhow::bail!(
+            "the demo must run as root: it creates network namespaces, mounts and a \
+             private corosync and libvirtd per node. Run: sudo ./scripts/demo.sh"
+        );
+    }
+    check_prerequisites_for(false, false, Some(&exe)).map_err(|m| {
+        anyhow::anyhow!("{m}\n(or run ./scripts/demo.sh, which installs what is missing)")
+    })?;
+    let interactive = std::io::stdout().is_terminal() && std::io::stdin().is_terminal();
     // Labs left by a run that was killed with SIGKILL.
     if let Ok(cleaned) = cleanup_stale()
         && !cleaned.is_empty()
@@ -49,27 +74,76 @@ pub fn run(opts: DemoOptions) -> anyhow::Result<()> {
         lab.prefix(),
         t0.elapsed().as_secs_f64()
     );
-    let result = show(&lab, &opts, &stop);
+    // Open the console on a settled cluster, so its first screen is whole
+    // (and the demo's notes are not buried under the start-up events).
+    wait_settled(&lab, opts.nodes, &stop);
+    let result = if stop.is_set() {
+        Ok(())
+    } else if interactive {
+        console(&lab, &opts)
+    } else {
+        text_view(&lab, &opts, &stop)
+    };
     eprintln!("fenceline: tearing the lab down...");
     lab.down().context("teardown")?;
     eprintln!("fenceline: lab {} removed", lab.prefix());
     result
 }
 
-fn show(lab: &Lab, opts: &DemoOptions, stop: &StopFlag) -> anyhow::Result<()> {
-    let tty = std::io::stdout().is_terminal();
+/// Waits (up to 20 s) until node 1 sees every node as a member and every
+/// node's lab domains in its map.
+fn wait_settled(lab: &Lab, nodes: usize, stop: &StopFlag) {
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(20) && !stop.is_set() {
+        if let Ok(v) = lab.status_json(1) {
+            let members = v["nodes"]
+                .as_array()
+                .map_or(0, |n| n.iter().filter(|n| n["member"] == true).count());
+            let domains = v["domains"].as_array().map_or(0, Vec::len);
+            if v["quorate"] == true && members == nodes && domains == 3 * nodes {
+                return;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The console in this (the host's) namespaces, attached to node 1's
+/// read-write socket through `/proc/<holder>/root`.
+fn console(lab: &Lab, opts: &DemoOptions) -> anyhow::Result<()> {
+    let socket = lab.node_path(1, NODE_SOCKET)?;
+    let mut notes = vec![format!(
+        "demo: lab {} ({} nodes), console attached to node1 ({}); q quits and tears it down",
+        lab.prefix(),
+        lab.node_count(),
+        socket.display()
+    )];
+    notes.extend(
+        hints(lab)
+            .lines()
+            .skip(1)
+            .map(|l| format!("demo: {}", l.trim())),
+    );
+    crate::ui::run(crate::ui::ConsoleOptions {
+        socket,
+        read_only: false,
+        theme: opts.theme.clone(),
+        keymap: opts.keymap.clone(),
+        notes,
+        quit_after: opts.duration,
+    })
+}
+
+/// Without a terminal: `fenceline status` of node 1, refreshed.
+fn text_view(lab: &Lab, opts: &DemoOptions, stop: &StopFlag) -> anyhow::Result<()> {
     let started = Instant::now();
     let hint = hints(lab);
     loop {
         let out = lab.fenceline(1, &["status"])?;
         let mut o = std::io::stdout().lock();
-        if tty {
-            // Clear the screen and home the cursor.
-            let _ = write!(o, "\x1b[2J\x1b[H");
-        }
         let _ = writeln!(
             o,
-            "fenceline demo: lab {} — `fenceline status` on node1 (Ctrl-C to stop and tear down)\n",
+            "fenceline demo: lab {} — `fenceline status` on node1 (no terminal: text view; Ctrl-C stops)\n",
             lab.prefix()
         );
         let _ = o.write_all(out.stdout.as_bytes());
@@ -81,10 +155,7 @@ fn show(lab: &Lab, opts: &DemoOptions, stop: &StopFlag) -> anyhow::Result<()> {
         drop(o);
         let deadline = Instant::now() + opts.refresh;
         while Instant::now() < deadline {
-            if stop.is_set() {
-                return Ok(());
-            }
-            if opts.duration.is_some_and(|d| started.elapsed() >= d) {
+            if stop.is_set() || opts.duration.is_some_and(|d| started.elapsed() >= d) {
                 return Ok(());
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -109,6 +180,7 @@ fn hints(lab: &Lab) -> String {
 }
 
 /// Set by SIGINT/SIGTERM/SIGHUP so the demo can tear down before exiting.
+/// (While the console runs, it takes these signals itself and quits.)
 struct StopFlag(&'static std::sync::atomic::AtomicBool);
 
 impl StopFlag {

@@ -74,8 +74,34 @@ enum Command {
         #[arg(long, value_name = "PATH")]
         socket: Option<PathBuf>,
     },
+    /// The live console: nodes, domains and events of the cluster, with fence
+    /// off, reboot and start behind a confirmation. `?` shows the keys.
+    Console {
+        /// Control socket (default: the read-write socket from the config).
+        #[arg(long, value_name = "PATH")]
+        socket: Option<PathBuf>,
+        /// Monitor mode: no actions that change VMs.
+        #[arg(long)]
+        read_only: bool,
+        /// Theme: default, light, high-contrast, or a theme file (wins over the config).
+        #[arg(long, value_name = "NAME")]
+        theme: Option<String>,
+        /// Print the key table (Markdown) and exit.
+        #[arg(long)]
+        print_keys: bool,
+    },
+    /// The console in read-only mode, on the read-only socket.
+    Monitor {
+        /// Control socket (default: the read-only socket from the config).
+        #[arg(long, value_name = "PATH")]
+        socket: Option<PathBuf>,
+        /// Theme: default, light, high-contrast, or a theme file (wins over the config).
+        #[arg(long, value_name = "NAME")]
+        theme: Option<String>,
+    },
     /// Bring up a local sandbox cluster (network namespaces, corosync,
-    /// libvirtd, fenceline daemons) and show it; Ctrl-C tears it down. Needs root.
+    /// libvirtd, fenceline daemons) and open the console on node 1; quitting
+    /// (q, Ctrl-C) tears it down. Needs root.
     Demo {
         /// Number of nodes (3 to 9).
         #[arg(long, default_value_t = 3)]
@@ -83,6 +109,9 @@ enum Command {
         /// Stop by itself after this many seconds.
         #[arg(long, value_name = "SECS")]
         duration: Option<u64>,
+        /// Console theme: default, light, high-contrast, or a theme file.
+        #[arg(long, value_name = "NAME")]
+        theme: Option<String>,
     },
     /// Sandbox lab maintenance.
     Lab {
@@ -200,15 +229,34 @@ fn run(cli: Cli) -> Result<(), ExitCode> {
                 Err(ExitCode::from(exit::USAGE))
             }
         },
-        Command::Demo { nodes, duration } => fenceline::demo::run(fenceline::demo::DemoOptions {
+        Command::Console {
+            socket,
+            read_only,
+            theme,
+            print_keys,
+        } => console(cfg_path, socket, read_only, theme, print_keys),
+        Command::Monitor { socket, theme } => console(cfg_path, socket, true, theme, false),
+        Command::Demo {
             nodes,
-            duration: duration.map(std::time::Duration::from_secs),
-            refresh: std::time::Duration::from_secs(2),
-        })
-        .map_err(|e| {
-            eprintln!("fenceline: {e:#}");
-            ExitCode::from(exit::UNREACHABLE)
-        }),
+            duration,
+            theme,
+        } => {
+            let cfg = load_config(cfg_path)?;
+            let theme = console_theme(theme, &cfg)?;
+            let keymap = fenceline::ui::keymap::Keymap::with_overrides(&cfg.console.keys)
+                .expect("the config loader validated the keymap");
+            fenceline::demo::run(fenceline::demo::DemoOptions {
+                nodes,
+                duration: duration.map(std::time::Duration::from_secs),
+                refresh: std::time::Duration::from_secs(2),
+                theme,
+                keymap,
+            })
+            .map_err(|e| {
+                eprintln!("fenceline: {e:#}");
+                ExitCode::from(exit::UNREACHABLE)
+            })
+        }
         Command::Lab {
             command: LabCommand::Cleanup,
         } => match fenceline::sandbox::cleanup_stale() {
@@ -242,4 +290,51 @@ fn run(cli: Cli) -> Result<(), ExitCode> {
                 })
         }
     }
+}
+
+/// `console` and `monitor`: the socket and theme from flags, else the config.
+fn console(
+    cfg_path: Option<&std::path::Path>,
+    socket: Option<PathBuf>,
+    read_only: bool,
+    theme: Option<String>,
+    print_keys: bool,
+) -> Result<(), ExitCode> {
+    let cfg = load_config(cfg_path)?;
+    let keymap = fenceline::ui::keymap::Keymap::with_overrides(&cfg.console.keys)
+        .expect("the config loader validated the keymap");
+    if print_keys {
+        print!("{}", keymap.markdown());
+        return Ok(());
+    }
+    let theme = console_theme(theme, &cfg)?;
+    let socket = socket.unwrap_or(if read_only {
+        cfg.control.readonly_socket
+    } else {
+        cfg.control.socket
+    });
+    fenceline::ui::run(fenceline::ui::ConsoleOptions::new(
+        socket, read_only, theme, keymap,
+    ))
+    .map_err(|e| {
+        eprintln!("fenceline: {e:#}");
+        ExitCode::from(exit::UNREACHABLE)
+    })
+}
+
+/// `--theme` wins over `[console] theme`; `NO_COLOR` drops the colours.
+fn console_theme(
+    flag: Option<String>,
+    cfg: &Config,
+) -> Result<fenceline::ui::theme::Theme, ExitCode> {
+    let name = flag.unwrap_or_else(|| cfg.console.theme.clone());
+    let theme = fenceline::ui::theme::Theme::load(&name).map_err(|e| {
+        eprintln!("fenceline: {e}");
+        ExitCode::from(exit::USAGE)
+    })?;
+    Ok(if fenceline::ui::theme::Theme::no_color_requested() {
+        theme.monochrome()
+    } else {
+        theme
+    })
 }

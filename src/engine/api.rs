@@ -597,24 +597,45 @@ pub enum Request {
     /// fence_xvm request. Refused on the read-only socket (even `status`,
     /// so that `fenceline fence` answers 3 there, like fence_xvm's denied).
     Fence { action: FenceOp, domain: String },
+    /// Snapshots as they change: the current one at once, then the latest
+    /// one after each change, at most one per `interval_ms` (changes in
+    /// between are coalesced; default [`WATCH_DEFAULT_MS`], clamped to
+    /// [`WATCH_MIN_MS`]..=[`WATCH_MAX_MS`]). Each arrives as a `status` reply;
+    /// while nothing changes a `pong` every [`WATCH_HEARTBEAT_MS`] shows the
+    /// daemon is alive. The stream ends when either side closes.
+    Watch {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        interval_ms: Option<u64>,
+    },
 }
+
+/// Default coalescing interval of a `watch` stream.
+pub const WATCH_DEFAULT_MS: u64 = 50;
+/// Shortest coalescing interval a `watch` client may ask for.
+pub const WATCH_MIN_MS: u64 = 20;
+/// Longest coalescing interval a `watch` client may ask for.
+pub const WATCH_MAX_MS: u64 = 5000;
+/// A quiet `watch` stream sends a `pong` this often.
+pub const WATCH_HEARTBEAT_MS: u64 = 5000;
 
 impl Request {
     /// True for requests that change anything; the read-only socket refuses them.
     pub fn is_mutating(&self) -> bool {
         match self {
-            Request::Status | Request::Events { .. } | Request::Ping => false,
+            Request::Status | Request::Events { .. } | Request::Ping | Request::Watch { .. } => {
+                false
+            }
             Request::Fence { .. } => true,
         }
     }
 }
 
 /// A reply line on the control socket.
+// Replies are built, written and dropped one at a time; boxing `Event` would
+// only add an allocation per streamed event.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "reply", rename_all = "kebab-case")]
-// Replies are built, written and dropped one at a time; boxing the event
-// would only add an allocation per streamed event.
-#[allow(clippy::large_enum_variant)]
 pub enum Reply {
     Status {
         snapshot: std::sync::Arc<Snapshot>,

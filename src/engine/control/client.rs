@@ -16,6 +16,10 @@ use crate::engine::api::{Reply, Request};
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long to wait for a reply to a one-shot request.
 pub const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Silence on a `watch` stream longer than this means the daemon is stuck
+/// (it sends a heartbeat every [`crate::engine::api::WATCH_HEARTBEAT_MS`]).
+pub const WATCH_READ_TIMEOUT: Duration =
+    Duration::from_millis(3 * crate::engine::api::WATCH_HEARTBEAT_MS);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -122,6 +126,15 @@ impl Client {
             path: self.path.clone(),
             message: e.to_string(),
         })
+    }
+
+    /// Connects and starts a `watch` stream (snapshots as they change). Read
+    /// it with [`Client::next`] and [`WATCH_READ_TIMEOUT`]: a live daemon
+    /// sends at least a heartbeat within that time.
+    pub async fn watch(path: &Path, interval_ms: Option<u64>) -> Result<Client, ClientError> {
+        let mut c = Client::connect(path).await?;
+        c.send(&Request::Watch { interval_ms }).await?;
+        Ok(c)
     }
 
     /// One request, one reply.

@@ -11,7 +11,9 @@ use tokio::sync::{Semaphore, broadcast};
 use tokio_util::sync::CancellationToken;
 
 use super::MAX_REQUEST_LINE;
-use crate::engine::api::{FenceOp, Reply, Request};
+use crate::engine::api::{
+    FenceOp, Reply, Request, WATCH_DEFAULT_MS, WATCH_HEARTBEAT_MS, WATCH_MAX_MS, WATCH_MIN_MS,
+};
 use crate::engine::{EngineHandle, FenceAnswer, FenceCall};
 
 /// How long a client may take to send a request line.
@@ -259,6 +261,9 @@ async fn handle(
                 loop {
                     let r = tokio::select! {
                         _ = cancel.cancelled() => return Ok(()),
+                        // A follower that hangs up frees its slot at once,
+                        // not at the next event.
+                        r = until_eof(&mut rd) => return r,
                         r = live.recv() => r,
                     };
                     match r {
@@ -271,7 +276,73 @@ async fn handle(
                     }
                 }
             }
+            Request::Watch { interval_ms } => {
+                let every = Duration::from_millis(
+                    interval_ms
+                        .unwrap_or(WATCH_DEFAULT_MS)
+                        .clamp(WATCH_MIN_MS, WATCH_MAX_MS),
+                );
+                return watch(&mut rd, &mut wr, &engine, every, &cancel).await;
+            }
         }
+    }
+}
+
+/// Streams snapshots: the current one, then the latest after each change, at
+/// most one per `every`; a `pong` while nothing changes. Ends when the client
+/// hangs up, the engine stops or the daemon shuts down.
+async fn watch<R, W>(
+    rd: &mut R,
+    wr: &mut W,
+    engine: &EngineHandle,
+    every: Duration,
+    cancel: &CancellationToken,
+) -> std::io::Result<()>
+where
+    R: tokio::io::AsyncBufRead + Unpin,
+    W: tokio::io::AsyncWrite + Unpin,
+{
+    let heartbeat = Duration::from_millis(WATCH_HEARTBEAT_MS);
+    let mut rx = engine.watch();
+    loop {
+        let snapshot = rx.borrow_and_update().clone();
+        write_reply(wr, &Reply::Status { snapshot }).await?;
+        let sent = tokio::time::Instant::now();
+        // Wait for a change, sending heartbeats while it is quiet.
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return Ok(()),
+                r = until_eof(rd) => return r,
+                r = rx.changed() => {
+                    if r.is_err() {
+                        return Ok(());
+                    }
+                    break;
+                }
+                _ = tokio::time::sleep(heartbeat) => {
+                    let pong = Reply::Pong { version: env!("CARGO_PKG_VERSION").into() };
+                    write_reply(wr, &pong).await?;
+                }
+            }
+        }
+        // Coalesce: whatever else changes before `sent + every` rides along.
+        tokio::select! {
+            _ = cancel.cancelled() => return Ok(()),
+            r = until_eof(rd) => return r,
+            _ = tokio::time::sleep_until(sent + every) => {}
+        }
+    }
+}
+
+/// Resolves when the client closes its side; anything it sends meanwhile is
+/// discarded (a streaming request takes no further requests). Cancel-safe.
+async fn until_eof<R: tokio::io::AsyncBufRead + Unpin>(rd: &mut R) -> std::io::Result<()> {
+    loop {
+        let n = rd.fill_buf().await?.len();
+        if n == 0 {
+            return Ok(());
+        }
+        rd.consume(n);
     }
 }
 
@@ -322,4 +393,88 @@ pub(crate) async fn read_line_bounded<R: tokio::io::AsyncBufRead + Unpin>(
     String::from_utf8(buf)
         .map(Some)
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::api::Snapshot;
+    use crate::engine::control::client::Client;
+    use crate::engine::model::{Input, ModelConfig};
+    use crate::engine::{EffectRoutes, spawn_state};
+
+    fn status(r: Reply) -> Arc<Snapshot> {
+        match r {
+            Reply::Status { snapshot } => snapshot,
+            other => panic!("expected a status reply, got {other:?}"),
+        }
+    }
+
+    /// `watch` on the read-only socket: the current snapshot at once, then a
+    /// burst of changes arrives coalesced, not one snapshot per change.
+    #[tokio::test]
+    async fn watch_streams_coalesced_snapshots() {
+        let dir = tempfile::tempdir().unwrap();
+        let (rw, ro) = (dir.path().join("rw.sock"), dir.path().join("ro.sock"));
+        let cancel = CancellationToken::new();
+        let (eff_tx, _eff_rx) = tokio::sync::mpsc::channel(1024);
+        let (engine, input, _task) = spawn_state(
+            ModelConfig::default(),
+            EffectRoutes::corosync_only(eff_tx),
+            cancel.clone(),
+        );
+        let sockets = bind(&rw, &ro).await.unwrap();
+        let server = tokio::spawn(serve(sockets, engine, cancel.clone()));
+
+        let mut c = Client::connect(&ro).await.unwrap();
+        c.send(&Request::Watch {
+            interval_ms: Some(300),
+        })
+        .await
+        .unwrap();
+        let first = status(c.next(Some(Duration::from_secs(2))).await.unwrap());
+        assert!(first.libvirt.is_empty());
+        let t0 = tokio::time::Instant::now();
+        for i in 0..30 {
+            assert!(
+                input
+                    .send(Input::LibvirtLink {
+                        at: 1,
+                        uri: format!("test:///n{i}"),
+                        connected: true,
+                        error: None,
+                    })
+                    .await
+            );
+        }
+        // Everything within 1.2 s; at most a handful of snapshots for 30 changes.
+        let mut got = Vec::new();
+        while got
+            .last()
+            .is_none_or(|s: &Arc<Snapshot>| s.libvirt.len() < 30)
+        {
+            let left = Duration::from_millis(1200).saturating_sub(t0.elapsed());
+            assert!(!left.is_zero(), "the burst did not arrive within 1.2 s");
+            got.push(status(c.next(Some(left)).await.unwrap()));
+        }
+        assert!(
+            got.len() <= 3,
+            "30 changes gave {} snapshots; not coalesced",
+            got.len()
+        );
+        assert!(got.windows(2).all(|w| w[0].version < w[1].version));
+        // The initial snapshot went out just before the burst, so the next
+        // one waited out the interval.
+        assert!(
+            t0.elapsed() >= Duration::from_millis(250),
+            "{:?}",
+            t0.elapsed()
+        );
+        drop(c);
+        cancel.cancel();
+        tokio::time::timeout(Duration::from_secs(5), server)
+            .await
+            .expect("server stops on cancel")
+            .unwrap();
+    }
 }

@@ -1,0 +1,284 @@
+//! Hand-made snapshots and events with a fixed clock, for the console's
+//! snapshot tests, unit tests and the render benchmark. Plain `engine::api`
+//! values, exactly what a daemon would send.
+
+use crate::engine::api::{
+    Counters, DaemonKind, DomainAction, DomainState, DomainView, Event, EventKind, FenceOp,
+    FencePhase, FenceResult, LibvirtHealth, Link, MembershipAction, Millis, NodeId, NodeView,
+    Placement, Snapshot,
+};
+
+/// The fixed "now" of every fixture: 2026-11-21T06:13:20Z.
+pub const NOW: Millis = 1_795_241_600_000;
+
+pub const URI: &str = "qemu:///system";
+
+pub fn node(id: NodeId, name: &str, member: bool, vms: usize) -> NodeView {
+    NodeView {
+        nodeid: id,
+        name: Some(name.to_string()),
+        member,
+        since: NOW - 3_600_000 - u64::from(id) * 60_000,
+        daemons: if member {
+            vec![DaemonKind::Fenceline]
+        } else {
+            Vec::new()
+        },
+        vm_count: vms,
+        libvirt: if member {
+            vec![LibvirtHealth {
+                uri: URI.into(),
+                connected: true,
+                since: NOW - 3_600_000,
+                error: None,
+                domains: vms,
+            }]
+        } else {
+            Vec::new()
+        },
+        version: Some("0.1.0".into()),
+    }
+}
+
+/// A uuid derived from a node and an index, like the lab's.
+pub fn uuid(node: NodeId, i: usize) -> String {
+    format!("8f1e{node:04x}-0000-4000-8000-{i:012x}")
+}
+
+pub fn domain(name: &str, node: NodeId, i: usize, state: DomainState, age_s: u64) -> DomainView {
+    DomainView {
+        name: name.to_string(),
+        uuid: uuid(node, i),
+        state,
+        owner: state.is_active().then_some(node),
+        since: NOW - age_s * 1000,
+        uri: (node == 1).then(|| URI.to_string()),
+        conflict: false,
+        placements: vec![Placement {
+            nodeid: node,
+            state,
+        }],
+    }
+}
+
+fn base(nodes: Vec<NodeView>, domains: Vec<DomainView>) -> Snapshot {
+    Snapshot {
+        version: 42,
+        generated_at: NOW,
+        cluster_name: Some("prod-kvm".into()),
+        local_nodeid: Some(1),
+        quorate: true,
+        expected_votes: Some(nodes.len() as u32),
+        total_votes: Some(nodes.iter().filter(|n| n.member).count() as u32),
+        quorum: Some(nodes.len() as u32 / 2 + 1),
+        stale: false,
+        corosync: Link {
+            connected: true,
+            since: NOW - 3_600_000,
+            error: None,
+        },
+        libvirt: vec![LibvirtHealth {
+            uri: URI.into(),
+            connected: true,
+            since: NOW - 3_600_000,
+            error: None,
+            domains: 3,
+        }],
+        nodes,
+        domains,
+        networks: Vec::new(),
+        counters: Counters::default(),
+        daemon_version: "0.1.0".into(),
+    }
+}
+
+/// A cluster that has just started: one node, nothing else known yet.
+pub fn empty() -> Snapshot {
+    let mut s = base(vec![node(1, "kvm1", true, 0)], Vec::new());
+    s.libvirt[0].domains = 0;
+    s
+}
+
+/// Three healthy nodes with a few VMs each, in assorted states.
+pub fn normal() -> Snapshot {
+    let states = [
+        ("web", DomainState::Running, 4_000),
+        ("db", DomainState::Running, 86_400 * 3),
+        ("build", DomainState::Paused, 320),
+        ("backup", DomainState::Shutoff, 7_200),
+    ];
+    let mut domains = Vec::new();
+    for n in 1..=3u32 {
+        for (i, (name, state, age)) in states.iter().enumerate() {
+            if n == 3 && *name == "build" {
+                domains.push(domain(
+                    &format!("{name}{n}"),
+                    n,
+                    i,
+                    DomainState::Crashed,
+                    12,
+                ));
+                continue;
+            }
+            domains.push(domain(
+                &format!("{name}{n}"),
+                n,
+                i,
+                *state,
+                age + u64::from(n),
+            ));
+        }
+    }
+    domains.sort_by(|a, b| a.name.cmp(&b.name));
+    let nodes = (1..=3u32)
+        .map(|n| node(n, &format!("kvm{n}"), true, 3))
+        .collect();
+    base(nodes, domains)
+}
+
+/// `normal()` plus a VM running on two hosts at once.
+pub fn conflict() -> Snapshot {
+    let mut s = normal();
+    s.domains.push(DomainView {
+        name: "mail".into(),
+        uuid: uuid(2, 9),
+        state: DomainState::Running,
+        owner: None,
+        since: NOW - 42_000,
+        uri: None,
+        conflict: true,
+        placements: vec![
+            Placement {
+                nodeid: 2,
+                state: DomainState::Running,
+            },
+            Placement {
+                nodeid: 3,
+                state: DomainState::Running,
+            },
+        ],
+    });
+    s.domains.sort_by(|a, b| a.name.cmp(&b.name));
+    s
+}
+
+/// Node 3 and node 2 gone: this node alone, without quorum; their VMs purged.
+pub fn quorum_lost() -> Snapshot {
+    let mut s = normal();
+    s.quorate = false;
+    s.total_votes = Some(1);
+    for n in &mut s.nodes {
+        if n.nodeid != 1 {
+            n.member = false;
+            n.since = NOW - 25_000;
+            n.daemons.clear();
+            n.libvirt.clear();
+            n.vm_count = 0;
+        }
+    }
+    s.domains
+        .retain(|d| d.placements.iter().any(|p| p.nodeid == 1));
+    s
+}
+
+/// `n` domains over 8 nodes (benchmark, scrolling tests).
+pub fn big(n: usize) -> Snapshot {
+    let nodes: Vec<NodeView> = (1..=8u32)
+        .map(|i| node(i, &format!("kvm{i}"), true, n / 8))
+        .collect();
+    let domains = (0..n)
+        .map(|i| {
+            let owner = (i % 8) as NodeId + 1;
+            let state = match i % 10 {
+                0..=6 => DomainState::Running,
+                7 => DomainState::Paused,
+                _ => DomainState::Shutoff,
+            };
+            domain(
+                &format!("vm{i:05}"),
+                owner,
+                i,
+                state,
+                (i as u64 * 37) % 90_000,
+            )
+        })
+        .collect();
+    base(nodes, domains)
+}
+
+pub fn event(seq: u64, ago_s: u64, kind: EventKind) -> Event {
+    Event {
+        seq,
+        time: NOW - ago_s * 1000,
+        node: Some(1),
+        kind,
+    }
+}
+
+pub fn state_event(seq: u64, ago_s: u64, d: &DomainView, previous: DomainState) -> Event {
+    event(
+        seq,
+        ago_s,
+        EventKind::Domain {
+            action: DomainAction::State,
+            name: d.name.clone(),
+            uuid: d.uuid.clone(),
+            state: d.state,
+            previous: Some(previous),
+            owner: d.owner,
+            previous_owner: None,
+            detail: None,
+        },
+    )
+}
+
+/// A plausible recent history for `normal()`.
+pub fn events(s: &Snapshot) -> Vec<Event> {
+    let find = |n: &str| s.domains.iter().find(|d| d.name == n);
+    let mut out = vec![
+        event(
+            1,
+            3_000,
+            EventKind::Membership {
+                action: MembershipAction::Joined,
+                nodeid: Some(3),
+                name: Some("kvm3".into()),
+                detail: None,
+            },
+        ),
+        event(
+            2,
+            2_990,
+            EventKind::Membership {
+                action: MembershipAction::Quorate,
+                nodeid: None,
+                name: None,
+                detail: None,
+            },
+        ),
+    ];
+    if let Some(d) = find("build1") {
+        out.push(state_event(3, 320, d, DomainState::Running));
+    }
+    if let Some(d) = find("web2") {
+        out.push(event(
+            4,
+            90,
+            EventKind::Fence {
+                phase: FencePhase::Result,
+                op: FenceOp::Reboot,
+                domain: d.name.clone(),
+                source: "multicast:10.0.0.21".into(),
+                requester: Some(1),
+                acted_by: Some(2),
+                result: FenceResult::Ok,
+                duration_ms: 1840,
+                detail: None,
+            },
+        ));
+    }
+    if let Some(d) = find("build3") {
+        out.push(state_event(5, 12, d, DomainState::Running));
+    }
+    out
+}
