@@ -577,7 +577,52 @@ impl App {
         self.node_sel = self.node_sel.min(s.nodes.len().saturating_sub(1));
         self.snapshot = Some(s);
         self.recompute();
+        self.refresh_confirm();
         self.dirty = true;
+    }
+
+    /// An open confirmation always names the VM's current owner and state;
+    /// if the VM left the map, the dialog closes without doing anything.
+    fn refresh_confirm(&mut self) {
+        let Mode::Confirm(c) = &self.mode else {
+            return;
+        };
+        let found = self
+            .snapshot
+            .as_ref()
+            .and_then(|s| s.domains.iter().find(|d| d.uuid == c.uuid))
+            .cloned();
+        match found {
+            Some(d) => {
+                let mut c = c.clone();
+                c.state = d.state;
+                c.owner = d.owner;
+                c.conflict = d.conflict;
+                c.owner_text = self.owner_description(&d);
+                self.mode = Mode::Confirm(c);
+            }
+            None => {
+                let text = format!(
+                    "{} left the cluster map; {} not sent",
+                    c.domain,
+                    op_label(c.op)
+                );
+                self.mode = Mode::Normal;
+                self.toast(Level::Warn, text);
+            }
+        }
+    }
+
+    /// "node2 (2)", or why there is no single owner.
+    fn owner_description(&self, d: &DomainView) -> String {
+        if d.conflict {
+            format!("none: {} (running on several hosts)", self.owner_text(d))
+        } else {
+            match d.owner {
+                Some(o) => format!("{} ({o})", self.node_name(o)),
+                None => "none (not running anywhere)".to_string(),
+            }
+        }
     }
 
     /// Rebuilds `rows` (filter, then sort) and re-finds the selection.
@@ -1044,14 +1089,7 @@ impl App {
             self.toast(Level::Warn, "no domain selected".into());
             return;
         };
-        let owner_text = if d.conflict {
-            format!("none: {} (running on several hosts)", self.owner_text(d))
-        } else {
-            match d.owner {
-                Some(o) => format!("{} ({o})", self.node_name(o)),
-                None => "none (not running anywhere)".to_string(),
-            }
-        };
+        let owner_text = self.owner_description(d);
         self.mode = Mode::Confirm(Confirm {
             op,
             domain: d.name.clone(),
