@@ -170,6 +170,13 @@ impl Drop for Tmux {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status();
+        // tmux leaves its socket file behind; remove ours (by its name only).
+        // SAFETY: getuid has no preconditions.
+        let uid = unsafe { libc::getuid() };
+        let dir = std::env::var_os("TMUX_TMPDIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("/tmp"));
+        let _ = std::fs::remove_file(dir.join(format!("tmux-{uid}")).join(&self.socket));
     }
 }
 
@@ -188,7 +195,7 @@ fn row<'a>(screen: &'a str, vm: &str) -> &'a str {
         .unwrap_or("")
 }
 
-fn console(lab: &Lab, tmux: &Tmux, name: &str, sub: &str, socket: &Path) {
+fn console(tmux: &Tmux, name: &str, sub: &str, socket: &Path) {
     let exe = bin();
     let sock = socket.to_string_lossy();
     tmux.start(
@@ -200,7 +207,6 @@ fn console(lab: &Lab, tmux: &Tmux, name: &str, sub: &str, socket: &Path) {
     tmux.wait(name, "a connected console with the lab's domains", |s| {
         s.contains("● connected") && row(s, "vm3off").contains("shut off")
     });
-    let _ = lab;
 }
 
 fn fence_on(socket: &Path, domain: &str) -> Reply {
@@ -233,7 +239,7 @@ fn console_fences_a_vm_and_the_monitor_cannot() {
 
     // 1. The monitor: a READ-ONLY badge, no mutating hints, and the same keys
     //    that fence in the console change nothing.
-    console(&lab, &tmux, "ro", "monitor", &ro);
+    console(&tmux, "ro", "monitor", &ro);
     let s = tmux.screen("ro");
     assert!(s.contains("READ-ONLY"), "{s}");
     assert!(!s.contains("F fence"), "the monitor offers fencing:\n{s}");
@@ -283,7 +289,7 @@ fn console_fences_a_vm_and_the_monitor_cannot() {
 
     // 3. The console follows a peer's change, shows a lost daemon greyed and
     //    reconnects by itself.
-    console(&lab, &tmux, "rw", "console", &rw);
+    console(&tmux, "rw", "console", &rw);
     lab.virsh(2, &["destroy", "vm2b"]).unwrap();
     tmux.wait("rw", "vm2b shut off", |s| {
         row(s, "vm2b").contains("○ shut off")
