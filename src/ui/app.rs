@@ -330,6 +330,42 @@ pub fn state_label(s: DomainState) -> &'static str {
     }
 }
 
+/// Counts for the header, computed once per snapshot (not per frame).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Summary {
+    pub running: usize,
+    pub shutoff: usize,
+    pub other: usize,
+    pub conflicts: usize,
+    /// Everything the daemon counted as dropped or malformed.
+    pub drops: u64,
+}
+
+impl Summary {
+    fn of(s: &Snapshot) -> Summary {
+        let mut out = Summary::default();
+        for d in &s.domains {
+            match d.state {
+                DomainState::Running => out.running += 1,
+                DomainState::Shutoff => out.shutoff += 1,
+                _ => out.other += 1,
+            }
+            out.conflicts += usize::from(d.conflict);
+        }
+        let c = &s.counters;
+        out.drops = c.malformed_fence_agents
+            + c.malformed_own
+            + c.dropped_inputs
+            + c.dropped_events
+            + c.dropped_effects
+            + c.dropped_libvirt_events
+            + c.dropped_fence_packets
+            + c.dropped_audit
+            + c.dropped_hook_events;
+        out
+    }
+}
+
 /// The console.
 #[derive(Debug, Clone)]
 pub struct App {
@@ -342,6 +378,7 @@ pub struct App {
     pub snapshot: Option<Arc<Snapshot>>,
     /// Node id → name, from the latest snapshot.
     pub names: BTreeMap<NodeId, String>,
+    pub summary: Summary,
     /// Indices into `snapshot.domains`, filtered and sorted; rebuilt when the
     /// snapshot, the filter or the sort change, never per frame.
     pub rows: Vec<usize>,
@@ -390,6 +427,7 @@ impl App {
             conn: Conn::Connecting,
             snapshot: None,
             names: BTreeMap::new(),
+            summary: Summary::default(),
             rows: Vec::new(),
             sort: Sort {
                 key: SortKey::Name,
@@ -575,6 +613,7 @@ impl App {
             .filter_map(|n| n.name.clone().map(|name| (n.nodeid, name)))
             .collect();
         self.node_sel = self.node_sel.min(s.nodes.len().saturating_sub(1));
+        self.summary = Summary::of(&s);
         self.snapshot = Some(s);
         self.recompute();
         self.refresh_confirm();
