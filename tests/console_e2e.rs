@@ -170,6 +170,13 @@ impl Drop for Tmux {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status();
+        // tmux leaves its socket file behind; remove ours (by its name only).
+        // SAFETY: getuid has no preconditions.
+        let uid = unsafe { libc::getuid() };
+        let dir = std::env::var_os("TMUX_TMPDIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("/tmp"));
+        let _ = std::fs::remove_file(dir.join(format!("tmux-{uid}")).join(&self.socket));
     }
 }
 
@@ -188,7 +195,7 @@ fn row<'a>(screen: &'a str, vm: &str) -> &'a str {
         .unwrap_or("")
 }
 
-fn console(lab: &Lab, tmux: &Tmux, name: &str, sub: &str, socket: &Path) {
+fn console(tmux: &Tmux, name: &str, sub: &str, socket: &Path) {
     let exe = bin();
     let sock = socket.to_string_lossy();
     tmux.start(
@@ -200,7 +207,6 @@ fn console(lab: &Lab, tmux: &Tmux, name: &str, sub: &str, socket: &Path) {
     tmux.wait(name, "a connected console with the lab's domains", |s| {
         s.contains("● connected") && row(s, "vm3off").contains("shut off")
     });
-    let _ = lab;
 }
 
 fn fence_on(socket: &Path, domain: &str) -> Reply {
@@ -233,7 +239,7 @@ fn console_fences_a_vm_and_the_monitor_cannot() {
 
     // 1. The monitor: a READ-ONLY badge, no mutating hints, and the same keys
     //    that fence in the console change nothing.
-    console(&lab, &tmux, "ro", "monitor", &ro);
+    console(&tmux, "ro", "monitor", &ro);
     let s = tmux.screen("ro");
     assert!(s.contains("READ-ONLY"), "{s}");
     assert!(!s.contains("F fence"), "the monitor offers fencing:\n{s}");
@@ -283,7 +289,7 @@ fn console_fences_a_vm_and_the_monitor_cannot() {
 
     // 3. The console follows a peer's change, shows a lost daemon greyed and
     //    reconnects by itself.
-    console(&lab, &tmux, "rw", "console", &rw);
+    console(&tmux, "rw", "console", &rw);
     lab.virsh(2, &["destroy", "vm2b"]).unwrap();
     tmux.wait("rw", "vm2b shut off", |s| {
         row(s, "vm2b").contains("○ shut off")
@@ -347,11 +353,18 @@ fn demo_opens_the_console_and_tears_down_on_sigterm() {
     }
     let tmux = Tmux::new(format!("fldemo{}", std::process::id()));
     let exe = bin();
+    // The shell reports the demo's exit status on the screen when it ends.
+    let exe_s = exe.to_string_lossy().into_owned();
     tmux.start(
         "demo",
         120,
         34,
-        &["sh", "-c", &format!("exec {} demo", exe.display())],
+        &[
+            "sh",
+            "-c",
+            "\"$0\" demo; echo \"demo exit status $?\"",
+            &exe_s,
+        ],
     );
     let s = tmux.wait("demo", "the console on the demo lab", |s| {
         s.contains("● connected") && row(s, "vm3off").contains("shut off")
@@ -368,9 +381,18 @@ fn demo_opens_the_console_and_tears_down_on_sigterm() {
         .to_string();
     let dir = PathBuf::from(format!("/tmp/fenceline-lab-{prefix}"));
     assert!(dir.exists(), "{}", dir.display());
-    let pid = tmux.pane_pid("demo");
-    // SAFETY: kill(2) on a pid this test's tmux server started.
-    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGTERM) }, 0);
+    // The demo is the pane shell's only child.
+    let sh = tmux.pane_pid("demo");
+    let pid: i32 = std::fs::read_to_string(format!("/proc/{sh}/task/{sh}/children"))
+        .expect("children of the pane's shell")
+        .split_whitespace()
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("the demo's pid");
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+    assert_eq!(comm.trim(), "fenceline", "pid {pid} is not the demo");
+    // SAFETY: kill(2) on the demo this test started.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
     let t0 = Instant::now();
     while dir.exists() || Path::new(&format!("/run/netns/{prefix}1")).exists() {
         assert!(
@@ -380,30 +402,12 @@ fn demo_opens_the_console_and_tears_down_on_sigterm() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    let state = || {
-        tmux.tmux(&[
-            "list-panes",
-            "-t",
-            "demo",
-            "-F",
-            "#{pane_dead} status=#{pane_dead_status} signal=#{pane_dead_signal}",
-        ])
-        .trim()
-        .to_string()
-    };
-    let t0 = Instant::now();
-    while !state().starts_with('1') {
-        assert!(
-            t0.elapsed() < Duration::from_secs(10),
-            "the demo still runs"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    std::thread::sleep(Duration::from_millis(200));
-    let st = state();
+    let s = tmux.wait("demo", "the demo's exit status", |s| {
+        s.contains("demo exit status")
+    });
     assert!(
-        st.starts_with("1 status=0"),
-        "the demo did not exit cleanly ({st}); screen:\n{}",
-        tmux.screen("demo")
+        s.contains("demo exit status 0"),
+        "the demo did not exit cleanly:\n{s}"
     );
+    assert!(s.contains(&format!("lab {prefix} removed")), "{s}");
 }

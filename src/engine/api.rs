@@ -602,7 +602,8 @@ pub enum Request {
     /// between are coalesced; default [`WATCH_DEFAULT_MS`], clamped to
     /// [`WATCH_MIN_MS`]..=[`WATCH_MAX_MS`]). Each arrives as a `status` reply;
     /// while nothing changes a `pong` every [`WATCH_HEARTBEAT_MS`] shows the
-    /// daemon is alive. The stream ends when either side closes.
+    /// daemon is alive. The stream ends when the client closes the connection
+    /// (a half-close keeps it) or the daemon stops.
     Watch {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         interval_ms: Option<u64>,

@@ -330,6 +330,42 @@ pub fn state_label(s: DomainState) -> &'static str {
     }
 }
 
+/// Counts for the header, computed once per snapshot (not per frame).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Summary {
+    pub running: usize,
+    pub shutoff: usize,
+    pub other: usize,
+    pub conflicts: usize,
+    /// Everything the daemon counted as dropped or malformed.
+    pub drops: u64,
+}
+
+impl Summary {
+    fn of(s: &Snapshot) -> Summary {
+        let mut out = Summary::default();
+        for d in &s.domains {
+            match d.state {
+                DomainState::Running => out.running += 1,
+                DomainState::Shutoff => out.shutoff += 1,
+                _ => out.other += 1,
+            }
+            out.conflicts += usize::from(d.conflict);
+        }
+        let c = &s.counters;
+        out.drops = c.malformed_fence_agents
+            + c.malformed_own
+            + c.dropped_inputs
+            + c.dropped_events
+            + c.dropped_effects
+            + c.dropped_libvirt_events
+            + c.dropped_fence_packets
+            + c.dropped_audit
+            + c.dropped_hook_events;
+        out
+    }
+}
+
 /// The console.
 #[derive(Debug, Clone)]
 pub struct App {
@@ -342,6 +378,7 @@ pub struct App {
     pub snapshot: Option<Arc<Snapshot>>,
     /// Node id → name, from the latest snapshot.
     pub names: BTreeMap<NodeId, String>,
+    pub summary: Summary,
     /// Indices into `snapshot.domains`, filtered and sorted; rebuilt when the
     /// snapshot, the filter or the sort change, never per frame.
     pub rows: Vec<usize>,
@@ -390,6 +427,7 @@ impl App {
             conn: Conn::Connecting,
             snapshot: None,
             names: BTreeMap::new(),
+            summary: Summary::default(),
             rows: Vec::new(),
             sort: Sort {
                 key: SortKey::Name,
@@ -575,9 +613,55 @@ impl App {
             .filter_map(|n| n.name.clone().map(|name| (n.nodeid, name)))
             .collect();
         self.node_sel = self.node_sel.min(s.nodes.len().saturating_sub(1));
+        self.summary = Summary::of(&s);
         self.snapshot = Some(s);
         self.recompute();
+        self.refresh_confirm();
         self.dirty = true;
+    }
+
+    /// An open confirmation always names the VM's current owner and state;
+    /// if the VM left the map, the dialog closes without doing anything.
+    fn refresh_confirm(&mut self) {
+        let Mode::Confirm(c) = &self.mode else {
+            return;
+        };
+        let found = self
+            .snapshot
+            .as_ref()
+            .and_then(|s| s.domains.iter().find(|d| d.uuid == c.uuid))
+            .cloned();
+        match found {
+            Some(d) => {
+                let mut c = c.clone();
+                c.state = d.state;
+                c.owner = d.owner;
+                c.conflict = d.conflict;
+                c.owner_text = self.owner_description(&d);
+                self.mode = Mode::Confirm(c);
+            }
+            None => {
+                let text = format!(
+                    "{} left the cluster map; {} not sent",
+                    c.domain,
+                    op_label(c.op)
+                );
+                self.mode = Mode::Normal;
+                self.toast(Level::Warn, text);
+            }
+        }
+    }
+
+    /// "node2 (2)", or why there is no single owner.
+    fn owner_description(&self, d: &DomainView) -> String {
+        if d.conflict {
+            format!("none: {} (running on several hosts)", self.owner_text(d))
+        } else {
+            match d.owner {
+                Some(o) => format!("{} ({o})", self.node_name(o)),
+                None => "none (not running anywhere)".to_string(),
+            }
+        }
     }
 
     /// Rebuilds `rows` (filter, then sort) and re-finds the selection.
@@ -1044,14 +1128,7 @@ impl App {
             self.toast(Level::Warn, "no domain selected".into());
             return;
         };
-        let owner_text = if d.conflict {
-            format!("none: {} (running on several hosts)", self.owner_text(d))
-        } else {
-            match d.owner {
-                Some(o) => format!("{} ({o})", self.node_name(o)),
-                None => "none (not running anywhere)".to_string(),
-            }
-        };
+        let owner_text = self.owner_description(d);
         self.mode = Mode::Confirm(Confirm {
             op,
             domain: d.name.clone(),

@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Interest};
+use tokio::net::unix::OwnedReadHalf;
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{Semaphore, broadcast};
 use tokio_util::sync::CancellationToken;
@@ -22,6 +23,8 @@ const READ_TIMEOUT: Duration = Duration::from_secs(10);
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Concurrent connections per socket.
 const MAX_CONNECTIONS: usize = 64;
+/// How often a streaming connection checks whether its client hung up.
+const HANGUP_CHECK: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum BindError {
@@ -261,9 +264,9 @@ async fn handle(
                 loop {
                     let r = tokio::select! {
                         _ = cancel.cancelled() => return Ok(()),
-                        // A follower that hangs up frees its slot at once,
-                        // not at the next event.
-                        r = until_eof(&mut rd) => return r,
+                        // A follower that hangs up frees its slot within a
+                        // second, not at the next event.
+                        r = until_hangup(&mut rd) => return r,
                         r = live.recv() => r,
                     };
                     match r {
@@ -291,17 +294,13 @@ async fn handle(
 /// Streams snapshots: the current one, then the latest after each change, at
 /// most one per `every`; a `pong` while nothing changes. Ends when the client
 /// hangs up, the engine stops or the daemon shuts down.
-async fn watch<R, W>(
-    rd: &mut R,
+async fn watch<W: tokio::io::AsyncWrite + Unpin>(
+    rd: &mut BufReader<OwnedReadHalf>,
     wr: &mut W,
     engine: &EngineHandle,
     every: Duration,
     cancel: &CancellationToken,
-) -> std::io::Result<()>
-where
-    R: tokio::io::AsyncBufRead + Unpin,
-    W: tokio::io::AsyncWrite + Unpin,
-{
+) -> std::io::Result<()> {
     let heartbeat = Duration::from_millis(WATCH_HEARTBEAT_MS);
     let mut rx = engine.watch();
     loop {
@@ -312,7 +311,7 @@ where
         loop {
             tokio::select! {
                 _ = cancel.cancelled() => return Ok(()),
-                r = until_eof(rd) => return r,
+                r = until_hangup(rd) => return r,
                 r = rx.changed() => {
                     if r.is_err() {
                         return Ok(());
@@ -328,21 +327,38 @@ where
         // Coalesce: whatever else changes before `sent + every` rides along.
         tokio::select! {
             _ = cancel.cancelled() => return Ok(()),
-            r = until_eof(rd) => return r,
+            r = until_hangup(rd) => return r,
             _ = tokio::time::sleep_until(sent + every) => {}
         }
     }
 }
 
-/// Resolves when the client closes its side; anything it sends meanwhile is
-/// discarded (a streaming request takes no further requests). Cancel-safe.
-async fn until_eof<R: tokio::io::AsyncBufRead + Unpin>(rd: &mut R) -> std::io::Result<()> {
+/// Resolves when the client has closed its connection completely (the
+/// socket reports a hang-up). A client that only shut down its sending side
+/// (a half-close, as `socat` or `nc -N` do) is still reading and keeps its
+/// stream. Anything a client sends on a stream is discarded. Cancel-safe.
+async fn until_hangup(rd: &mut BufReader<OwnedReadHalf>) -> std::io::Result<()> {
     loop {
-        let n = rd.fill_buf().await?.len();
-        if n == 0 {
+        let buffered = rd.buffer().len();
+        rd.consume(buffered);
+        let ready = rd
+            .get_ref()
+            .ready(Interest::READABLE | Interest::WRITABLE)
+            .await?;
+        if ready.is_write_closed() {
             return Ok(());
         }
-        rd.consume(n);
+        if ready.is_readable() && !ready.is_read_closed() {
+            let mut sink = [0u8; 4096];
+            match rd.get_ref().try_read(&mut sink) {
+                Ok(n) if n > 0 => continue,
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        // Writable (always) or half-closed: look again in a second.
+        tokio::time::sleep(HANGUP_CHECK).await;
     }
 }
 
@@ -408,6 +424,25 @@ mod tests {
             Reply::Status { snapshot } => snapshot,
             other => panic!("expected a status reply, got {other:?}"),
         }
+    }
+
+    /// A stream ends when its client hangs up, but not when the client only
+    /// half-closes (it is still reading).
+    #[tokio::test]
+    async fn streams_end_on_hangup_not_on_half_close() {
+        let (server, client) = UnixStream::pair().unwrap();
+        let (rd, _wr) = server.into_split();
+        let mut rd = BufReader::new(rd);
+        let client = client.into_std().unwrap();
+        std::io::Write::write_all(&mut &client, b"ignored\n").unwrap();
+        client.shutdown(std::net::Shutdown::Write).unwrap();
+        let r = tokio::time::timeout(Duration::from_millis(2500), until_hangup(&mut rd)).await;
+        assert!(r.is_err(), "a half-closed client lost its stream");
+        drop(client);
+        tokio::time::timeout(Duration::from_millis(2500), until_hangup(&mut rd))
+            .await
+            .expect("a hang-up is noticed")
+            .unwrap();
     }
 
     /// `watch` on the read-only socket: the current snapshot at once, then a

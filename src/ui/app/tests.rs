@@ -488,3 +488,33 @@ fn notes_land_on_top_of_the_first_backlog() {
         a.events.back()
     );
 }
+
+#[test]
+fn an_open_confirmation_follows_the_vm_and_closes_if_it_is_gone() {
+    let mut a = app_with(fixtures::normal());
+    key(&mut a, ":");
+    typed(&mut a, "web2");
+    key(&mut a, "enter");
+    key(&mut a, "F");
+    // web2 moves to kvm3 while the dialog is open: the dialog says so.
+    let mut s = fixtures::normal();
+    let d = s.domains.iter_mut().find(|d| d.name == "web2").unwrap();
+    d.owner = Some(3);
+    a.update(Msg::Snapshot(Arc::new(s.clone())));
+    let Mode::Confirm(c) = &a.mode else {
+        panic!("the dialog closed")
+    };
+    assert_eq!((c.owner, c.owner_text.as_str()), (Some(3), "kvm3 (3)"));
+    // web2 leaves the map: the dialog closes, nothing is sent.
+    s.domains.retain(|d| d.name != "web2");
+    a.update(Msg::Snapshot(Arc::new(s)));
+    assert_eq!(a.mode, Mode::Normal);
+    assert!(
+        a.toasts
+            .last()
+            .unwrap()
+            .text
+            .contains("web2 left the cluster map")
+    );
+    assert!(key(&mut a, "y").is_empty());
+}

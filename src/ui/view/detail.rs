@@ -186,14 +186,9 @@ fn node(frame: &mut Frame, area: Rect, app: &App, theme: &Theme, s: &Snapshot, n
             theme.dim,
         ),
     ]));
-    let owned = s
-        .domains
-        .iter()
-        .filter(|d| d.owner == Some(n.nodeid))
-        .count();
     lines.push(Line::from(vec![
         label("domains"),
-        Span::raw(format!("{owned} owned")),
+        Span::raw(format!("{} owned", n.vm_count)),
     ]));
     lines.push(Line::from(Span::styled("libvirt", theme.title)));
     if n.libvirt.is_empty() {

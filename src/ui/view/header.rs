@@ -9,7 +9,6 @@ use ratatui::widgets::Paragraph;
 
 use super::super::app::{App, Conn};
 use super::super::theme::Theme;
-use crate::engine::api::DomainState;
 
 pub fn draw(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
     let sep = || Span::styled(" │ ", theme.header);
@@ -134,18 +133,8 @@ fn summary<'a>(app: &App, theme: &'a Theme) -> Line<'a> {
         ));
     };
     let members = s.nodes.iter().filter(|n| n.member).count();
-    let mut running = 0;
-    let mut off = 0;
-    let mut other = 0;
-    let mut conflicts = 0;
-    for d in &s.domains {
-        match d.state {
-            DomainState::Running => running += 1,
-            DomainState::Shutoff => off += 1,
-            _ => other += 1,
-        }
-        conflicts += usize::from(d.conflict);
-    }
+    let sum = app.summary;
+    let (running, off, other, conflicts) = (sum.running, sum.shutoff, sum.other, sum.conflicts);
     let mut spans = vec![
         Span::styled(
             format!(" nodes {members}/{} members", s.nodes.len()),
@@ -174,16 +163,7 @@ fn summary<'a>(app: &App, theme: &'a Theme) -> Line<'a> {
     } else {
         spans.push(Span::styled("no conflicts", theme.base));
     }
-    let c = &s.counters;
-    let drops = c.malformed_fence_agents
-        + c.malformed_own
-        + c.dropped_inputs
-        + c.dropped_events
-        + c.dropped_effects
-        + c.dropped_libvirt_events
-        + c.dropped_fence_packets
-        + c.dropped_audit
-        + c.dropped_hook_events;
+    let drops = sum.drops;
     if drops > 0 {
         spans.push(Span::styled(" · ", theme.dim));
         spans.push(Span::styled(
