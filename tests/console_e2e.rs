@@ -188,10 +188,19 @@ fn domstate(lab: &Lab, node: usize, vm: &str) -> String {
 }
 
 /// The line of the domain table that shows `vm`.
+/// The domains table's row of `vm`: only the table's own cell is searched
+/// (the detail pane on the same screen line may mention other VMs).
 fn row<'a>(screen: &'a str, vm: &str) -> &'a str {
     screen
         .lines()
-        .find(|l| l.starts_with('┃') && l.contains(&format!(" {vm} ")))
+        .filter_map(|l| {
+            let cell = l.strip_prefix('┃')?;
+            Some(cell.split('┃').next().unwrap_or(cell))
+        })
+        .find(|cell| {
+            cell.trim_start_matches(|c: char| c == ' ' || !c.is_alphanumeric())
+                .starts_with(&format!("{vm} "))
+        })
         .unwrap_or("")
 }
 
