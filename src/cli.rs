@@ -396,9 +396,7 @@ pub fn render_event(e: &Event, names: &Names) -> String {
             s
         }
         EventKind::Network {
-            action,
-            network,
-            ..
+            action, network, ..
         } => format!("network {} {network}", kebab(action)),
     };
     format!("{t} {at:<10} {body}")

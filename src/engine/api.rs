@@ -600,6 +600,9 @@ impl Request {
 }
 
 /// A reply line on the control socket.
+// Replies are built one at a time and written out at once; an event reply
+// being larger than a status one (an `Arc`) costs nothing worth a box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "reply", rename_all = "kebab-case")]
 pub enum Reply {

@@ -9,6 +9,7 @@ pub mod api;
 pub mod control;
 pub mod corosync;
 pub mod fence;
+pub mod hooks;
 pub mod libvirt;
 pub mod model;
 
@@ -206,6 +207,31 @@ pub fn spawn_state(
     )
 }
 
+/// Sends one effect to the corosync driver; a full channel turns into a
+/// counted drop and a pending full resync.
+fn route_effect(
+    cluster: &mut Cluster,
+    routes: &EffectRoutes,
+    ev_tx: &broadcast::Sender<Event>,
+    resync_pending: &mut bool,
+    eff: Effect,
+) {
+    if *resync_pending {
+        return;
+    }
+    if routes.corosync.try_send(eff).is_err() {
+        *resync_pending = true;
+        let o = cluster.apply(Input::Dropped {
+            at: now_millis(),
+            what: DropKind::Effects,
+            count: 1,
+        });
+        for ev in o.events {
+            let _ = ev_tx.send(ev);
+        }
+    }
+}
+
 async fn run_state(
     mut cluster: Cluster,
     mut inputs: mpsc::Receiver<Input>,
@@ -246,17 +272,12 @@ async fn run_state(
                         let _ = ev_tx.send(ev);
                     }
                     for eff in out.effects {
-                        if resync_pending {
-                            continue;
-                        }
-                        if routes.corosync.try_send(eff).is_err() {
-                            resync_pending = true;
-                            let o = cluster.apply(Input::Dropped { at: now_millis(), what: DropKind::Effects, count: 1 });
-                            for ev in o.events {
-                                let _ = ev_tx.send(ev);
-                            }
-                        }
+                        route_effect(&mut cluster, &routes, &ev_tx, &mut resync_pending, eff);
                     }
+                }
+                // Deferred effects, coalesced over the batch (network states).
+                for eff in cluster.flush_effects() {
+                    route_effect(&mut cluster, &routes, &ev_tx, &mut resync_pending, eff);
                 }
             }
             Some(q) = queries.recv() => match q {

@@ -19,8 +19,11 @@ use crate::engine::api::{
     LibvirtHealth, Link, MembershipAction, Millis, NodeId, NodeView, Placement, Snapshot,
 };
 
+mod networks;
 #[cfg(test)]
 mod tests;
+
+pub use networks::{HookCall, MAX_ANNOUNCED_PORTS, NetInfo, port_key};
 
 /// A VM record as fence_virtd's STORE_VM message carries it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,6 +90,22 @@ pub enum OwnMessage {
     },
     InventoryEnd {
         generation: u64,
+    },
+    /// A network hook or network lifecycle event on the sender (its
+    /// `EventKind::NetworkHook` / `EventKind::Network`); receivers show it
+    /// with the sender as `node`. Older receivers count it as malformed.
+    NetEvent {
+        time: Millis,
+        event: Box<EventKind>,
+    },
+    /// The full state of one of the sender's libvirt networks (ports capped
+    /// at [`MAX_ANNOUNCED_PORTS`]); replaces what receivers had for it.
+    NetState {
+        network: Box<crate::engine::api::NetworkView>,
+    },
+    /// Every network the sender has; receivers drop the sender's others.
+    NetList {
+        names: Vec<String>,
     },
 }
 
@@ -172,6 +191,33 @@ pub enum Input {
         uri: String,
         name: String,
         uuid: String,
+    },
+    /// A network hook call on this node (hook intake).
+    Hook {
+        at: Millis,
+        call: HookCall,
+    },
+    /// A full network listing of one URI.
+    LocalNetworks {
+        at: Millis,
+        uri: String,
+        networks: Vec<NetInfo>,
+    },
+    /// A libvirt network lifecycle event, with the network re-read after it
+    /// (`None`: it no longer exists).
+    LocalNetwork {
+        at: Millis,
+        uri: String,
+        action: crate::engine::api::NetworkAction,
+        name: String,
+        info: Option<NetInfo>,
+    },
+    /// The ports libvirt lists for one local network.
+    LocalPorts {
+        at: Millis,
+        uri: String,
+        network: String,
+        ports: Vec<crate::engine::api::PortView>,
     },
     /// Counted drops reported by drivers.
     Dropped {
@@ -319,6 +365,7 @@ pub struct Cluster {
     next_seq: u64,
     counters: Counters,
     inventory_generation: u64,
+    nets: networks::Networks,
 }
 
 /// What one `apply` produced.
@@ -353,6 +400,7 @@ impl Cluster {
             next_seq: 1,
             counters: Counters::default(),
             inventory_generation: 0,
+            nets: networks::Networks::default(),
         }
     }
 
@@ -485,6 +533,23 @@ impl Cluster {
                     self.emit(at, ev, &mut out);
                 }
             }
+            Input::Hook { at, call } => self.hook(at, call, &mut out),
+            Input::LocalNetworks { at, uri, networks } => {
+                self.local_networks(at, uri, networks, &mut out)
+            }
+            Input::LocalNetwork {
+                at,
+                uri,
+                action,
+                name,
+                info,
+            } => self.local_network(at, uri, action, name, info, &mut out),
+            Input::LocalPorts {
+                at,
+                uri: _,
+                network,
+                ports,
+            } => self.local_ports(at, network, ports, &mut out),
             Input::Dropped { at, what, count } => {
                 match what {
                     DropKind::Inputs => self.counters.dropped_inputs += count,
@@ -531,7 +596,8 @@ impl Cluster {
             .collect();
         self.inventory_generation += 1;
         let g = self.inventory_generation;
-        vec![
+        let nets = self.announce_networks();
+        let mut v = vec![
             Effect::StoreVms(records),
             Effect::Own(OwnMessage::Info(self.peer_info())),
             Effect::Own(OwnMessage::InventoryBegin { generation: g }),
@@ -546,7 +612,9 @@ impl Cluster {
                     .collect(),
             }),
             Effect::Own(OwnMessage::InventoryEnd { generation: g }),
-        ]
+        ];
+        v.extend(nets);
+        v
     }
 
     fn peer_info(&self) -> PeerInfo {
@@ -571,16 +639,23 @@ impl Cluster {
     }
 
     fn emit(&mut self, at: Millis, kind: EventKind, out: &mut Output) {
+        self.emit_from(at, self.local_nodeid, kind, out);
+    }
+
+    /// Emits an event observed on `node` (a peer's, for its network events).
+    fn emit_from(&mut self, at: Millis, node: Option<NodeId>, kind: EventKind, out: &mut Output) {
         let ev = Event {
             seq: self.next_seq,
             time: at,
-            node: self.local_nodeid,
+            node,
             kind,
         };
         self.next_seq += 1;
         if self.cfg.event_capacity > 0 {
             while self.events.len() >= self.cfg.event_capacity {
-                self.events.pop_front();
+                if let Some(old) = self.events.pop_front() {
+                    self.count_ring_overflow(&old, at);
+                }
             }
             self.events.push_back(ev.clone());
         }
@@ -784,6 +859,7 @@ impl Cluster {
         for id in gone {
             self.purge_node(at, id, out);
         }
+        self.prune_peer_networks(out);
         // Any join (our own included) makes every member re-announce, as
         // fence_virtd does; that is how a newcomer learns the map.
         if !joined.is_empty() {
@@ -850,6 +926,9 @@ impl Cluster {
             return;
         }
         match msg {
+            m @ (OwnMessage::NetEvent { .. }
+            | OwnMessage::NetState { .. }
+            | OwnMessage::NetList { .. }) => self.peer_net_message(at, from, m, out),
             OwnMessage::Info(info) => {
                 let n = self.nodes.entry(from).or_insert_with(|| NodeRec {
                     since: at,
@@ -913,6 +992,7 @@ impl Cluster {
     }
 
     fn purge_node(&mut self, at: Millis, id: NodeId, out: &mut Output) {
+        self.forget_peer_networks(id, out);
         let Some(p) = self.peers.remove(&id) else {
             return;
         };
@@ -1288,7 +1368,7 @@ impl Cluster {
             nodes,
             domains,
             libvirt: local_health,
-            networks: Vec::new(),
+            networks: self.network_views(),
             counters: self.counters.clone(),
             daemon_version: self.cfg.version.clone(),
         }
