@@ -14,7 +14,9 @@ use tracing_subscriber::{EnvFilter, Layer};
 use crate::config::Config;
 use crate::engine::api::now_millis;
 use crate::engine::model::ModelConfig;
-use crate::engine::{EFFECT_CAPACITY, EffectRoutes, control, corosync, libvirt, spawn_state};
+use crate::engine::{
+    EFFECT_CAPACITY, EffectRoutes, control, corosync, hooks, libvirt, spawn_state,
+};
 
 /// Sets up logging to stderr and, if configured, to a file. The returned
 /// guard flushes the file writer when dropped.
@@ -84,6 +86,8 @@ async fn run_async(cfg: Config, config_path: Option<&Path>) -> anyhow::Result<()
     let sockets = control::server::bind(&cfg.control.socket, &cfg.control.readonly_socket)
         .await
         .context("cannot open the control sockets")?;
+    let hook_socket =
+        hooks::intake::bind(&cfg.hooks.socket).context("cannot open the hook socket")?;
 
     let (eff_tx, eff_rx) = mpsc::channel(EFFECT_CAPACITY);
     let model_cfg = ModelConfig {
@@ -94,6 +98,13 @@ async fn run_async(cfg: Config, config_path: Option<&Path>) -> anyhow::Result<()
     let (engine, inputs, state_task) =
         spawn_state(model_cfg, EffectRoutes { corosync: eff_tx }, cancel.clone());
 
+    let hook_task = tokio::spawn(hooks::intake::run(
+        hook_socket,
+        cfg.hooks.queue,
+        inputs.clone(),
+        cancel.clone(),
+        Default::default(),
+    ));
     let control_task = tokio::spawn(control::server::serve(
         sockets,
         engine.clone(),
@@ -137,6 +148,7 @@ async fn run_async(cfg: Config, config_path: Option<&Path>) -> anyhow::Result<()
         tracing::warn!("drivers did not stop within 5 s; exiting anyway");
     }
     let _ = tokio::time::timeout(Duration::from_secs(2), control_task).await;
+    let _ = tokio::time::timeout(Duration::from_secs(2), hook_task).await;
     let _ = tokio::time::timeout(Duration::from_secs(2), state_task).await;
     tracing::info!("fenceline daemon stopped");
     Ok(())

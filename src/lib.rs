@@ -6,5 +6,6 @@ pub mod config;
 pub mod daemon;
 pub mod demo;
 pub mod engine;
+pub mod hook;
 pub mod sandbox;
 pub mod ui;
