@@ -158,14 +158,7 @@ pub fn parse(input: &[u8], network: &str) -> Result<HookData, ParseError> {
         };
     }
     if let Some(p) = child(root, "networkport") {
-        let owner = child(p, "owner");
-        out.port = Some(PortView {
-            owner: owner.and_then(|o| child_text(o, "name")),
-            owner_uuid: owner.and_then(|o| child_text(o, "uuid")),
-            mac: child(p, "mac").and_then(|m| attr(m, "address")),
-            plug: child(p, "plug").and_then(|m| attr(m, "type")),
-            uuid: child_text(p, "uuid"),
-        });
+        out.port = Some(port_of(p));
     }
     if let Some(d) = child(root, "domain") {
         let owner = child_text(d, "name");
@@ -195,6 +188,36 @@ pub fn parse(input: &[u8], network: &str) -> Result<HookData, ParseError> {
         }
     }
     Ok(out)
+}
+
+/// Parses a standalone `<networkport>` (`virNetworkPortGetXMLDesc`).
+pub fn parse_port(input: &str) -> Result<PortView, ParseError> {
+    if input.len() > MAX_INPUT {
+        return Err(ParseError::TooLarge(input.len()));
+    }
+    let opts = roxmltree::ParsingOptions {
+        allow_dtd: false,
+        nodes_limit: NODES_LIMIT,
+        entity_resolver: None,
+    };
+    let doc = roxmltree::Document::parse_with_options(input, opts)
+        .map_err(|e| ParseError::Xml(cap(&e.to_string())))?;
+    let p = doc.root_element();
+    if !p.has_tag_name("networkport") {
+        return Err(ParseError::WrongRoot(cap(p.tag_name().name())));
+    }
+    Ok(port_of(p))
+}
+
+fn port_of(p: roxmltree::Node<'_, '_>) -> PortView {
+    let owner = child(p, "owner");
+    PortView {
+        owner: owner.and_then(|o| child_text(o, "name")),
+        owner_uuid: owner.and_then(|o| child_text(o, "uuid")),
+        mac: child(p, "mac").and_then(|m| attr(m, "address")),
+        plug: child(p, "plug").and_then(|m| attr(m, "type")),
+        uuid: child_text(p, "uuid"),
+    }
 }
 
 /// A short, printable excerpt of raw input for an error report: at most
@@ -396,6 +419,14 @@ mod tests {
         .unwrap();
         assert_eq!(d.network.name.as_deref(), Some("n"));
         assert_eq!(d.network.connections, None);
+    }
+
+    #[test]
+    fn standalone_port_xml() {
+        let x = "<networkport>\n  <uuid>7fad4964-7dc2-44b8-bb73-b9948ea34434</uuid>\n  <owner>\n    <name>hcvm</name>\n    <uuid>8f1e0001-0000-4000-9000-000000000abc</uuid>\n  </owner>\n  <mac address='52:54:00:aa:bb:01'/>\n  <plug type='bridge' bridge='hcbr0'/>\n</networkport>\n";
+        assert_eq!(Some(parse_port(x).unwrap()), net(PORT_CREATED).port);
+        assert!(parse_port("<hookData/>").is_err());
+        assert!(parse_port("<networkport>").is_err());
     }
 
     #[test]

@@ -130,7 +130,7 @@ impl Cluster {
     /// Counts an event of the network kinds that the ring pushed out within
     /// `window` of the newest one: a burst larger than the ring.
     pub(super) fn count_ring_overflow(&mut self, evicted: &crate::engine::api::Event, now: Millis) {
-        const WINDOW_MS: u64 = 60_000;
+        const WINDOW_MS: u64 = 300_000;
         if is_net_kind(&evicted.kind) && now.saturating_sub(evicted.time) < WINDOW_MS {
             self.counters.dropped_hook_events += 1;
         }
