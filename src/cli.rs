@@ -356,6 +356,42 @@ pub fn render_status(s: &Snapshot, now: Millis) -> String {
             d.uuid
         );
     }
+    if !s.networks.is_empty() {
+        let _ = writeln!(o);
+        let _ = writeln!(o, "Networks ({}):", s.networks.len());
+        let _ = writeln!(
+            o,
+            "  {:<18} {:<16} {:<8} {:<14} {:>5}  PORTS (VM mac)",
+            "NODE", "NAME", "STATE", "BRIDGE", "PORTS"
+        );
+        for n in &s.networks {
+            let mut ports: Vec<String> = n
+                .ports
+                .iter()
+                .take(4)
+                .map(|p| {
+                    format!(
+                        "{} {}",
+                        p.owner.as_deref().unwrap_or("?"),
+                        p.mac.as_deref().unwrap_or("-")
+                    )
+                })
+                .collect();
+            if n.ports.len() > 4 {
+                ports.push(format!("+{} more", n.ports.len() - 4));
+            }
+            let _ = writeln!(
+                o,
+                "  {:<18} {:<16} {:<8} {:<14} {:>5}  {}",
+                names.node(n.node),
+                n.name,
+                if n.active { "active" } else { "inactive" },
+                n.bridge.as_deref().unwrap_or("-"),
+                n.ports.len(),
+                ports.join(", ")
+            );
+        }
+    }
     let c = &s.counters;
     let drops = [
         ("malformed fence-agents messages", c.malformed_fence_agents),

@@ -24,6 +24,7 @@ pub struct Config {
     pub corosync: CorosyncSection,
     pub fencing: FencingSection,
     pub listeners: ListenersSection,
+    pub hooks: HooksSection,
     /// fence_virtd's permission groups: which source may fence which VMs.
     /// None at all = everything is allowed (fence_virtd's rule).
     pub groups: Vec<PermissionGroup>,
@@ -280,6 +281,26 @@ impl Default for EventsSection {
     }
 }
 
+/// The libvirt network hook (`fenceline hook`, `fenceline install-hook`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HooksSection {
+    /// Unix datagram socket the daemon receives hook events on (mode 0600).
+    pub socket: PathBuf,
+    /// Hook events queued between the socket and the engine; a burst beyond
+    /// it is dropped and counted (`dropped_hook_events`).
+    pub queue: usize,
+}
+
+impl Default for HooksSection {
+    fn default() -> Self {
+        Self {
+            socket: crate::engine::hooks::DEFAULT_HOOK_SOCKET.into(),
+            queue: 4096,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CorosyncSection {
@@ -406,6 +427,29 @@ impl Config {
                 "control",
                 "readonly_socket",
                 "must differ from control.socket".into(),
+            ));
+        }
+        if !self.hooks.socket.is_absolute() {
+            return Err(invalid(
+                "hooks",
+                "socket",
+                format!("`{}` must be an absolute path", self.hooks.socket.display()),
+            ));
+        }
+        if self.hooks.socket == self.control.socket
+            || self.hooks.socket == self.control.readonly_socket
+        {
+            return Err(invalid(
+                "hooks",
+                "socket",
+                "must differ from the control sockets".into(),
+            ));
+        }
+        if self.hooks.queue == 0 || self.hooks.queue > 1_000_000 {
+            return Err(invalid(
+                "hooks",
+                "queue",
+                "must be between 1 and 1000000".into(),
             ));
         }
         if self.events.capacity == 0 || self.events.capacity > 1_000_000 {
@@ -753,6 +797,23 @@ file = "/var/log/fenceline/fenceline.log"
         );
         let e = parse("[console]\ncolour = \"x\"\n").unwrap_err();
         assert!(e.to_string().contains("console.colour"), "{e}");
+    }
+
+    #[test]
+    fn hooks_section() {
+        let c = parse("[hooks]\nsocket = \"/run/fenceline/hook.sock\"\n").unwrap();
+        assert_eq!(c, Config::default());
+        let c = parse("[hooks]\nsocket = \"/tmp/h.sock\"\nqueue = 10\n").unwrap();
+        assert_eq!(c.hooks.socket, PathBuf::from("/tmp/h.sock"));
+        assert_eq!(c.hooks.queue, 10);
+        let e = parse("[hooks]\nsocket = \"h.sock\"\n").unwrap_err();
+        assert!(e.to_string().contains(":2: key `hooks.socket`"), "{e}");
+        let e = parse("[hooks]\nsocket = \"/run/fenceline/fenceline.sock\"\n").unwrap_err();
+        assert!(e.to_string().contains("must differ"), "{e}");
+        let e = parse("[hooks]\nqueue = 0\n").unwrap_err();
+        assert!(e.to_string().contains("hooks.queue"), "{e}");
+        let e = parse("[hooks]\nsockets = \"/x\"\n").unwrap_err();
+        assert!(e.to_string().contains("hooks.sockets"), "{e}");
     }
 
     #[test]

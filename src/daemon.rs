@@ -16,7 +16,7 @@ use crate::engine::api::now_millis;
 use crate::engine::model::{FenceRules, ModelConfig};
 use crate::engine::{
     AuditSink, EFFECT_CAPACITY, EffectRoutes, FENCE_ACT_CAPACITY, INPUT_CAPACITY, InputTx, control,
-    corosync, fence, libvirt, spawn_state_with,
+    corosync, fence, hooks, libvirt, spawn_state_with,
 };
 
 /// Sets up logging to stderr and, if configured, to a file. The returned
@@ -87,6 +87,8 @@ async fn run_async(cfg: Config, config_path: Option<&Path>) -> anyhow::Result<()
     let sockets = control::server::bind(&cfg.control.socket, &cfg.control.readonly_socket)
         .await
         .context("cannot open the control sockets")?;
+    let hook_socket =
+        hooks::intake::bind(&cfg.hooks.socket).context("cannot open the hook socket")?;
 
     let (eff_tx, eff_rx) = mpsc::channel(EFFECT_CAPACITY);
     let (act_tx, act_rx) = mpsc::channel(FENCE_ACT_CAPACITY);
@@ -133,6 +135,13 @@ async fn run_async(cfg: Config, config_path: Option<&Path>) -> anyhow::Result<()
     )
     .context("cannot start the fence listeners")?;
 
+    let hook_task = tokio::spawn(hooks::intake::run(
+        hook_socket,
+        cfg.hooks.queue,
+        inputs.clone(),
+        cancel.clone(),
+        Default::default(),
+    ));
     let control_task = tokio::spawn(control::server::serve(
         sockets,
         engine.clone(),
@@ -187,6 +196,7 @@ async fn run_async(cfg: Config, config_path: Option<&Path>) -> anyhow::Result<()
     for t in listener_tasks {
         let _ = tokio::time::timeout(Duration::from_secs(2), t).await;
     }
+    let _ = tokio::time::timeout(Duration::from_secs(2), hook_task).await;
     let _ = tokio::time::timeout(Duration::from_secs(2), state_task).await;
     // Every sender is gone once the tasks above ended; the writer drains
     // what is queued and stops.

@@ -7,5 +7,6 @@ pub mod daemon;
 pub mod demo;
 pub mod engine;
 pub mod fence_virt_conf;
+pub mod hook;
 pub mod sandbox;
 pub mod ui;

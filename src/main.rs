@@ -113,6 +113,32 @@ enum Command {
         #[arg(long, value_name = "NAME")]
         theme: Option<String>,
     },
+    /// The libvirt network hook entry: libvirt runs it as
+    /// `fenceline hook network NAME OP SUBOP EXTRA` with the hook XML on
+    /// stdin. Forwards the event to the local daemon within 1 s; always exits 0.
+    Hook {
+        /// Hook socket (default: $FENCELINE_HOOK_SOCKET, else `[hooks] socket`).
+        #[arg(long, value_name = "PATH")]
+        socket: Option<PathBuf>,
+        /// libvirt's hook object ("network").
+        object: String,
+        /// NAME OP SUBOP EXTRA, as libvirt passes them.
+        #[arg(allow_hyphen_values = true, num_args = 0..)]
+        args: Vec<String>,
+    },
+    /// Install the network hook wrapper into libvirt's hooks directory
+    /// (network.d/50-fenceline on libvirt 6.5 and later, else `network`).
+    InstallHook {
+        /// libvirt's hooks directory.
+        #[arg(long, value_name = "DIR", default_value = "/etc/libvirt/hooks")]
+        hooks_dir: PathBuf,
+        /// Hook socket the wrapper reports to (default: `[hooks] socket`).
+        #[arg(long, value_name = "PATH")]
+        socket: Option<PathBuf>,
+        /// libvirt version (default: asked from `libvirtd --version`).
+        #[arg(long, value_name = "X.Y.Z")]
+        libvirt_version: Option<String>,
+    },
     /// Sandbox lab maintenance.
     Lab {
         #[command(subcommand)]
@@ -199,6 +225,48 @@ fn run(cli: Cli) -> Result<(), ExitCode> {
                     eprintln!("fenceline: {e}");
                     ExitCode::from(exit::UNREACHABLE)
                 })
+        }
+        Command::Hook {
+            socket,
+            object,
+            args,
+        } => {
+            let socket = fenceline::hook::hook_socket(socket.as_deref(), cfg_path);
+            // Always 0: a failing hook would abort libvirt's operation.
+            let _ = fenceline::hook::run_hook(&socket, &object, &args);
+            Ok(())
+        }
+        Command::InstallHook {
+            hooks_dir,
+            socket,
+            libvirt_version,
+        } => {
+            let socket = match socket {
+                Some(s) => s,
+                None => load_config(cfg_path)?.hooks.socket,
+            };
+            let binary = std::env::current_exe()
+                .and_then(|p| p.canonicalize())
+                .map_err(|e| {
+                    eprintln!("fenceline: cannot tell the path of this binary: {e}");
+                    ExitCode::from(exit::UNREACHABLE)
+                })?;
+            let opts = fenceline::hook::InstallOptions {
+                hooks_dir,
+                socket,
+                binary,
+                libvirt_version,
+            };
+            match fenceline::hook::install(&opts) {
+                Ok(i) => {
+                    print!("{}", fenceline::hook::describe(&i));
+                    Ok(())
+                }
+                Err(e) => {
+                    eprintln!("fenceline install-hook: {e}");
+                    Err(ExitCode::from(exit::UNREACHABLE))
+                }
+            }
         }
         Command::Fence {
             action,

@@ -31,7 +31,7 @@ impl Daemon {
         std::fs::write(
             &cfg,
             format!(
-                "[libvirt]\nuris = [\"test:///default\"]\n[control]\nsocket = \"{0}/rw.sock\"\nreadonly_socket = \"{0}/ro.sock\"\n[log]\nfile = \"{0}/log/fenceline.log\"\n[fencing]\naudit_log = \"{0}/log/audit.jsonl\"\n[corosync]\nfence_group = \"fl-test-fa\"\nown_group = \"fl-test-own\"\n",
+                "[libvirt]\nuris = [\"test:///default\"]\n[control]\nsocket = \"{0}/rw.sock\"\nreadonly_socket = \"{0}/ro.sock\"\n[log]\nfile = \"{0}/log/fenceline.log\"\n[fencing]\naudit_log = \"{0}/log/audit.jsonl\"\n[hooks]\nsocket = \"{0}/hook.sock\"\n[corosync]\nfence_group = \"fl-test-fa\"\nown_group = \"fl-test-own\"\n",
                 dir.path().display()
             ),
         )

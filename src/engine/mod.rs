@@ -9,6 +9,7 @@ pub mod api;
 pub mod control;
 pub mod corosync;
 pub mod fence;
+pub mod hooks;
 pub mod libvirt;
 pub mod model;
 
@@ -281,6 +282,14 @@ async fn run_state(
                     }
                     let out = cluster.apply(input);
                     changed |= out.changed;
+                    let mut again = Vec::new();
+                    route_output(out, &routes, &ev_tx, &mut calls, &mut resync_pending, &mut again);
+                    changed |= apply_feedback(&mut cluster, again, &routes, &ev_tx, &mut calls, &mut resync_pending);
+                }
+                // Deferred effects, coalesced over the batch (network states).
+                let effects = cluster.flush_effects();
+                if !effects.is_empty() {
+                    let out = model::Output { effects, ..Default::default() };
                     let mut again = Vec::new();
                     route_output(out, &routes, &ev_tx, &mut calls, &mut resync_pending, &mut again);
                     changed |= apply_feedback(&mut cluster, again, &routes, &ev_tx, &mut calls, &mut resync_pending);

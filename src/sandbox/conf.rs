@@ -154,10 +154,26 @@ pub(crate) fn test_domain_xml(name: &str, uuid: &str) -> String {
     )
 }
 
-/// Domain XML for a tiny real qemu (TCG) guest: 32 MiB, no disk, no NIC.
-pub(crate) fn qemu_domain_xml(name: &str, uuid: &str) -> String {
+/// Domain XML for a tiny real qemu (TCG) guest: 32 MiB, no disk, and one
+/// interface `(network, mac)` when given (e1000, no boot ROM).
+pub(crate) fn qemu_domain_xml_nic(name: &str, uuid: &str, nic: Option<(&str, &str)>) -> String {
+    let nic = nic
+        .map(|(net, mac)| {
+            format!(
+                "    <interface type='network'>\n      <source network='{net}'/>\n      <mac address='{mac}'/>\n      <model type='e1000'/>\n      <rom enabled='no'/>\n    </interface>\n"
+            )
+        })
+        .unwrap_or_default();
     format!(
-        "<domain type='qemu'>\n  <name>{name}</name>\n  <uuid>{uuid}</uuid>\n  <memory unit='MiB'>32</memory>\n  <vcpu>1</vcpu>\n  <os><type arch='x86_64' machine='pc'>hvm</type></os>\n  <on_poweroff>destroy</on_poweroff>\n  <on_reboot>restart</on_reboot>\n  <on_crash>destroy</on_crash>\n  <devices>\n    <emulator>/usr/bin/qemu-system-x86_64</emulator>\n  </devices>\n</domain>\n"
+        "<domain type='qemu'>\n  <name>{name}</name>\n  <uuid>{uuid}</uuid>\n  <memory unit='MiB'>32</memory>\n  <vcpu>1</vcpu>\n  <os><type arch='x86_64' machine='pc'>hvm</type></os>\n  <on_poweroff>destroy</on_poweroff>\n  <on_reboot>restart</on_reboot>\n  <on_crash>destroy</on_crash>\n  <devices>\n    <emulator>/usr/bin/qemu-system-x86_64</emulator>\n{nic}  </devices>\n</domain>\n"
+    )
+}
+
+/// A libvirt network in forward mode bridge on an existing bridge: no
+/// addresses, no dnsmasq, no firewall rules.
+pub(crate) fn bridge_network_xml(name: &str, bridge: &str) -> String {
+    format!(
+        "<network>\n  <name>{name}</name>\n  <forward mode='bridge'/>\n  <bridge name='{bridge}'/>\n</network>\n"
     )
 }
 

@@ -54,6 +54,13 @@ pub struct LabSpec {
     pub prefix: Option<String>,
     /// Extra TOML appended to every node's fenceline.toml.
     pub fenceline_extra_toml: String,
+    /// Install fenceline's network hook (`fenceline install-hook`) into every
+    /// node's private /etc/libvirt/hooks before its libvirtd starts, so the
+    /// node's libvirtd runs it. Needs `fenceline_bin`.
+    pub network_hooks: bool,
+    /// Give every node one active libvirt network `net<i>` (qemu:///system,
+    /// forward mode bridge on a bridge `<P>b<i>` inside the node; no DHCP).
+    pub networks: bool,
 }
 
 impl Default for LabSpec {
@@ -68,6 +75,8 @@ impl Default for LabSpec {
             domains: true,
             prefix: None,
             fenceline_extra_toml: String::new(),
+            network_hooks: false,
+            networks: true,
         }
     }
 }
@@ -327,6 +336,10 @@ impl Lab {
             );
         }
         ensure!(!spec.uris.is_empty(), "LabSpec.uris must not be empty");
+        ensure!(
+            !spec.network_hooks || spec.fenceline_bin.is_some(),
+            "LabSpec.network_hooks needs fenceline_bin"
+        );
         prereq::check_prerequisites_for(
             !spec.fence_virtd_nodes.is_empty(),
             false,
@@ -820,12 +833,24 @@ impl Lab {
             let mut g = self.inner()?;
             self.spawn_corosync(&mut g, i)?;
         }
+        if self.spec.network_hooks {
+            for i in 1..=self.spec.nodes {
+                self.install_hook(i)?;
+            }
+        }
         for i in 1..=self.spec.nodes {
             let mut g = self.inner()?;
             self.spawn_libvirtd(&mut g, i)?;
         }
         for i in 1..=self.spec.nodes {
             self.finish_libvirtd(i)?;
+        }
+        if self.spec.networks {
+            for i in 1..=self.spec.nodes {
+                let (name, bridge) = (format!("net{i}"), self.bridge_name(i, "b"));
+                self.define_network(i, &name, &bridge)?;
+                self.virsh_uri(i, QEMU_URI, &["net-start", &name])?;
+            }
         }
         for i in 1..=self.spec.nodes {
             self.wait_members(i, self.spec.nodes, QUORUM_TIMEOUT)
@@ -1231,9 +1256,72 @@ impl Lab {
         self.running_pid(i, |n| &mut n.libvirtd)
     }
 
+    /// A bridge name for node i with the lab prefix: `<P><tag><i>`
+    /// (at most 15 characters for tags of up to 3).
+    pub fn bridge_name(&self, i: usize, tag: &str) -> String {
+        format!("{}{tag}{i}", self.prefix)
+    }
+
+    /// Installs fenceline's network hook into node i's private
+    /// /etc/libvirt/hooks (`fenceline install-hook`). libvirtd reads the
+    /// hooks directory when it starts: call this before (re)starting it.
+    pub fn install_hook(&self, i: usize) -> Result<CmdOutput> {
+        let conf = self.fenceline_config_path(i);
+        let conf = conf.to_string_lossy().into_owned();
+        let bin = self.fenceline_bin()?.to_string_lossy().into_owned();
+        self.exec_ok(
+            i,
+            &[
+                &bin,
+                "--config",
+                &conf,
+                "install-hook",
+                "--hooks-dir",
+                "/etc/libvirt/hooks",
+            ],
+        )
+    }
+
+    /// Defines (does not start) a libvirt network `name` on node i's
+    /// qemu:///system: forward mode bridge on `bridge`, which is created
+    /// inside the node (up, no addresses), so no dnsmasq or firewall is
+    /// involved and no traffic leaves the node.
+    pub fn define_network(&self, i: usize, name: &str, bridge: &str) -> Result<()> {
+        let ok = |s: &str, max: usize| {
+            !s.is_empty()
+                && s.len() <= max
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        };
+        ensure!(ok(name, 64), "bad network name {name:?}");
+        ensure!(ok(bridge, 15), "bad bridge name {bridge:?}");
+        let ip = self.tools.ip.to_string_lossy().into_owned();
+        let exists = self.exec(i, &[&ip, "link", "show", bridge])?.success();
+        if !exists {
+            self.exec_ok(i, &[&ip, "link", "add", bridge, "type", "bridge"])?;
+        }
+        self.exec_ok(i, &[&ip, "link", "set", bridge, "up"])?;
+        let xml = self.node_dir(i).join(format!("{name}.net.xml"));
+        std::fs::write(&xml, conf::bridge_network_xml(name, bridge))
+            .with_context(|| format!("writing {}", xml.display()))?;
+        self.virsh_uri(i, QEMU_URI, &["net-define", &xml.to_string_lossy()])?;
+        Ok(())
+    }
+
     /// Define and start a real qemu (TCG, 32 MiB, no disk) domain on node i's
     /// qemu:///system. Returns its UUID ([`qemu_domain_uuid`]).
     pub fn start_qemu_domain(&self, i: usize, name: &str) -> Result<String> {
+        self.start_qemu_domain_on(i, name, None)
+    }
+
+    /// [`Lab::start_qemu_domain`] with one interface (e1000, MAC
+    /// [`Lab::qemu_domain_mac`]) on libvirt network `network`, when given.
+    pub fn start_qemu_domain_on(
+        &self,
+        i: usize,
+        name: &str,
+        network: Option<&str>,
+    ) -> Result<String> {
         ensure!(
             !name.is_empty()
                 && name
@@ -1247,8 +1335,12 @@ impl Lab {
         );
         let uuid = qemu_domain_uuid(i, name);
         let xml = self.node_dir(i).join(format!("{name}.qemu.xml"));
-        std::fs::write(&xml, conf::qemu_domain_xml(name, &uuid))
-            .with_context(|| format!("writing {}", xml.display()))?;
+        let nic = network.map(|n| (n, Self::qemu_domain_mac(&uuid)));
+        std::fs::write(
+            &xml,
+            conf::qemu_domain_xml_nic(name, &uuid, nic.as_ref().map(|(n, m)| (*n, m.as_str()))),
+        )
+        .with_context(|| format!("writing {}", xml.display()))?;
         self.virsh_uri(i, QEMU_URI, &["define", &xml.to_string_lossy()])?;
         let virsh = self.tools.virsh.to_string_lossy().into_owned();
         let mut c = self.node_command(i, &[&virsh, "-c", QEMU_URI, "start", name])?;
@@ -1264,6 +1356,14 @@ impl Lab {
             g.nodes[i - 1].qemu.push(p);
         }
         Ok(uuid)
+    }
+
+    /// The MAC address a lab qemu domain with this UUID gets (52:54:00 +
+    /// the UUID's last three bytes).
+    pub fn qemu_domain_mac(uuid: &str) -> String {
+        let hex: String = uuid.chars().filter(char::is_ascii_hexdigit).collect();
+        let t = &hex[hex.len().saturating_sub(6)..];
+        format!("52:54:00:{}:{}:{}", &t[0..2], &t[2..4], &t[4..6])
     }
 
     /// Define (and optionally start) an extra test-driver domain on node i,

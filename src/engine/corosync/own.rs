@@ -210,6 +210,37 @@ mod tests {
             OwnMessage::Gone { vms: vec![dom(9)] },
             OwnMessage::Vms { vms: vec![] },
             OwnMessage::InventoryEnd { generation: 7 },
+            OwnMessage::NetEvent {
+                time: 1_700_000_000_123,
+                event: Box::new(crate::engine::api::EventKind::NetworkHook {
+                    network: "net1".into(),
+                    op: "port-created".into(),
+                    subop: "begin".into(),
+                    network_uuid: Some("62dbb43f-eb39-4879-8478-d0df01188bd5".into()),
+                    bridge: Some("br1".into()),
+                    port: Some(crate::engine::api::PortView {
+                        owner: Some("vm1".into()),
+                        mac: Some("52:54:00:aa:bb:01".into()),
+                        ..Default::default()
+                    }),
+                    replay: true,
+                    error: None,
+                }),
+            },
+            OwnMessage::NetState {
+                network: Box::new(crate::engine::api::NetworkView {
+                    node: 1,
+                    name: "net1".into(),
+                    uuid: "62dbb43f-eb39-4879-8478-d0df01188bd5".into(),
+                    active: true,
+                    bridge: Some("br1".into()),
+                    ports: vec![],
+                    since: 5,
+                }),
+            },
+            OwnMessage::NetList {
+                names: vec!["net1".into()],
+            },
         ]
     }
 
@@ -226,6 +257,24 @@ mod tests {
             );
             assert_eq!(parse(&b).unwrap(), m);
         }
+    }
+
+    #[test]
+    fn network_messages_are_version_1_with_new_type_tags() {
+        // Added without a version bump: an older receiver parses the header
+        // and fails on the unknown `type`, a counted malformed message.
+        for (m, tag) in [
+            (&samples()[6], "net-event"),
+            (&samples()[7], "net-state"),
+            (&samples()[8], "net-list"),
+        ] {
+            let b = encode(m).unwrap();
+            assert_eq!(b[4], 1);
+            let v: serde_json::Value = serde_json::from_slice(&b[HEADER_LEN..]).unwrap();
+            assert_eq!(v["type"], tag);
+        }
+        let b = frame(br#"{"type":"net-something-newer","x":1}"#).unwrap();
+        assert!(matches!(parse(&b), Err(WireError::Json(_))));
     }
 
     #[test]

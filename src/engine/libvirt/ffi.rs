@@ -39,6 +39,13 @@ pub enum RawEvent {
         uuid: String,
         name: String,
     },
+    /// A network lifecycle event (`virNetworkEventLifecycleType`).
+    Network {
+        generation: u64,
+        uuid: String,
+        name: String,
+        event: i32,
+    },
     /// Something to look at (close flag, queued command); carries no data.
     Wake,
 }
@@ -90,7 +97,7 @@ impl CallbackCtx {
             Ok(()) => {}
             Err(TrySendError::Full(ev)) => {
                 self.shared.dropped.fetch_add(1, Ordering::Relaxed);
-                if matches!(ev, RawEvent::Lifecycle { .. }) {
+                if matches!(ev, RawEvent::Lifecycle { .. } | RawEvent::Network { .. }) {
                     self.shared.resync.store(true, Ordering::Release);
                 }
             }
@@ -169,6 +176,59 @@ unsafe extern "C" fn on_lifecycle(
     0
 }
 
+/// Copies a network's name and UUID out of a pointer libvirt lends us.
+///
+/// # Safety
+/// `net` must be null or a network pointer valid for the duration of the call.
+unsafe fn network_ident(net: sys::virNetworkPtr) -> (String, String) {
+    if net.is_null() {
+        return (String::new(), String::new());
+    }
+    // SAFETY: `net` is valid for this call; the name pointer lives as long
+    // as `net` and is copied before returning.
+    let name = unsafe {
+        let p = sys::virNetworkGetName(net);
+        if p.is_null() {
+            String::new()
+        } else {
+            CStr::from_ptr(p).to_string_lossy().into_owned()
+        }
+    };
+    let mut buf = [0 as c_char; sys::VIR_UUID_STRING_BUFLEN as usize];
+    // SAFETY: `buf` has VIR_UUID_STRING_BUFLEN bytes, what libvirt writes.
+    let uuid = unsafe {
+        if sys::virNetworkGetUUIDString(net, buf.as_mut_ptr()) < 0 {
+            String::new()
+        } else {
+            CStr::from_ptr(buf.as_ptr()).to_string_lossy().into_owned()
+        }
+    };
+    (name, uuid)
+}
+
+/// `virConnectNetworkEventLifecycleCallback`.
+unsafe extern "C" fn on_network_lifecycle(
+    _conn: sys::virConnectPtr,
+    net: sys::virNetworkPtr,
+    event: c_int,
+    _detail: c_int,
+    opaque: *mut c_void,
+) {
+    if opaque.is_null() {
+        return;
+    }
+    // SAFETY: as in `on_lifecycle`.
+    let ctx = unsafe { &*(opaque as *const CallbackCtx) };
+    // SAFETY: libvirt lends `net` for the duration of the callback.
+    let (name, uuid) = unsafe { network_ident(net) };
+    ctx.push(RawEvent::Network {
+        generation: ctx.generation,
+        uuid,
+        name,
+        event,
+    });
+}
+
 /// `virConnectDomainEventGenericCallback` (REBOOT).
 unsafe extern "C" fn on_reboot(
     _conn: sys::virConnectPtr,
@@ -216,6 +276,7 @@ unsafe extern "C" fn free_ctx(opaque: *mut c_void) {
 pub struct Registrations {
     lifecycle: Option<c_int>,
     reboot: Option<c_int>,
+    network: Option<c_int>,
     close: bool,
 }
 
@@ -230,6 +291,9 @@ pub struct RegisterError {
 type LifecycleFn =
     unsafe extern "C" fn(sys::virConnectPtr, sys::virDomainPtr, c_int, c_int, *mut c_void) -> c_int;
 type GenericFn = unsafe extern "C" fn(sys::virConnectPtr, sys::virDomainPtr, *mut c_void);
+type NetLifecycleFn =
+    unsafe extern "C" fn(sys::virConnectPtr, sys::virNetworkPtr, c_int, c_int, *mut c_void);
+type NetGenericFn = unsafe extern "C" fn(sys::virConnectPtr, sys::virNetworkPtr, *mut c_void);
 
 fn ctx_ref(ctx: &Arc<CallbackCtx>) -> *mut c_void {
     Arc::into_raw(Arc::clone(ctx)) as *mut c_void
@@ -318,6 +382,31 @@ pub fn register(conn: &Connect, ctx: &Arc<CallbackCtx>) -> Result<Registrations,
             });
         }
     }
+    // SAFETY: as for the domain lifecycle callback: libvirt calls it with the
+    // lifecycle signature through the generic pointer type.
+    let net_cb: NetGenericFn = unsafe {
+        std::mem::transmute::<NetLifecycleFn, NetGenericFn>(on_network_lifecycle as NetLifecycleFn)
+    };
+    // SAFETY: `conn` is open; a null network means "all networks"; the
+    // opaque is a live Arc reference released by `free_ctx`.
+    let rc = unsafe {
+        sys::virConnectNetworkEventRegisterAny(
+            conn.as_ptr(),
+            std::ptr::null_mut(),
+            sys::VIR_NETWORK_EVENT_ID_LIFECYCLE as c_int,
+            Some(net_cb),
+            ctx_ref(ctx),
+            Some(free_ctx),
+        )
+    };
+    if rc < 0 {
+        return Err(RegisterError {
+            what: "network events",
+            error: Error::last_error(),
+            partial: regs,
+        });
+    }
+    regs.network = Some(rc);
     Ok(regs)
 }
 
@@ -335,6 +424,13 @@ pub fn deregister(conn: &Connect, regs: &mut Registrations) -> Vec<(&'static str
             if rc < 0 {
                 errors.push((what, Error::last_error()));
             }
+        }
+    }
+    if let Some(id) = regs.network.take() {
+        // SAFETY: `conn` is the connection `id` was registered on.
+        let rc = unsafe { sys::virConnectNetworkEventDeregisterAny(conn.as_ptr(), id) };
+        if rc < 0 {
+            errors.push(("network events", Error::last_error()));
         }
     }
     if std::mem::take(&mut regs.close) {
@@ -375,6 +471,48 @@ pub fn domain_state(dom: &Domain) -> Result<(i32, i32), Error> {
         Err(Error::last_error())
     } else {
         Ok((state, reason))
+    }
+}
+
+/// The XML of every port of a network (`virNetworkListAllPorts` +
+/// `virNetworkPortGetXMLDesc`; virt 0.5 has no port API).
+pub fn network_port_xmls(net: &virt::network::Network) -> Result<Vec<String>, Error> {
+    let mut ports: *mut sys::virNetworkPortPtr = std::ptr::null_mut();
+    // SAFETY: `net` is a live network reference; on success libvirt stores
+    // an array of `rc` port references in `ports`, which we own.
+    let rc = unsafe { sys::virNetworkListAllPorts(net.as_ptr(), &mut ports, 0) };
+    if rc < 0 {
+        return Err(Error::last_error());
+    }
+    let n = usize::try_from(rc).unwrap_or(0);
+    let mut out = Vec::with_capacity(n);
+    let mut first_error = None;
+    for i in 0..n {
+        // SAFETY: `i < n` elements were written by libvirt.
+        let port = unsafe { *ports.add(i) };
+        if port.is_null() {
+            continue;
+        }
+        // SAFETY: `port` is a live port reference we own; the returned
+        // string is ours to free (libc free, as libvirt documents).
+        unsafe {
+            let xml = sys::virNetworkPortGetXMLDesc(port, 0);
+            if xml.is_null() {
+                first_error.get_or_insert_with(Error::last_error);
+            } else {
+                out.push(CStr::from_ptr(xml).to_string_lossy().into_owned());
+                libc::free(xml as *mut c_void);
+            }
+            sys::virNetworkPortFree(port);
+        }
+    }
+    if !ports.is_null() {
+        // SAFETY: the array itself was allocated by libvirt for us.
+        unsafe { libc::free(ports as *mut c_void) };
+    }
+    match first_error {
+        Some(e) if out.is_empty() && n > 0 => Err(e),
+        _ => Ok(out),
     }
 }
 

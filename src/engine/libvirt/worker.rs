@@ -21,8 +21,9 @@ use super::{
     LibvirtCommand, Tuning, WorkerStats,
 };
 use crate::engine::InputTx;
-use crate::engine::api::{DomainState, now_millis};
-use crate::engine::model::{DropKind, Input, LocalDomain};
+use crate::engine::api::{DomainState, NetworkAction, now_millis};
+use crate::engine::hooks::hookdata;
+use crate::engine::model::{DropKind, Input, LocalDomain, NetInfo};
 
 /// Longest single wait, so cancellation is noticed quickly.
 const MAX_WAIT: Duration = Duration::from_millis(200);
@@ -449,7 +450,9 @@ impl Worker {
     fn handle(&self, s: &mut Session, ev: RawEvent, origin: Instant) -> Result<(), Stop> {
         match ev {
             RawEvent::Wake => Ok(()),
-            RawEvent::Lifecycle { generation, .. } | RawEvent::Reboot { generation, .. }
+            RawEvent::Lifecycle { generation, .. }
+            | RawEvent::Reboot { generation, .. }
+            | RawEvent::Network { generation, .. }
                 if generation != s.ctx.generation() =>
             {
                 debug!(uri = %self.uri, generation, "event of an older connection ignored");
@@ -476,6 +479,33 @@ impl Worker {
                     debug!(uri = %self.uri, %name, "undefined");
                 }
                 self.refresh(s, &uuid, &name, origin)
+            }
+            RawEvent::Network {
+                uuid, name, event, ..
+            } => {
+                let action = match event {
+                    0 => NetworkAction::Defined,
+                    1 => NetworkAction::Undefined,
+                    2 => NetworkAction::Started,
+                    3 => NetworkAction::Stopped,
+                    other => {
+                        debug!(uri = %self.uri, %name, event = other, "unknown network event ignored");
+                        return Ok(());
+                    }
+                };
+                debug!(uri = %self.uri, %name, %uuid, ?action, "network event");
+                // Re-read: events may be duplicated or out of order.
+                let info = match s.conn.lookup_network_by_uuid_string(&uuid) {
+                    Ok(net) => Some(net_info(&net, name.clone(), uuid.clone())),
+                    Err(_) => None,
+                };
+                self.send(Input::LocalNetwork {
+                    at: now_millis(),
+                    uri: self.uri.clone(),
+                    action,
+                    name,
+                    info,
+                })
             }
             RawEvent::Reboot { uuid, name, .. } => {
                 let verdict = s.filter.reboot(mono(origin), &uuid);
@@ -730,7 +760,56 @@ impl Worker {
         for (name, uuid) in rebooted {
             self.send_rebooted(name, uuid)?;
         }
+        self.list_networks(s)?;
         Ok(true)
+    }
+
+    /// Network listing (`LocalNetworks`) and the ports of each active
+    /// network (`LocalPorts`). Drivers without networks or ports are skipped.
+    fn list_networks(&self, s: &Session) -> Result<(), Stop> {
+        let nets = match s.conn.list_all_networks(0) {
+            Ok(n) => n,
+            Err(e) => {
+                debug!(uri = %self.uri, "listing networks: {e}");
+                return Ok(());
+            }
+        };
+        let mut infos = Vec::with_capacity(nets.len());
+        let mut ports = Vec::new();
+        for net in &nets {
+            let (Ok(name), Ok(uuid)) = (net.name(), net.uuid_string()) else {
+                continue;
+            };
+            let info = net_info(net, name, uuid);
+            if info.active {
+                match ffi::network_port_xmls(net) {
+                    Ok(xmls) => {
+                        let list: Vec<_> = xmls
+                            .iter()
+                            .filter_map(|x| hookdata::parse_port(x).ok())
+                            .collect();
+                        ports.push((info.name.clone(), list));
+                    }
+                    Err(e) => debug!(uri = %self.uri, network = %info.name, "listing ports: {e}"),
+                }
+            }
+            infos.push(info);
+        }
+        debug!(uri = %self.uri, count = infos.len(), "network listing");
+        self.send(Input::LocalNetworks {
+            at: now_millis(),
+            uri: self.uri.clone(),
+            networks: infos,
+        })?;
+        for (network, ports) in ports {
+            self.send(Input::LocalPorts {
+                at: now_millis(),
+                uri: self.uri.clone(),
+                network,
+                ports,
+            })?;
+        }
+        Ok(())
     }
 
     /// Answers queued commands; `None` when not connected.
@@ -894,6 +973,15 @@ impl Worker {
             self.shared.resync.store(true, Ordering::Release);
             CommandError::NotConnected(self.uri.clone())
         }
+    }
+}
+
+fn net_info(net: &virt::network::Network, name: String, uuid: String) -> NetInfo {
+    NetInfo {
+        name,
+        uuid,
+        active: net.is_active().unwrap_or(false),
+        bridge: net.bridge_name().ok().filter(|b| !b.is_empty()),
     }
 }
 

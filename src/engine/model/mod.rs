@@ -21,10 +21,12 @@ use crate::engine::api::{
 };
 
 mod fence;
+mod networks;
 #[cfg(test)]
 mod tests;
 
 pub use fence::{FenceAct, FenceRules, FenceWire, MAX_CPG_VM_NAME, Route};
+pub use networks::{HookCall, MAX_ANNOUNCED_PORTS, NetInfo, port_key};
 
 /// A VM record as fence_virtd's STORE_VM message carries it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -91,6 +93,22 @@ pub enum OwnMessage {
     },
     InventoryEnd {
         generation: u64,
+    },
+    /// A network hook or network lifecycle event on the sender (its
+    /// `EventKind::NetworkHook` / `EventKind::Network`); receivers show it
+    /// with the sender as `node`. Older receivers count it as malformed.
+    NetEvent {
+        time: Millis,
+        event: Box<EventKind>,
+    },
+    /// The full state of one of the sender's libvirt networks (ports capped
+    /// at [`MAX_ANNOUNCED_PORTS`]); replaces what receivers had for it.
+    NetState {
+        network: Box<crate::engine::api::NetworkView>,
+    },
+    /// Every network the sender has; receivers drop the sender's others.
+    NetList {
+        names: Vec<String>,
     },
 }
 
@@ -217,6 +235,33 @@ pub enum Input {
     /// Clock tick for fence timeouts (sent while [`Cluster::fence_busy`]).
     Tick {
         at: Millis,
+    },
+    /// A network hook call on this node (hook intake).
+    Hook {
+        at: Millis,
+        call: HookCall,
+    },
+    /// A full network listing of one URI.
+    LocalNetworks {
+        at: Millis,
+        uri: String,
+        networks: Vec<NetInfo>,
+    },
+    /// A libvirt network lifecycle event, with the network re-read after it
+    /// (`None`: it no longer exists).
+    LocalNetwork {
+        at: Millis,
+        uri: String,
+        action: crate::engine::api::NetworkAction,
+        name: String,
+        info: Option<NetInfo>,
+    },
+    /// The ports libvirt lists for one local network.
+    LocalPorts {
+        at: Millis,
+        uri: String,
+        network: String,
+        ports: Vec<crate::engine::api::PortView>,
     },
     /// Counted drops reported by drivers.
     Dropped {
@@ -399,6 +444,7 @@ pub struct Cluster {
     counters: Counters,
     inventory_generation: u64,
     fence: fence::FenceState,
+    nets: networks::Networks,
 }
 
 /// What one `apply` produced.
@@ -434,6 +480,7 @@ impl Cluster {
             counters: Counters::default(),
             inventory_generation: 0,
             fence: fence::FenceState::new(u32::try_from(started % 1_000_000_007).unwrap_or(1)),
+            nets: networks::Networks::default(),
         }
     }
 
@@ -596,6 +643,23 @@ impl Cluster {
                 detail,
             } => self.fence_acted(at, job, result, detail, &mut out),
             Input::Tick { at } => self.fence_tick(at, &mut out),
+            Input::Hook { at, call } => self.hook(at, call, &mut out),
+            Input::LocalNetworks { at, uri, networks } => {
+                self.local_networks(at, uri, networks, &mut out)
+            }
+            Input::LocalNetwork {
+                at,
+                uri,
+                action,
+                name,
+                info,
+            } => self.local_network(at, uri, action, name, info, &mut out),
+            Input::LocalPorts {
+                at,
+                uri: _,
+                network,
+                ports,
+            } => self.local_ports(at, network, ports, &mut out),
             Input::Dropped { at, what, count } => {
                 match what {
                     DropKind::Inputs => self.counters.dropped_inputs += count,
@@ -642,7 +706,8 @@ impl Cluster {
             .collect();
         self.inventory_generation += 1;
         let g = self.inventory_generation;
-        vec![
+        let nets = self.announce_networks();
+        let mut v = vec![
             Effect::StoreVms(records),
             Effect::Own(OwnMessage::Info(self.peer_info())),
             Effect::Own(OwnMessage::InventoryBegin { generation: g }),
@@ -657,7 +722,9 @@ impl Cluster {
                     .collect(),
             }),
             Effect::Own(OwnMessage::InventoryEnd { generation: g }),
-        ]
+        ];
+        v.extend(nets);
+        v
     }
 
     fn peer_info(&self) -> PeerInfo {
@@ -682,16 +749,23 @@ impl Cluster {
     }
 
     fn emit(&mut self, at: Millis, kind: EventKind, out: &mut Output) {
+        self.emit_from(at, self.local_nodeid, kind, out);
+    }
+
+    /// Emits an event observed on `node` (a peer's, for its network events).
+    fn emit_from(&mut self, at: Millis, node: Option<NodeId>, kind: EventKind, out: &mut Output) {
         let ev = Event {
             seq: self.next_seq,
             time: at,
-            node: self.local_nodeid,
+            node,
             kind,
         };
         self.next_seq += 1;
         if self.cfg.event_capacity > 0 {
             while self.events.len() >= self.cfg.event_capacity {
-                self.events.pop_front();
+                if let Some(old) = self.events.pop_front() {
+                    self.count_ring_overflow(&old, at);
+                }
             }
             self.events.push_back(ev.clone());
         }
@@ -902,6 +976,7 @@ impl Cluster {
         for id in gone {
             self.purge_node(at, id, out);
         }
+        self.prune_peer_networks(out);
         // Any join (our own included) makes every member re-announce, as
         // fence_virtd does; that is how a newcomer learns the map.
         if !joined.is_empty() {
@@ -968,6 +1043,9 @@ impl Cluster {
             return;
         }
         match msg {
+            m @ (OwnMessage::NetEvent { .. }
+            | OwnMessage::NetState { .. }
+            | OwnMessage::NetList { .. }) => self.peer_net_message(at, from, m, out),
             OwnMessage::Info(info) => {
                 let n = self.nodes.entry(from).or_insert_with(|| NodeRec {
                     since: at,
@@ -1031,6 +1109,7 @@ impl Cluster {
     }
 
     fn purge_node(&mut self, at: Millis, id: NodeId, out: &mut Output) {
+        self.forget_peer_networks(id, out);
         let Some(p) = self.peers.remove(&id) else {
             return;
         };
@@ -1406,7 +1485,7 @@ impl Cluster {
             nodes,
             domains,
             libvirt: local_health,
-            networks: Vec::new(),
+            networks: self.network_views(),
             counters: self.counters.clone(),
             daemon_version: self.cfg.version.clone(),
         }
