@@ -121,14 +121,38 @@ fn main() -> Result<()> {
     // here, so nothing but the hook process itself is timed (no nsenter).
     let sock = lab.node_path(1, "/run/fenceline/hook.sock")?;
     let xml = include_bytes!("../src/engine/hooks/testdata/updated.xml");
+    // What the installed wrapper runs: the small `fenceline-hook` binary.
+    let hook_bin = bin.with_file_name("fenceline-hook");
+    if !hook_bin.exists() {
+        bail!(
+            "{} missing (cargo build --release --bin fenceline-hook)",
+            hook_bin.display()
+        );
+    }
     let mut wall = Vec::with_capacity(rounds);
+    let mut wall_full = Vec::with_capacity(rounds);
     let mut to_peer = Vec::with_capacity(rounds);
+    // `fenceline hook` (the full binary) for comparison: wall time only.
+    for r in 0..rounds {
+        let t0 = Instant::now();
+        let mut child = std::process::Command::new(&bin)
+            .args(["hook", "--socket"])
+            .arg(&sock)
+            .args(["network", &format!("full{r}"), "updated", "begin", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
+        child.stdin.take().context("stdin")?.write_all(xml)?;
+        child.wait()?;
+        wall_full.push(t0.elapsed().as_secs_f64() * 1000.0);
+    }
     for r in 0..rounds {
         let net = format!("bench{r}");
         let t0_ms = now_ms();
         let t0 = Instant::now();
-        let mut child = std::process::Command::new(&bin)
-            .args(["hook", "--socket"])
+        let mut child = std::process::Command::new(&hook_bin)
+            .arg("--socket")
             .arg(&sock)
             .args(["network", &net, "updated", "begin", "-"])
             .stdin(Stdio::piped())
@@ -188,9 +212,14 @@ fn main() -> Result<()> {
         );
     };
     row(
-        &format!("`fenceline hook` process wall time ({rounds} runs)"),
+        &format!("hook process wall time, `fenceline-hook` ({rounds} runs)"),
         &mut wall,
         "p50 < 20 ms",
+    );
+    row(
+        &format!("same with `fenceline hook` (full binary, {rounds} runs)"),
+        &mut wall_full,
+        "",
     );
     row(
         &format!("hook start → event in peer's `events --follow` ({rounds})"),

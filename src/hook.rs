@@ -263,8 +263,20 @@ fn run_for_output(prog: &str, args: &[&str], limit: Duration) -> Result<String, 
 
 /// The wrapper script libvirt runs. It exits 0 when the binary is missing,
 /// so a removed fenceline never blocks a network or domain start.
+///
+/// When the small `fenceline-hook` binary sits next to `binary`, the wrapper
+/// runs it instead of `fenceline hook`: same code, but it loads neither
+/// libvirt nor corosync libraries, so libvirtd waits ~1 ms instead of ~25 ms.
 pub fn wrapper_script(binary: &Path, socket: &Path) -> String {
     let q = |p: &Path| format!("'{}'", p.display().to_string().replace('\'', r"'\''"));
+    let small = binary.with_file_name("fenceline-hook");
+    if is_executable_file(&small) {
+        return format!(
+            "#!/bin/sh\n{MARKER} v1\n# Installed by `fenceline install-hook`: forwards libvirt network hook\n# events to the fenceline daemon. Always exits 0 (never vetoes libvirt).\n[ -x {bin} ] || exit 0\nexec {bin} --socket {sock} network \"$@\"\n",
+            bin = q(&small),
+            sock = q(socket)
+        );
+    }
     format!(
         "#!/bin/sh\n{MARKER} v1\n# Installed by `fenceline install-hook`: forwards libvirt network hook\n# events to the fenceline daemon. Always exits 0 (never vetoes libvirt).\n[ -x {bin} ] || exit 0\nexec {bin} hook --socket {sock} network \"$@\"\n",
         bin = q(binary),
