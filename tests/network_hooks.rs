@@ -123,8 +123,10 @@ fn hook_events_cross_the_cluster_with_ports_and_replays() {
         .node_path(1, "/etc/libvirt/hooks/network.d/50-fenceline")
         .unwrap();
     let script = std::fs::read_to_string(&hooks).expect("hook installed");
+    // cargo builds the small `fenceline-hook` next to `fenceline`, so the
+    // wrapper runs it (no libvirt/corosync libraries to load).
     assert!(
-        script.contains(" hook --socket '/run/fenceline/hook.sock' network \"$@\""),
+        script.contains("/fenceline-hook' --socket '/run/fenceline/hook.sock' network \"$@\""),
         "{script}"
     );
     // Every node got its default network; node 2 sees node 1's in the view.
