@@ -743,16 +743,10 @@ impl Cluster {
         out: &mut Output,
     ) {
         if let Some(p) = self.fence.pending.remove(&seqno) {
-            self.fence_finish(
+            self.fail_pending(
                 at,
-                p.id,
-                p.op,
-                &p.domain,
-                &p.source,
-                p.started,
-                FenceResult::Fail,
-                None,
-                Some(format!("could not send the request over CPG: {error}")),
+                p,
+                format!("could not send the request over CPG: {error}"),
                 out,
             );
         }
@@ -833,37 +827,18 @@ impl Cluster {
                 }
             };
             let secs = (p.deadline - p.started) / 1000;
-            self.fence_finish(
-                at,
-                p.id,
-                p.op,
-                &p.domain,
-                &p.source,
-                p.started,
-                FenceResult::Fail,
-                None,
-                Some(format!("timed out after {secs} s: {why}")),
-                out,
-            );
+            self.fail_pending(at, p, format!("timed out after {secs} s: {why}"), out);
         }
     }
 
     /// Corosync went away: nothing pending can be answered any more.
     pub(super) fn fence_corosync_down(&mut self, at: Millis, out: &mut Output) {
         self.fence.unknown.clear();
-        let all: Vec<u32> = self.fence.pending.keys().copied().collect();
-        for seqno in all {
-            let p = self.fence.pending.remove(&seqno).expect("present");
-            self.fence_finish(
+        for p in std::mem::take(&mut self.fence.pending).into_values() {
+            self.fail_pending(
                 at,
-                p.id,
-                p.op,
-                &p.domain,
-                &p.source,
-                p.started,
-                FenceResult::Fail,
-                None,
-                Some("lost the corosync connection while waiting for the reply".into()),
+                p,
+                "lost the corosync connection while waiting for the reply",
                 out,
             );
         }
@@ -894,22 +869,33 @@ impl Cluster {
         }
         for (seqno, lost) in failed {
             let p = self.fence.pending.remove(&seqno).expect("present");
-            self.fence_finish(
+            self.fail_pending(
                 at,
-                p.id,
-                p.op,
-                &p.domain,
-                &p.source,
-                p.started,
-                FenceResult::Fail,
-                None,
-                Some(format!(
+                p,
+                format!(
                     "node(s) {} left before replying; the VM's state is unknown",
                     list(&lost)
-                )),
+                ),
                 out,
             );
         }
+    }
+
+    /// Fails a request this node sent (timeout, lost holder, lost corosync,
+    /// send failure) with the reason.
+    fn fail_pending(&mut self, at: Millis, p: Pending, why: impl Into<String>, out: &mut Output) {
+        self.fence_finish(
+            at,
+            p.id,
+            p.op,
+            &p.domain,
+            &p.source,
+            p.started,
+            FenceResult::Fail,
+            None,
+            Some(why.into()),
+            out,
+        );
     }
 
     /// Answers the caller and records the outcome.
