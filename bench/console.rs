@@ -12,11 +12,10 @@
 //!    printed; it bounds the resolution). Also the time until the change is in
 //!    node 1's event stream, so the console's own share is visible.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, mpsc};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
@@ -28,15 +27,10 @@ use fenceline::ui::theme::Theme;
 use fenceline::ui::view;
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;
-use serde_json::Value;
+#[path = "common.rs"]
+mod common;
 
-fn pct(v: &mut [f64], p: f64) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[((v.len() - 1) as f64 * p).round() as usize]
-}
+use common::{Follower, now_ms, pct};
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
@@ -114,62 +108,6 @@ fn render_table(frames: usize) {
     }
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
-/// `fenceline events --json --follow` inside a node, lines with arrival times.
-struct Follower {
-    child: Child,
-    rx: mpsc::Receiver<(u64, Value)>,
-}
-
-impl Follower {
-    fn start(lab: &Lab, i: usize, bin: &Path) -> Result<Self> {
-        let b = bin.to_string_lossy().into_owned();
-        let mut cmd = lab.node_command(i, &[&b, "events", "--json", "--follow"])?;
-        cmd.stdout(Stdio::piped()).stderr(Stdio::null());
-        let mut child = cmd.spawn().context("events --follow")?;
-        let out = child.stdout.take().context("no stdout")?;
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                let t = now_ms();
-                if let Ok(v) = serde_json::from_str::<Value>(&line)
-                    && tx.send((t, v)).is_err()
-                {
-                    return;
-                }
-            }
-        });
-        Ok(Self { child, rx })
-    }
-
-    fn wait(&self, timeout: Duration, name: &str, state: &str) -> Option<u64> {
-        let end = Instant::now() + timeout;
-        while let Some(left) = end.checked_duration_since(Instant::now()) {
-            match self.rx.recv_timeout(left) {
-                Ok((t, v)) if v["kind"] == "domain" && v["name"] == name && v["state"] == state => {
-                    return Some(t);
-                }
-                Ok(_) => {}
-                Err(_) => return None,
-            }
-        }
-        None
-    }
-}
-
-impl Drop for Follower {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// A tmux server of our own; killed by socket name when dropped.
 struct Tmux(String);
 
@@ -243,7 +181,7 @@ fn latency(bin: &Path, rounds: usize) -> Result<()> {
     }
     let events = Follower::start(&lab, 1, bin)?;
     std::thread::sleep(Duration::from_millis(300));
-    while events.rx.try_recv().is_ok() {}
+    events.drain();
 
     // A poller captures the console's screen back to back, so a change is
     // seen within one capture (its duration is the resolution, printed).
@@ -295,7 +233,12 @@ fn latency(bin: &Path, rounds: usize) -> Result<()> {
                 bail!("the console never showed vm2a {state}: {row}");
             }
         };
-        let Some(t_stream) = events.wait(Duration::from_secs(5), "vm2a", state) else {
+        let Some(t_stream) = events
+            .wait(Duration::from_secs(5), |v| {
+                v["kind"] == "domain" && v["name"] == "vm2a" && v["state"] == state
+            })
+            .map(|(t, _)| t)
+        else {
             bail!("node 1's event stream did not show vm2a {state}");
         };
         from_cmd.push(ms(seen));

@@ -13,14 +13,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use fenceline::sandbox::{Lab, LabSpec, wait_until};
 
-fn pct(v: &mut [f64], p: f64) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v.sort_by(|a, b| a.total_cmp(b));
-    let i = ((v.len() - 1) as f64 * p).round() as usize;
-    v[i]
-}
+#[path = "common.rs"]
+mod common;
+
+use common::pct;
 
 /// The operations, in the order they run each round.
 const OPS: [(&str, &str, &str); 5] = [

@@ -11,78 +11,18 @@
 //! 3. for reference, `virsh net-update` of a real network with the hook
 //!    installed (libvirtd runs the hook inside the call).
 
-use std::io::{BufRead, BufReader, Write as _};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use fenceline::sandbox::{Lab, LabSpec, QEMU_URI, wait_until};
-use serde_json::Value;
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
+#[path = "common.rs"]
+mod common;
 
-fn pct(v: &mut [f64], p: f64) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v.sort_by(|a, b| a.total_cmp(b));
-    let i = ((v.len() - 1) as f64 * p).round() as usize;
-    v[i]
-}
-
-/// `fenceline events --json --follow` inside a node; lines with arrival time.
-struct Follower {
-    child: Child,
-    rx: mpsc::Receiver<(u64, Value)>,
-}
-
-impl Follower {
-    fn start(lab: &Lab, i: usize, bin: &Path) -> Result<Self> {
-        let b = bin.to_string_lossy().into_owned();
-        let mut cmd = lab.node_command(i, &[&b, "events", "--json", "--follow"])?;
-        cmd.stdout(Stdio::piped()).stderr(Stdio::null());
-        let mut child = cmd.spawn().context("events --follow")?;
-        let out = child.stdout.take().context("no stdout")?;
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                let t = now_ms();
-                if let Ok(v) = serde_json::from_str::<Value>(&line)
-                    && tx.send((t, v)).is_err()
-                {
-                    return;
-                }
-            }
-        });
-        Ok(Self { child, rx })
-    }
-
-    fn wait(&self, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Option<u64> {
-        let end = Instant::now() + timeout;
-        while let Some(left) = end.checked_duration_since(Instant::now()) {
-            match self.rx.recv_timeout(left) {
-                Ok((t, v)) if pred(&v) => return Some(t),
-                Ok(_) => {}
-                Err(_) => return None,
-            }
-        }
-        None
-    }
-}
-
-impl Drop for Follower {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use common::{Follower, now_ms, pct};
 
 fn main() -> Result<()> {
     let bin = std::env::var_os("FENCELINE_BIN")
@@ -169,7 +109,7 @@ fn main() -> Result<()> {
                 String::from_utf8_lossy(&out.stderr)
             );
         }
-        let Some(t) = follower.wait(Duration::from_secs(5), |v| {
+        let Some((t, _)) = follower.wait(Duration::from_secs(5), |v| {
             v["kind"] == "network-hook" && v["node"] == 1 && v["network"] == net.as_str()
         }) else {
             bail!("node 2 did not see {net}");
