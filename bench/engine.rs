@@ -22,7 +22,7 @@ mod common;
 use common::{Follower, now_ms, pct};
 
 fn event_time(v: &Value) -> Option<u64> {
-    fenceline::engine::api::rfc3339::parse(v["time"].as_str()?)
+    fenceline_proto::api::rfc3339::parse(v["time"].as_str()?)
 }
 
 fn is_state(v: &Value, name: &str, state: &str) -> bool {

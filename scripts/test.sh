@@ -10,10 +10,10 @@ fenceline_install_deps
 export CARGO_TERM_COLOR=never
 echo "== cargo fmt --check"
 cargo fmt --check
-echo "== cargo clippy --all-targets -- -D warnings"
-cargo clippy --all-targets -- -D warnings
+echo "== cargo clippy --workspace --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets -- -D warnings
 echo "== cargo build"
-cargo build --all-targets
+cargo build --workspace --all-targets
 # Leftovers of an earlier run that was killed (only fenceline-lab prefixed
 # namespaces and PIDs recorded by that lab are touched).
 ./target/debug/fenceline lab cleanup || true
@@ -22,7 +22,7 @@ echo "== cargo test"
 # and three daemons on a 2-core machine.
 test_log=$(mktemp)
 trap 'rm -f "$test_log"' EXIT
-cargo test --all-targets -- --test-threads=2 2>&1 | tee "$test_log"
+cargo test --workspace --all-targets -- --test-threads=2 2>&1 | tee "$test_log"
 test "${PIPESTATUS[0]}" -eq 0
 passed=$(awk '/^test result:/ {s += $4} END {print s + 0}' "$test_log")
 failed=$(awk '/^test result:/ {s += $6} END {print s + 0}' "$test_log")

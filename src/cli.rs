@@ -5,11 +5,11 @@ use std::fmt::Write as _;
 use std::io::Write as _;
 use std::path::Path;
 
-use crate::engine::api::{
+use crate::engine::control::client::{Client, ClientError};
+use fenceline_proto::api::{
     DaemonKind, Event, EventKind, FenceOp, FenceResult, Millis, NodeId, Reply, Request, Snapshot,
     rfc3339,
 };
-use crate::engine::control::client::{Client, ClientError};
 
 /// Exit codes of the CLI.
 pub mod exit {
@@ -35,7 +35,7 @@ pub async fn status(socket: &Path, json: bool) -> Result<(), String> {
             let out = if json {
                 serde_json::to_string_pretty(&snapshot).map_err(|e| e.to_string())? + "\n"
             } else {
-                render_status(&snapshot, crate::engine::api::now_millis())
+                render_status(&snapshot, fenceline_proto::api::now_millis())
             };
             print_out(&out)
         }

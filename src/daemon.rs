@@ -12,12 +12,12 @@ use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
 use crate::config::{Config, FenceBackend};
-use crate::engine::api::now_millis;
 use crate::engine::model::{FenceRules, ModelConfig};
 use crate::engine::{
     AuditSink, EFFECT_CAPACITY, EffectRoutes, FENCE_ACT_CAPACITY, INPUT_CAPACITY, InputTx, control,
     corosync, fence, hooks, libvirt, spawn_state_with,
 };
+use fenceline_proto::api::now_millis;
 
 /// Sets up logging to stderr and, if configured, to a file. The returned
 /// guard flushes the file writer when dropped.
@@ -118,7 +118,7 @@ async fn run_async(cfg: Config, config_path: Option<&Path>) -> anyhow::Result<()
         corosync: eff_tx,
         fence_act: Some(act_tx),
         audit: audit_tx.clone().map(|a| {
-            Box::new(move |ev: &crate::engine::api::Event| {
+            Box::new(move |ev: &fenceline_proto::api::Event| {
                 a.record(ev);
             }) as AuditSink
         }),

@@ -16,9 +16,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::config::Config;
-use crate::engine::api::now_millis;
 use crate::engine::hooks::hookdata::{self, HookArgs};
 use crate::engine::hooks::{DEFAULT_HOOK_SOCKET, HOOK_SOCKET_ENV, HookReport};
+use fenceline_proto::api::now_millis;
 
 /// Everything the hook does (read stdin, parse, send) ends within this.
 pub const HOOK_DEADLINE: Duration = Duration::from_secs(1);

@@ -18,9 +18,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use fenceline::engine::api::{FenceOp, Reply, Request};
 use fenceline::engine::control::client::Client;
 use fenceline::sandbox::{Lab, LabSpec, lab_test_guard};
+use fenceline_proto::api::{FenceOp, Reply, Request};
 
 const CONVERGE: Duration = Duration::from_secs(30);
 const SCREEN: Duration = Duration::from_secs(15);

@@ -28,9 +28,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use fenceline::config::{Config, HashName, MulticastListener, PermissionGroup, TcpListenerConf};
-use fenceline::engine::api::{
-    Counters, DomainState, DomainView, Event, EventKind, FenceOp, FenceResult, Link, Snapshot,
-};
 use fenceline::engine::fence::audit;
 use fenceline::engine::fence::auth::client_handshake;
 use fenceline::engine::fence::listeners::{self, FenceService};
@@ -38,6 +35,9 @@ use fenceline::engine::fence::wire::{FenceRequest, HashType};
 use fenceline::engine::model::{DropKind, Input};
 use fenceline::engine::{FenceAnswer, FenceCall, InputTx};
 use fenceline::sandbox::{lab_test_guard, wait_until};
+use fenceline_proto::api::{
+    Counters, DomainState, DomainView, Event, EventKind, FenceOp, FenceResult, Link, Snapshot,
+};
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::io::AsyncReadExt;
 use tokio_util::sync::CancellationToken;

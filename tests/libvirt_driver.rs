@@ -9,11 +9,11 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use fenceline::engine::InputTx;
-use fenceline::engine::api::DomainState;
 use fenceline::engine::libvirt::{
     self, CommandError, DomainRef, LibvirtCommand, LibvirtConfig, LibvirtHandle, Tuning,
 };
 use fenceline::engine::model::{Input, LocalDomain};
+use fenceline_proto::api::DomainState;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use virt::connect::Connect;

@@ -303,7 +303,7 @@ fn blast(sock: &std::path::Path, thread: usize, n: usize) -> u64 {
     for k in 0..n {
         let extra = format!("{thread}-{k}");
         let args = HookArgs::parse(&["burst", "updated", "begin", extra.as_str()]).unwrap();
-        let msg = HookReport::build(&args, Ok(xml), fenceline::engine::api::now_millis()).encode();
+        let msg = HookReport::build(&args, Ok(xml), fenceline_proto::api::now_millis()).encode();
         if s.send(&msg).is_err() {
             failed += 1;
         }

@@ -9,12 +9,12 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 
 use crossterm::event::{KeyEvent, KeyModifiers};
-use fenceline::engine::api::{FenceOp, FenceResult, Snapshot};
 use fenceline::ui::app::{App, FenceOutcome, Msg};
 use fenceline::ui::fixtures::{self, NOW};
 use fenceline::ui::keymap::{Key, Keymap};
 use fenceline::ui::theme::Theme;
 use fenceline::ui::view;
+use fenceline_proto::api::{FenceOp, FenceResult, Snapshot};
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;
 use ratatui::buffer::Buffer;
@@ -145,7 +145,7 @@ fn normal_cluster() {
 
 #[test]
 fn node_detail_with_networks() {
-    use fenceline::engine::api::{NetworkView, PortView};
+    use fenceline_proto::api::{NetworkView, PortView};
     let mut s = fixtures::normal();
     s.nodes[1].libvirt[0].connected = false;
     s.nodes[1].libvirt[0].error = Some("Cannot recv data: Connection reset by peer".into());

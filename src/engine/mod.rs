@@ -5,7 +5,6 @@
 //! Drivers (corosync, libvirt, control) depend on the model and on this
 //! module's channel types, never on each other.
 
-pub mod api;
 pub mod control;
 pub mod corosync;
 pub mod fence;
@@ -21,7 +20,7 @@ use std::time::Duration;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
-use api::{Event, FenceOp, FenceResult, NodeId, Snapshot, now_millis};
+use fenceline_proto::api::{Event, FenceOp, FenceResult, NodeId, Snapshot, now_millis};
 use model::{Cluster, DropKind, Effect, FenceAct, Input, ModelConfig};
 
 /// Capacity of the driver → engine input channel.
@@ -360,7 +359,9 @@ fn route_output(
     again: &mut Vec<Input>,
 ) {
     for ev in out.events {
-        if let (Some(audit), api::EventKind::Fence { .. }) = (&routes.audit, &ev.kind) {
+        if let (Some(audit), fenceline_proto::api::EventKind::Fence { .. }) =
+            (&routes.audit, &ev.kind)
+        {
             audit(&ev);
         }
         let _ = ev_tx.send(ev);

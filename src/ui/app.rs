@@ -9,7 +9,7 @@ use std::sync::Arc;
 use crossterm::event::{KeyCode, KeyEvent};
 
 use super::keymap::{Action, Key, Keymap, Scope};
-use crate::engine::api::{
+use fenceline_proto::api::{
     DomainState, DomainView, Event, EventKind, FenceOp, FenceResult, Millis, NodeId, Snapshot,
 };
 
@@ -798,8 +798,8 @@ impl App {
                     source: source.clone(),
                     detail: detail.clone(),
                     phase: match phase {
-                        crate::engine::api::FencePhase::Result => "result",
-                        crate::engine::api::FencePhase::Acted => "acted",
+                        fenceline_proto::api::FencePhase::Result => "result",
+                        fenceline_proto::api::FencePhase::Acted => "acted",
                     },
                 };
                 self.push_fence(name, rec);

@@ -1,8 +1,8 @@
 //! Hand-made snapshots and events with a fixed clock, for the console's
-//! snapshot tests, unit tests and the render benchmark. Plain `engine::api`
+//! snapshot tests, unit tests and the render benchmark. Plain `fenceline_proto::api`
 //! values, exactly what a daemon would send.
 
-use crate::engine::api::{
+use fenceline_proto::api::{
     Counters, DaemonKind, DomainAction, DomainState, DomainView, Event, EventKind, FenceOp,
     FencePhase, FenceResult, LibvirtHealth, Link, MembershipAction, Millis, NodeId, NodeView,
     Placement, Snapshot,

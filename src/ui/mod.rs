@@ -2,7 +2,7 @@
 //! cluster map and its events, with fence off, reboot and start behind a
 //! confirmation.
 //!
-//! It reaches the engine only through `engine::api` and the control-socket
+//! It reaches the engine only through `fenceline_proto::api` and the control-socket
 //! client; it never imports a driver. The shape is the Elm one:
 //! - [`app::App`] holds all state; `App::update(Msg) -> Vec<Effect>` is pure;
 //! - [`view::draw`] reads the app and draws one frame;
@@ -31,8 +31,8 @@ use futures_util::StreamExt;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::engine::api::now_millis;
 use app::{App, Effect, Msg};
+use fenceline_proto::api::now_millis;
 use keymap::Keymap;
 use theme::Theme;
 

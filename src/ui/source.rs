@@ -12,8 +12,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::app::{FenceOutcome, Msg};
-use crate::engine::api::{FenceOp, Reply, Request};
 use crate::engine::control::client::{Client, WATCH_READ_TIMEOUT};
+use fenceline_proto::api::{FenceOp, Reply, Request};
 
 /// Coalescing interval asked of the daemon's `watch`.
 pub const WATCH_INTERVAL_MS: u64 = 50;

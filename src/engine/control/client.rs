@@ -10,16 +10,16 @@ use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 
 use super::MAX_REPLY_LINE;
 use super::server::read_line_bounded;
-use crate::engine::api::{Reply, Request};
+use fenceline_proto::api::{Reply, Request};
 
 /// How long to wait for the daemon to accept a connection.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long to wait for a reply to a one-shot request.
 pub const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Silence on a `watch` stream longer than this means the daemon is stuck
-/// (it sends a heartbeat every [`crate::engine::api::WATCH_HEARTBEAT_MS`]).
+/// (it sends a heartbeat every [`fenceline_proto::api::WATCH_HEARTBEAT_MS`]).
 pub const WATCH_READ_TIMEOUT: Duration =
-    Duration::from_millis(3 * crate::engine::api::WATCH_HEARTBEAT_MS);
+    Duration::from_millis(3 * fenceline_proto::api::WATCH_HEARTBEAT_MS);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {

@@ -1,6 +1,6 @@
 //! Control sockets: a read-write socket (0600) and a read-only socket (0666)
-//! speaking one JSON object per line ([`crate::engine::api::Request`] in,
-//! [`crate::engine::api::Reply`] out). The read-only socket refuses every
+//! speaking one JSON object per line ([`fenceline_proto::api::Request`] in,
+//! [`fenceline_proto::api::Reply`] out). The read-only socket refuses every
 //! mutating request here, in the daemon; the console hiding keys is only a
 //! convenience on top.
 

@@ -12,10 +12,10 @@ use tokio::sync::{Semaphore, broadcast};
 use tokio_util::sync::CancellationToken;
 
 use super::MAX_REQUEST_LINE;
-use crate::engine::api::{
+use crate::engine::{EngineHandle, FenceAnswer, FenceCall};
+use fenceline_proto::api::{
     FenceOp, Reply, Request, WATCH_DEFAULT_MS, WATCH_HEARTBEAT_MS, WATCH_MAX_MS, WATCH_MIN_MS,
 };
-use crate::engine::{EngineHandle, FenceAnswer, FenceCall};
 
 /// How long a client may take to send a request line.
 const READ_TIMEOUT: Duration = Duration::from_secs(10);
@@ -414,10 +414,10 @@ pub(crate) async fn read_line_bounded<R: tokio::io::AsyncBufRead + Unpin>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::api::Snapshot;
     use crate::engine::control::client::Client;
     use crate::engine::model::{Input, ModelConfig};
     use crate::engine::{EffectRoutes, spawn_state};
+    use fenceline_proto::api::Snapshot;
 
     fn status(r: Reply) -> Arc<Snapshot> {
         match r {

@@ -47,8 +47,8 @@
 
 use thiserror::Error;
 
-use crate::engine::api::DomainState;
 use crate::engine::model::VmRecord;
+use fenceline_proto::api::DomainState;
 
 /// Size of the `wire_msg` header.
 pub const HEADER_LEN: usize = 16;

@@ -44,8 +44,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::engine::InputTx;
-use crate::engine::api::{NodeId, now_millis};
 use crate::engine::model::{DropKind, Effect, FenceWire, Group, GroupMember, Input, VmRecord};
+use fenceline_proto::api::{NodeId, now_millis};
 
 use fence_agents::{FenceAgentsMsg, FenceReq, Frame};
 
@@ -1274,7 +1274,7 @@ mod tests {
             name: "vm1".into(),
             uuid: "u".into(),
             owner: 9,
-            state: crate::engine::api::DomainState::Running,
+            state: fenceline_proto::api::DomainState::Running,
         });
         match fence_agents_input(5, 2, 100, frame) {
             Some(Input::PeerRecord { at, from, record }) => {

@@ -175,8 +175,8 @@ pub fn encode_chunked(msg: &OwnMessage, max: usize) -> Result<Vec<Vec<u8>>, Wire
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::api::{DomainState, LibvirtHealth};
     use crate::engine::model::PeerInfo;
+    use fenceline_proto::api::{DomainState, LibvirtHealth};
 
     fn dom(i: usize) -> LocalDomain {
         LocalDomain {
@@ -212,13 +212,13 @@ mod tests {
             OwnMessage::InventoryEnd { generation: 7 },
             OwnMessage::NetEvent {
                 time: 1_700_000_000_123,
-                event: Box::new(crate::engine::api::EventKind::NetworkHook {
+                event: Box::new(fenceline_proto::api::EventKind::NetworkHook {
                     network: "net1".into(),
                     op: "port-created".into(),
                     subop: "begin".into(),
                     network_uuid: Some("62dbb43f-eb39-4879-8478-d0df01188bd5".into()),
                     bridge: Some("br1".into()),
-                    port: Some(crate::engine::api::PortView {
+                    port: Some(fenceline_proto::api::PortView {
                         owner: Some("vm1".into()),
                         mac: Some("52:54:00:aa:bb:01".into()),
                         ..Default::default()
@@ -228,7 +228,7 @@ mod tests {
                 }),
             },
             OwnMessage::NetState {
-                network: Box::new(crate::engine::api::NetworkView {
+                network: Box::new(fenceline_proto::api::NetworkView {
                     node: 1,
                     name: "net1".into(),
                     uuid: "62dbb43f-eb39-4879-8478-d0df01188bd5".into(),

@@ -1,7 +1,7 @@
 //! The fence audit log: one JSON line per fence record, appended and
 //! `fdatasync`ed before the next one, written by a dedicated thread.
 //!
-//! Each line is the [`api::Event`](crate::engine::api::Event) of kind
+//! Each line is the [`api::Event`](fenceline_proto::api::Event) of kind
 //! `fence` exactly as `fenceline events --json` prints it (the same public
 //! JSON contract). Records the listeners write themselves for requests the
 //! engine never saw (permission denied) carry `seq: 0`; engine events start
@@ -22,8 +22,8 @@ use std::sync::mpsc::{self, RecvTimeoutError, SyncSender, TrySendError};
 use std::time::Duration;
 
 use crate::engine::InputTx;
-use crate::engine::api::{Event, EventKind, now_millis};
 use crate::engine::model::{DropKind, Input};
+use fenceline_proto::api::{Event, EventKind, now_millis};
 
 /// Records the queue holds before new ones are dropped (and counted).
 pub const AUDIT_QUEUE: usize = 1024;
@@ -239,7 +239,7 @@ impl Writer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::api::{FenceOp, FencePhase, FenceResult};
+    use fenceline_proto::api::{FenceOp, FencePhase, FenceResult};
     use std::os::unix::fs::PermissionsExt;
 
     fn fence_event(seq: u64, domain: &str) -> Event {
@@ -283,7 +283,7 @@ mod tests {
             time: 0,
             node: None,
             kind: EventKind::Daemon {
-                action: crate::engine::api::DaemonAction::Started,
+                action: fenceline_proto::api::DaemonAction::Started,
                 uri: None,
                 detail: None,
             },

@@ -32,11 +32,11 @@ use super::wire::{
     self, FenceRequest, HOST_STATE_END, HashType, HostState, REQ_LEN, RESP_HOSTLIST,
 };
 use crate::config::{Config, HashName};
-use crate::engine::api::{
-    Event, EventKind, FenceOp, FencePhase, FenceResult, Snapshot, now_millis,
-};
 use crate::engine::model::{DropKind, Input};
 use crate::engine::{EngineHandle, FenceAnswer, FenceCall, InputTx};
+use fenceline_proto::api::{
+    Event, EventKind, FenceOp, FencePhase, FenceResult, Snapshot, now_millis,
+};
 
 /// Requests one listener handles at the same time; more are dropped and counted.
 pub const MAX_CONCURRENT: usize = 32;
@@ -606,7 +606,7 @@ pub(crate) mod testing {
     //! the engine). Used in unit tests here and mirrored in
     //! tests/fence_listeners.rs.
     use super::*;
-    use crate::engine::api::{Counters, DomainState, DomainView, Link};
+    use fenceline_proto::api::{Counters, DomainState, DomainView, Link};
 
     #[derive(Clone, Default)]
     pub struct Recorder {
@@ -674,8 +674,8 @@ mod tests {
     use super::testing::*;
     use super::*;
     use crate::config::PermissionGroup;
-    use crate::engine::api::DomainState;
     use crate::engine::fence::auth::client_handshake;
+    use fenceline_proto::api::DomainState;
     use tokio::io::AsyncReadExt;
 
     const KEY: &[u8] = b"0123456789abcdef";

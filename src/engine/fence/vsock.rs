@@ -182,11 +182,11 @@ pub(crate) async fn run<S: FenceService>(
 mod tests {
     use super::*;
     use crate::engine::InputTx;
-    use crate::engine::api::FenceOp;
     use crate::engine::fence::auth::client_handshake;
     use crate::engine::fence::listeners::testing::Recorder;
     use crate::engine::fence::perm::Permissions;
     use crate::engine::fence::wire::{FenceRequest, HashType};
+    use fenceline_proto::api::FenceOp;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     const KEY: &[u8] = b"vsock test key";

@@ -34,7 +34,7 @@ const OFF_HASH: usize = 112;
 const AF_INET: u32 = 2;
 const AF_INET6: u32 = 10;
 
-pub use crate::engine::api::{FenceOp as FenceCmd, FenceResult};
+pub use fenceline_proto::api::{FenceOp as FenceCmd, FenceResult};
 
 /// `fence_hash_t` / `fence_auth_type_t`: they share numbers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]

@@ -14,7 +14,7 @@
 //!   `<name>`/`<uuid>` and its `<interface>`s whose `<source network=..>` is
 //!   this network (MAC, interface type).
 
-use crate::engine::api::PortView;
+use fenceline_proto::api::PortView;
 
 /// Largest `<hookData>` accepted (bytes). Larger input is reported as a raw
 /// event with an error, never parsed.

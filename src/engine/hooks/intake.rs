@@ -23,8 +23,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::{HookReport, MAX_DATAGRAM};
 use crate::engine::InputTx;
-use crate::engine::api::now_millis;
 use crate::engine::model::{DropKind, Input};
+use fenceline_proto::api::now_millis;
 
 /// Settings of the intake.
 #[derive(Debug, Clone)]

@@ -16,8 +16,8 @@ pub mod intake;
 
 use serde::{Deserialize, Serialize};
 
-use crate::engine::api::{Millis, PortView};
 use crate::engine::model::HookCall;
+use fenceline_proto::api::{Millis, PortView};
 use hookdata::HookArgs;
 
 /// The hook socket when neither the config nor `FENCELINE_HOOK_SOCKET` says otherwise.

@@ -16,8 +16,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::{CommandError, Commander, DomainRef, LibvirtCommand};
 use crate::engine::InputTx;
-use crate::engine::api::{FenceOp, FenceResult, now_millis};
 use crate::engine::model::{FenceAct, Input};
+use fenceline_proto::api::{FenceOp, FenceResult, now_millis};
 
 /// How long one action may take on the worker.
 #[derive(Debug, Clone, Copy)]
@@ -138,8 +138,8 @@ fn map_result(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::api::DomainState;
     use crate::engine::libvirt::CommandReply;
+    use fenceline_proto::api::DomainState;
 
     fn reply(state: DomainState) -> Result<CommandReply, CommandError> {
         Ok(CommandReply {

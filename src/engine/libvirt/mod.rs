@@ -32,7 +32,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, warn};
 
 use crate::engine::InputTx;
-use crate::engine::api::DomainState;
+use fenceline_proto::api::DomainState;
 
 use ffi::{RawEvent, Shared};
 use reboot_filter::FilterConfig;
@@ -122,7 +122,7 @@ impl std::fmt::Display for DomainRef {
     }
 }
 
-pub use crate::engine::api::is_canonical_uuid;
+pub use fenceline_proto::api::is_canonical_uuid;
 
 /// Fencing primitives, run on the URI's worker thread.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -24,7 +24,7 @@
 
 use std::collections::HashMap;
 
-use crate::engine::api::DomainState;
+use fenceline_proto::api::DomainState;
 
 /// Monotonic milliseconds (any fixed origin).
 pub type Ms = u64;

@@ -21,9 +21,9 @@ use super::{
     LibvirtCommand, Tuning, WorkerStats,
 };
 use crate::engine::InputTx;
-use crate::engine::api::{DomainState, NetworkAction, now_millis};
 use crate::engine::hooks::hookdata;
 use crate::engine::model::{DropKind, Input, LocalDomain, NetInfo};
+use fenceline_proto::api::{DomainState, NetworkAction, now_millis};
 
 /// Longest single wait, so cancellation is noticed quickly.
 const MAX_WAIT: Duration = Duration::from_millis(200);

@@ -25,7 +25,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::{Cluster, DomKey, Output};
-use crate::engine::api::{EventKind, FenceOp, FencePhase, FenceResult, Millis, NodeId};
+use fenceline_proto::api::{EventKind, FenceOp, FencePhase, FenceResult, Millis, NodeId};
 
 /// fence_virtd's limit for the CPG request name (`char vm_name[128]`).
 pub const MAX_CPG_VM_NAME: usize = 127;
@@ -210,7 +210,7 @@ fn list(nodes: &BTreeSet<NodeId>) -> String {
 
 /// A target string names a VM by UUID when it has the canonical form.
 fn matches(target: &str, name: &str, uuid: &str) -> bool {
-    if crate::engine::api::is_canonical_uuid(target) {
+    if fenceline_proto::api::is_canonical_uuid(target) {
         uuid.eq_ignore_ascii_case(target)
     } else {
         name.eq_ignore_ascii_case(target)
@@ -259,7 +259,7 @@ impl Cluster {
 
     /// (active holders, all hosts defining it) as the map knows them.
     fn holders(&self, target: &str) -> Option<(BTreeSet<NodeId>, BTreeSet<NodeId>)> {
-        let key_hit = if crate::engine::api::is_canonical_uuid(target) {
+        let key_hit = if fenceline_proto::api::is_canonical_uuid(target) {
             self.map.get(&DomKey::of("", target))
         } else {
             None

@@ -14,7 +14,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-use crate::engine::api::{
+use fenceline_proto::api::{
     Counters, DaemonAction, DaemonKind, DomainAction, DomainState, DomainView, Event, EventKind,
     FenceOp, FenceResult, LibvirtHealth, Link, MembershipAction, Millis, NodeId, NodeView,
     Placement, Snapshot,
@@ -104,7 +104,7 @@ pub enum OwnMessage {
     /// The full state of one of the sender's libvirt networks (ports capped
     /// at [`MAX_ANNOUNCED_PORTS`]); replaces what receivers had for it.
     NetState {
-        network: Box<crate::engine::api::NetworkView>,
+        network: Box<fenceline_proto::api::NetworkView>,
     },
     /// Every network the sender has; receivers drop the sender's others.
     NetList {
@@ -252,7 +252,7 @@ pub enum Input {
     LocalNetwork {
         at: Millis,
         uri: String,
-        action: crate::engine::api::NetworkAction,
+        action: fenceline_proto::api::NetworkAction,
         name: String,
         info: Option<NetInfo>,
     },
@@ -261,7 +261,7 @@ pub enum Input {
         at: Millis,
         uri: String,
         network: String,
-        ports: Vec<crate::engine::api::PortView>,
+        ports: Vec<fenceline_proto::api::PortView>,
     },
     /// Counted drops reported by drivers.
     Dropped {

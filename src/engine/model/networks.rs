@@ -29,7 +29,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::{Cluster, Effect, Output, OwnMessage};
-use crate::engine::api::{EventKind, Millis, NetworkAction, NetworkView, NodeId, PortView};
+use fenceline_proto::api::{EventKind, Millis, NetworkAction, NetworkView, NodeId, PortView};
 
 /// Ports of one network carried in one [`OwnMessage::NetState`]; a network
 /// with more is announced with the first ones (a node with more than this
@@ -129,7 +129,11 @@ impl Networks {
 impl Cluster {
     /// Counts an event of the network kinds that the ring pushed out within
     /// `window` of the newest one: a burst larger than the ring.
-    pub(super) fn count_ring_overflow(&mut self, evicted: &crate::engine::api::Event, now: Millis) {
+    pub(super) fn count_ring_overflow(
+        &mut self,
+        evicted: &fenceline_proto::api::Event,
+        now: Millis,
+    ) {
         const WINDOW_MS: u64 = 300_000;
         if is_net_kind(&evicted.kind) && now.saturating_sub(evicted.time) < WINDOW_MS {
             self.counters.dropped_hook_events += 1;
@@ -543,8 +547,8 @@ impl Cluster {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::api::{Event, Snapshot};
     use crate::engine::model::{Group, GroupMember, Input, ModelConfig};
+    use fenceline_proto::api::{Event, Snapshot};
 
     const QEMU: &str = "qemu:///system";
 
@@ -883,7 +887,7 @@ mod tests {
             msg: OwnMessage::NetEvent {
                 time: 19,
                 event: Box::new(EventKind::Daemon {
-                    action: crate::engine::api::DaemonAction::Started,
+                    action: fenceline_proto::api::DaemonAction::Started,
                     uri: None,
                     detail: None,
                 }),

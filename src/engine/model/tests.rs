@@ -1,5 +1,5 @@
 use super::*;
-use crate::engine::api::{DomainAction, DomainState::*, EventKind, MembershipAction};
+use fenceline_proto::api::{DomainAction, DomainState::*, EventKind, MembershipAction};
 
 const URI: &str = "qemu:///system";
 

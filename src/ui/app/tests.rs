@@ -3,10 +3,10 @@ use std::sync::Arc;
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 
 use super::*;
-use crate::engine::api::{DomainAction, DomainState, EventKind, FenceOp, FenceResult};
 use crate::ui::fixtures::{self, NOW};
+use fenceline_proto::api::{DomainAction, DomainState, EventKind, FenceOp, FenceResult};
 
-fn app_with(s: crate::engine::api::Snapshot) -> App {
+fn app_with(s: fenceline_proto::api::Snapshot) -> App {
     let mut a = App::new(
         false,
         Keymap::default(),
@@ -433,7 +433,7 @@ fn only_the_last_snapshot_of_a_batch_is_applied() {
     let d = last.domains[0].clone();
     let mut batch = vec![
         Msg::Snapshot(Arc::new(first)),
-        Msg::Event(Box::new(crate::engine::api::Event {
+        Msg::Event(Box::new(fenceline_proto::api::Event {
             seq: 9,
             time: NOW,
             node: Some(1),

@@ -9,7 +9,7 @@ use ratatui::widgets::{Clear, Paragraph, Wrap};
 use super::super::app::{App, Confirm, op_label, state_label};
 use super::super::keymap::Action;
 use super::super::theme::Theme;
-use crate::engine::api::FenceOp;
+use fenceline_proto::api::FenceOp;
 
 fn consequence(op: FenceOp) -> &'static str {
     match op {

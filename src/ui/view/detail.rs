@@ -8,7 +8,7 @@ use ratatui::widgets::{Paragraph, Wrap};
 
 use super::super::app::{App, Pane, op_label, state_label};
 use super::super::theme::Theme;
-use crate::engine::api::{DaemonKind, FenceResult, NodeView, Snapshot};
+use fenceline_proto::api::{DaemonKind, FenceResult, NodeView, Snapshot};
 
 pub fn draw(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
     if app.focus == Pane::Nodes

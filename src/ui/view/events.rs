@@ -9,7 +9,7 @@ use ratatui::widgets::Paragraph;
 
 use super::super::app::{App, Entry, Level, Pane, op_label, state_label};
 use super::super::theme::Theme;
-use crate::engine::api::{
+use fenceline_proto::api::{
     DaemonAction, DomainAction, EventKind, FenceResult, MembershipAction, NetworkAction,
 };
 

@@ -9,7 +9,7 @@ use ratatui::widgets::{Clear, Paragraph};
 use super::super::app::App;
 use super::super::keymap::{Action, PROMPT_KEYS};
 use super::super::theme::Theme;
-use crate::engine::api::DomainState;
+use fenceline_proto::api::DomainState;
 
 /// The help text (also used to bound scrolling).
 pub fn lines<'a>(app: &App, theme: &Theme) -> Vec<Line<'a>> {

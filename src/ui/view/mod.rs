@@ -21,7 +21,7 @@ use ratatui::widgets::{Block, BorderType, Borders, Paragraph};
 
 use super::app::{App, Conn, Mode};
 use super::theme::Theme;
-use crate::engine::api::{DomainState, Millis};
+use fenceline_proto::api::{DomainState, Millis};
 
 pub use events::entry_line;
 

@@ -7,7 +7,7 @@ use ratatui::widgets::{Cell, Paragraph, Row, Table, TableState};
 
 use super::super::app::{App, Pane};
 use super::super::theme::Theme;
-use crate::engine::api::DaemonKind;
+use fenceline_proto::api::DaemonKind;
 
 pub fn draw(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
     let focused = app.focus == Pane::Nodes;

@@ -1,7 +1,7 @@
 //! The fence router's rules, with plain values (no I/O).
 
 use super::*;
-use crate::engine::api::{FenceOp, FencePhase, FenceResult};
+use fenceline_proto::api::{FenceOp, FencePhase, FenceResult};
 
 /// A 3-node quorate cluster seen from `local`, every node in fence-agents
 /// (fenceline on all), with `local`'s own domains listed.

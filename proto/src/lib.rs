@@ -1,0 +1,9 @@
+//! fenceline's pure layer. Everything here is data, parsing, encoding and
+//! pure helpers: no sockets, no files, no processes, no logging, no async
+//! runtime. The daemon's drivers, the console, the hook binary and the fuzz
+//! targets all build on it; none of them needs libvirt or corosync to use it.
+//! See ARCHITECTURE.md ("The protocol layer").
+
+pub mod api;
+pub mod backoff;
+pub mod ratelimit;
