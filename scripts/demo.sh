@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/deps.sh
 if ! command -v cargo >/dev/null; then
-  echo "fenceline: cargo not found; install a Rust toolchain (1.88+), e.g. with rustup" >&2
+  echo "fenceline: cargo not found; install a Rust toolchain (Rust 1.88 or newer), e.g. with rustup" >&2
   exit 1
 fi
 fenceline_install_deps

@@ -749,3 +749,50 @@ fn a_file_outside_every_layer_is_reported() {
     let l = toy_layers();
     assert!(!check_file(&l, "elsewhere/x.rs", "").is_empty());
 }
+
+/// `rust-version` in Cargo.toml is a promise: every package the lock
+/// resolves must build with it (cargo's resolver respects it on update; this
+/// catches a hand-edited lock or a raised dependency).
+#[test]
+fn every_locked_package_builds_with_the_declared_rust_version() {
+    let out = std::process::Command::new(env!("CARGO"))
+        .args(["metadata", "--format-version", "1", "--locked", "--offline"])
+        .current_dir(root())
+        .output()
+        .expect("cargo metadata");
+    assert!(
+        out.status.success(),
+        "cargo metadata: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let meta: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let version = |s: &str| -> Vec<u32> {
+        let mut v: Vec<u32> = s.split('.').map(|x| x.parse().unwrap_or(0)).collect();
+        v.resize(3, 0);
+        v
+    };
+    let packages = meta["packages"].as_array().unwrap();
+    let ours = packages
+        .iter()
+        .find(|p| p["name"] == "fenceline")
+        .and_then(|p| p["rust_version"].as_str())
+        .expect("Cargo.toml declares rust-version");
+    let mut too_new = Vec::new();
+    for p in packages {
+        if let Some(rv) = p["rust_version"].as_str()
+            && version(rv) > version(ours)
+        {
+            too_new.push(format!("{} {} needs Rust {rv}", p["name"], p["version"]));
+        }
+    }
+    assert!(
+        too_new.is_empty(),
+        "the lock needs a newer Rust than rust-version = {ours}:\n{}",
+        too_new.join("\n")
+    );
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    assert!(
+        readme.contains(&format!("Rust {ours}")),
+        "README.md must state the same toolchain floor (\"Rust {ours}\")"
+    );
+}
