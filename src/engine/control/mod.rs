@@ -4,7 +4,7 @@
 //! mutating request here, in the daemon; the console hiding keys is only a
 //! convenience on top.
 //!
-//! - [`framing`]: bounded JSON lines, shared by both sides.
+//! - `framing`: bounded JSON lines, shared by both sides.
 //! - [`server`]: the daemon's side.
 //! - [`client`]: the CLI's and the console's side (never imports `server`).
 
