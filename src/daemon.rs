@@ -11,7 +11,13 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
-use crate::config::{Config, FenceBackend};
+use crate::config::{Config, FenceBackend, HashName};
+use crate::engine::fence::listeners::{KeySettings, ListenerSettings};
+use crate::engine::fence::multicast::MulticastSettings;
+use crate::engine::fence::perm::PermissionGroup;
+use crate::engine::fence::tcp::TcpSettings;
+use crate::engine::fence::vsock::VsockSettings;
+use crate::engine::fence::wire::HashType;
 use crate::engine::model::{FenceRules, ModelConfig};
 use crate::engine::{
     AuditSink, EFFECT_CAPACITY, EffectRoutes, FENCE_ACT_CAPACITY, INPUT_CAPACITY, InputTx, control,
@@ -127,7 +133,7 @@ async fn run_async(cfg: Config, config_path: Option<&Path>) -> anyhow::Result<()
         spawn_state_with(model_cfg, routes, cancel.clone(), (inputs, input_rx));
 
     let listener_tasks = fence::listeners::spawn(
-        &cfg,
+        ListenerSettings::from(&cfg),
         engine.clone(),
         inputs.clone(),
         audit_tx.clone(),
@@ -223,6 +229,53 @@ pub fn fence_rules(cfg: &Config) -> FenceRules {
         reboot_timeout_ms: cfg.fencing.reboot_timeout_secs.saturating_mul(1000),
         unknown_without_quorum: cfg.fencing.unknown_vm_without_quorum,
         ..FenceRules::default()
+    }
+}
+
+/// The fence listeners' settings: `[listeners.*]` and `[[groups]]`.
+impl From<&Config> for ListenerSettings {
+    fn from(cfg: &Config) -> Self {
+        let key = |key_file: &Path, hash, auth| KeySettings {
+            key_file: key_file.to_path_buf(),
+            hash: hash_type(hash),
+            auth: hash_type(auth),
+        };
+        let l = &cfg.listeners;
+        ListenerSettings {
+            multicast: l.multicast.as_ref().map(|m| MulticastSettings {
+                address: m.address.clone(),
+                port: m.port,
+                interface: m.interface.clone(),
+                key: key(&m.key_file, m.hash, m.auth),
+            }),
+            tcp: l.tcp.as_ref().map(|t| TcpSettings {
+                address: t.address.clone(),
+                port: t.port,
+                key: key(&t.key_file, t.hash, t.auth),
+            }),
+            vsock: l.vsock.as_ref().map(|v| VsockSettings {
+                port: v.port,
+                key: key(&v.key_file, v.hash, v.auth),
+            }),
+            groups: cfg
+                .groups
+                .iter()
+                .map(|g| PermissionGroup {
+                    name: g.name.clone(),
+                    uuid: g.uuid.clone(),
+                    ip: g.ip.clone(),
+                })
+                .collect(),
+        }
+    }
+}
+
+fn hash_type(h: HashName) -> HashType {
+    match h {
+        HashName::None => HashType::None,
+        HashName::Sha1 => HashType::Sha1,
+        HashName::Sha256 => HashType::Sha256,
+        HashName::Sha512 => HashType::Sha512,
     }
 }
 

@@ -618,6 +618,14 @@ pub const WATCH_MIN_MS: u64 = 20;
 pub const WATCH_MAX_MS: u64 = 5000;
 /// A quiet `watch` stream sends a `pong` this often.
 pub const WATCH_HEARTBEAT_MS: u64 = 5000;
+/// Longest request line the control server accepts.
+pub const MAX_REQUEST_LINE: usize = 64 * 1024;
+/// Longest reply line a control client accepts (a 10,000-domain snapshot is ~3 MiB).
+pub const MAX_REPLY_LINE: usize = 64 * 1024 * 1024;
+/// The longest the daemon waits for the engine to answer a fence request
+/// (`EngineHandle::fence`); the router's own timeouts are shorter, so this
+/// only fires if the engine died. Clients wait a little longer than this.
+pub const FENCE_CALL_LIMIT: std::time::Duration = std::time::Duration::from_secs(120);
 
 impl Request {
     /// True for requests that change anything; the read-only socket refuses them.

@@ -108,9 +108,9 @@ impl FenceAnswer {
     }
 }
 
-/// The longest a [`EngineHandle::fence`] call waits for the engine; the
-/// router's own timeouts are shorter, so this only fires if the engine died.
-pub const FENCE_CALL_LIMIT: Duration = Duration::from_secs(120);
+/// The longest a [`EngineHandle::fence`] call waits for the engine (now in
+/// `fenceline_proto::api`; re-exported here for existing users).
+pub use fenceline_proto::api::FENCE_CALL_LIMIT;
 
 /// Queries the state task answers.
 enum Query {

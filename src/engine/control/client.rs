@@ -8,9 +8,8 @@ use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 
-use super::MAX_REPLY_LINE;
-use super::server::read_line_bounded;
-use fenceline_proto::api::{Reply, Request};
+use super::framing::{encode_line, read_line_bounded};
+use fenceline_proto::api::{MAX_REPLY_LINE, Reply, Request};
 
 /// How long to wait for the daemon to accept a connection.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -83,11 +82,10 @@ impl Client {
 
     /// Sends one request.
     pub async fn send(&mut self, req: &Request) -> Result<(), ClientError> {
-        let mut line = serde_json::to_vec(req).map_err(|e| ClientError::Protocol {
+        let line = encode_line(req).map_err(|e| ClientError::Protocol {
             path: self.path.clone(),
             message: e.to_string(),
         })?;
-        line.push(b'\n');
         match tokio::time::timeout(REPLY_TIMEOUT, self.wr.write_all(&line)).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(source)) => Err(ClientError::Io {

@@ -3,11 +3,14 @@
 //! [`fenceline_proto::api::Reply`] out). The read-only socket refuses every
 //! mutating request here, in the daemon; the console hiding keys is only a
 //! convenience on top.
+//!
+//! - `framing`: bounded JSON lines, shared by both sides.
+//! - [`server`]: the daemon's side.
+//! - [`client`]: the CLI's and the console's side (never imports `server`).
 
 pub mod client;
+mod framing;
 pub mod server;
 
-/// Longest request line the server accepts.
-pub const MAX_REQUEST_LINE: usize = 64 * 1024;
-/// Longest reply line the client accepts (a 10,000-domain snapshot is ~3 MiB).
-pub const MAX_REPLY_LINE: usize = 64 * 1024 * 1024;
+/// The line limits (now in `fenceline_proto::api`; re-exported for existing users).
+pub use fenceline_proto::api::{MAX_REPLY_LINE, MAX_REQUEST_LINE};

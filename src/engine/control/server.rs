@@ -11,10 +11,11 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{Semaphore, broadcast};
 use tokio_util::sync::CancellationToken;
 
-use super::MAX_REQUEST_LINE;
+use super::framing::{encode_line, read_line_bounded};
 use crate::engine::{EngineHandle, FenceAnswer, FenceCall};
 use fenceline_proto::api::{
-    FenceOp, Reply, Request, WATCH_DEFAULT_MS, WATCH_HEARTBEAT_MS, WATCH_MAX_MS, WATCH_MIN_MS,
+    FenceOp, MAX_REQUEST_LINE, Reply, Request, WATCH_DEFAULT_MS, WATCH_HEARTBEAT_MS, WATCH_MAX_MS,
+    WATCH_MIN_MS,
 };
 
 /// How long a client may take to send a request line.
@@ -142,8 +143,7 @@ async fn write_reply<W: tokio::io::AsyncWrite + Unpin>(
     w: &mut W,
     reply: &Reply,
 ) -> std::io::Result<()> {
-    let mut line = serde_json::to_vec(reply).map_err(std::io::Error::other)?;
-    line.push(b'\n');
+    let line = encode_line(reply).map_err(std::io::Error::other)?;
     match tokio::time::timeout(WRITE_TIMEOUT, w.write_all(&line)).await {
         Ok(r) => r,
         Err(_) => Err(std::io::Error::new(
@@ -360,55 +360,6 @@ async fn until_hangup(rd: &mut BufReader<OwnedReadHalf>) -> std::io::Result<()> 
         // Writable (always) or half-closed: look again in a second.
         tokio::time::sleep(HANGUP_CHECK).await;
     }
-}
-
-/// Reads one request line, bounded in size and time.
-pub(crate) async fn read_line_bounded<R: tokio::io::AsyncBufRead + Unpin>(
-    r: &mut R,
-    max: usize,
-    timeout: Option<Duration>,
-) -> std::io::Result<Option<String>> {
-    let mut buf = Vec::new();
-    let fut = async {
-        loop {
-            let chunk = r.fill_buf().await?;
-            if chunk.is_empty() {
-                return Ok::<bool, std::io::Error>(!buf.is_empty());
-            }
-            if let Some(i) = chunk.iter().position(|&b| b == b'\n') {
-                buf.extend_from_slice(&chunk[..i]);
-                r.consume(i + 1);
-                return Ok(true);
-            }
-            let n = chunk.len();
-            buf.extend_from_slice(chunk);
-            r.consume(n);
-            if buf.len() > max {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::InvalidData,
-                    format!("line longer than {max} bytes"),
-                ));
-            }
-        }
-    };
-    let got = match timeout {
-        Some(t) => tokio::time::timeout(t, fut).await.map_err(|_| {
-            std::io::Error::new(std::io::ErrorKind::TimedOut, "timed out reading a line")
-        })??,
-        None => fut.await?,
-    };
-    if !got {
-        return Ok(None);
-    }
-    if buf.len() > max {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            format!("line longer than {max} bytes"),
-        ));
-    }
-    String::from_utf8(buf)
-        .map(Some)
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8"))
 }
 
 #[cfg(test)]

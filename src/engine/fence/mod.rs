@@ -1,7 +1,9 @@
 //! Fencing: fence_xvm / fence_virt wire formats, authentication, the
 //! listeners (multicast, tcp, vsock) with dedup and permission groups, and
 //! the audit log writer. The CPG router lives in the engine's state task;
-//! the listeners reach it through [`listeners::FenceService`].
+//! the listeners reach it through [`listeners::FenceService`]. The daemon
+//! hands the listeners their settings ([`listeners::ListenerSettings`]);
+//! nothing here reads the config.
 
 pub mod audit;
 pub mod auth;
@@ -9,6 +11,7 @@ pub mod history;
 pub mod listeners;
 pub mod multicast;
 pub mod perm;
+mod stream;
 pub mod tcp;
 pub mod vsock;
 pub mod wire;

@@ -11,8 +11,18 @@ use socket2::{Domain, InterfaceIndexOrAddress, Protocol, Socket, Type};
 use tokio::net::{TcpSocket, TcpStream, UdpSocket};
 use tokio_util::sync::CancellationToken;
 
-use super::listeners::{Common, FenceService, Origin, Refusal};
-use crate::config::MulticastListener;
+use super::listeners::{Common, FenceService, KeySettings, Origin, Refusal};
+
+/// The multicast listener's settings (`[listeners.multicast]`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MulticastSettings {
+    /// The group to join: 225.0.0.12 (IPv4) or ff05::3:1 (IPv6).
+    pub address: String,
+    pub port: u16,
+    /// Join on this interface only; absent = the kernel's choice.
+    pub interface: Option<String>,
+    pub key: KeySettings,
+}
 
 /// fence_virtd's connect-back limit.
 pub const CONNECT_BACK_TIMEOUT: Duration = Duration::from_secs(5);
@@ -34,7 +44,7 @@ pub fn interface_index(name: &str) -> anyhow::Result<u32> {
 }
 
 /// Binds the group's port, joins the group (on `interface` if given).
-pub fn bind(cfg: &MulticastListener) -> anyhow::Result<UdpSocket> {
+pub fn bind(cfg: &MulticastSettings) -> anyhow::Result<UdpSocket> {
     let group: IpAddr = cfg.address.parse().with_context(|| {
         format!(
             "listeners.multicast.address: {:?} is not an IP address",
@@ -185,7 +195,7 @@ mod tests {
 
     #[tokio::test]
     async fn bind_refuses_bad_settings() {
-        let mut c = MulticastListener {
+        let mut c = MulticastSettings {
             address: "10.0.0.1".into(),
             ..Default::default()
         };

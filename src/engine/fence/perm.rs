@@ -15,7 +15,16 @@
 
 use std::net::IpAddr;
 
-use crate::config::PermissionGroup;
+/// One permission group as configured (the daemon builds these from the
+/// config's `[[groups]]`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PermissionGroup {
+    pub name: String,
+    /// VM names or UUIDs the group's sources may fence (case-insensitive).
+    pub uuid: Vec<String>,
+    /// Sources: IP addresses (compared as addresses) or vsock CIDs.
+    pub ip: Vec<String>,
+}
 
 #[derive(Debug, Clone)]
 struct Group {

@@ -5,20 +5,25 @@
 
 use std::io::{Read, Write};
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll, ready};
-use std::time::Duration;
 
 use anyhow::Context;
 use socket2::{Domain, SockAddr, Socket, Type};
 use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio_util::sync::CancellationToken;
 
-use super::listeners::{Common, FenceService, Origin, Refusal};
+use super::listeners::{KeySettings, Origin};
+use super::stream::StreamListener;
 
 /// `VMADDR_CID_ANY`.
 pub const CID_ANY: u32 = u32::MAX;
+
+/// The vsock listener's settings (`[listeners.vsock]`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct VsockSettings {
+    pub port: u32,
+    pub key: KeySettings,
+}
 
 /// A listening vsock socket.
 pub struct VsockListener {
@@ -139,42 +144,16 @@ impl AsyncWrite for VsockStream {
     }
 }
 
-pub(crate) async fn run<S: FenceService>(
-    l: VsockListener,
-    common: Arc<Common<S>>,
-    cancel: CancellationToken,
-) {
-    let mut backoff = Duration::from_millis(10);
-    loop {
-        let (mut stream, cid) = tokio::select! {
-            _ = cancel.cancelled() => return,
-            r = l.accept() => match r {
-                Ok(x) => { backoff = Duration::from_millis(10); x }
-                Err(e) => {
-                    tracing::warn!(listener = "vsock", "accept failed: {e}");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(1));
-                    continue;
-                }
-            },
-        };
+impl StreamListener for VsockListener {
+    type Stream = VsockStream;
+
+    async fn next_connection(&self) -> std::io::Result<(VsockStream, Origin)> {
+        let (stream, cid) = self.accept().await?;
         let origin = Origin {
             perm_source: cid.to_string(),
             label: format!("vsock:{cid}"),
         };
-        let Ok(permit) = common.slots.clone().try_acquire_owned() else {
-            common.refuse(&origin.label, &Refusal::Busy);
-            continue;
-        };
-        let common = common.clone();
-        let cancel = cancel.clone();
-        tokio::spawn(async move {
-            let _permit = permit;
-            tokio::select! {
-                _ = cancel.cancelled() => {}
-                _ = super::tcp::handle_stream(&common, &mut stream, &origin) => {}
-            }
-        });
+        Ok((stream, origin))
     }
 }
 
@@ -183,11 +162,15 @@ mod tests {
     use super::*;
     use crate::engine::InputTx;
     use crate::engine::fence::auth::client_handshake;
+    use crate::engine::fence::listeners::Common;
     use crate::engine::fence::listeners::testing::Recorder;
     use crate::engine::fence::perm::Permissions;
     use crate::engine::fence::wire::{FenceRequest, HashType};
     use fenceline_proto::api::FenceOp;
+    use std::sync::Arc;
+    use std::time::Duration;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_util::sync::CancellationToken;
 
     const KEY: &[u8] = b"vsock test key";
 
@@ -254,7 +237,7 @@ mod tests {
             out
         };
         let d = async {
-            super::super::tcp::handle_stream(&common, &mut daemon_side, &origin).await;
+            super::super::stream::handle_stream(&common, &mut daemon_side, &origin).await;
             drop(daemon_side);
         };
         let ((), out) = tokio::join!(d, c);

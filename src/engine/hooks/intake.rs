@@ -25,6 +25,7 @@ use super::{HookReport, MAX_DATAGRAM};
 use crate::engine::InputTx;
 use crate::engine::model::{DropKind, Input};
 use fenceline_proto::api::now_millis;
+use fenceline_proto::ratelimit::RateLimit;
 
 /// Settings of the intake.
 #[derive(Debug, Clone)]
@@ -125,7 +126,8 @@ async fn read_loop(
     // One byte more than the limit: a longer datagram arrives truncated to
     // MAX + 1 bytes and is recognised as oversized.
     let mut buf = vec![0u8; MAX_DATAGRAM + 1];
-    let mut warn = Warn::default();
+    // At most one warning per second; the next one carries the count.
+    let mut warn = RateLimit::new(Duration::from_secs(1), 1);
     loop {
         let n = tokio::select! {
             _ = cancel.cancelled() => return,
@@ -146,7 +148,7 @@ async fn read_loop(
             Err(e) => {
                 stats.malformed.fetch_add(1, Ordering::Relaxed);
                 dropped.fetch_add(1, Ordering::Relaxed);
-                if let Some(suppressed) = warn.allow() {
+                if let Some(suppressed) = warn.allow((), Instant::now()) {
                     tracing::warn!(bytes = n, error = %e, suppressed, "malformed hook report dropped");
                 }
                 continue;
@@ -160,7 +162,7 @@ async fn read_loop(
         if tx.try_send(input).is_err() {
             stats.queue_full.fetch_add(1, Ordering::Relaxed);
             dropped.fetch_add(1, Ordering::Relaxed);
-            if let Some(suppressed) = warn.allow() {
+            if let Some(suppressed) = warn.allow((), Instant::now()) {
                 tracing::warn!(suppressed, "hook queue full: hook event dropped");
             }
         }
@@ -206,29 +208,6 @@ async fn forward(
             }
             None if cancel.is_cancelled() => return,
             None => {}
-        }
-    }
-}
-
-/// At most one warning per second; counts the ones it suppressed.
-#[derive(Default)]
-struct Warn {
-    last: Option<Instant>,
-    suppressed: u64,
-}
-
-impl Warn {
-    fn allow(&mut self) -> Option<u64> {
-        let now = Instant::now();
-        match self.last {
-            Some(t) if now.duration_since(t) < Duration::from_secs(1) => {
-                self.suppressed += 1;
-                None
-            }
-            _ => {
-                self.last = Some(now);
-                Some(std::mem::take(&mut self.suppressed))
-            }
         }
     }
 }
