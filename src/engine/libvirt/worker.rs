@@ -21,9 +21,9 @@ use super::{
     LibvirtCommand, Tuning, WorkerStats,
 };
 use crate::engine::InputTx;
-use crate::engine::hooks::hookdata;
 use crate::engine::model::{DropKind, Input, LocalDomain, NetInfo};
 use fenceline_proto::api::{DomainState, NetworkAction, now_millis};
+use fenceline_proto::domxml;
 
 /// Longest single wait, so cancellation is noticed quickly.
 const MAX_WAIT: Duration = Duration::from_millis(200);
@@ -786,7 +786,7 @@ impl Worker {
                     Ok(xmls) => {
                         let list: Vec<_> = xmls
                             .iter()
-                            .filter_map(|x| hookdata::parse_port(x).ok())
+                            .filter_map(|x| domxml::parse_port(x).ok())
                             .collect();
                         ports.push((info.name.clone(), list));
                     }
