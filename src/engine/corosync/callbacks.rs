@@ -75,27 +75,14 @@ fn members_of(list: &[cpg::Address], with_reason: bool) -> Vec<GroupMember> {
         .collect()
 }
 
-fn deliver(group: Group, nodeid: CsNodeId, pid: u32, msg: &[u8]) {
-    push(Raw::Deliver {
-        group,
-        nodeid: u32::from(nodeid),
-        pid,
-        data: msg.to_vec(),
-    });
+/// The group a callback instance serves (`OWN`: fenceline's own group).
+fn group_of<const OWN: bool>() -> Group {
+    if OWN { Group::Own } else { Group::FenceAgents }
 }
 
-fn confchg(group: Group, members: &[cpg::Address], left: &[cpg::Address], joined: &[cpg::Address]) {
-    push(Raw::Confchg {
-        group,
-        members: members_of(members, false),
-        left: members_of(left, true),
-        joined: members_of(joined, true),
-    });
-}
-
-// One set of callbacks per group: the fn pointer itself tells the groups
-// apart, even if both groups were configured with the same name.
-fn fence_deliver_cb(
+// One instance of each CPG callback per group: the fn pointer itself tells
+// the groups apart, even if both groups were configured with the same name.
+fn deliver_cb<const OWN: bool>(
     _h: &cpg::Handle,
     _g: String,
     nodeid: CsNodeId,
@@ -103,31 +90,27 @@ fn fence_deliver_cb(
     msg: &[u8],
     _l: usize,
 ) {
-    deliver(Group::FenceAgents, nodeid, pid, msg);
+    push(Raw::Deliver {
+        group: group_of::<OWN>(),
+        nodeid: u32::from(nodeid),
+        pid,
+        data: msg.to_vec(),
+    });
 }
 
-fn own_deliver_cb(_h: &cpg::Handle, _g: String, nodeid: CsNodeId, pid: u32, msg: &[u8], _l: usize) {
-    deliver(Group::Own, nodeid, pid, msg);
-}
-
-fn fence_confchg_cb(
+fn confchg_cb<const OWN: bool>(
     _h: &cpg::Handle,
     _g: &str,
     members: Vec<cpg::Address>,
     left: Vec<cpg::Address>,
     joined: Vec<cpg::Address>,
 ) {
-    confchg(Group::FenceAgents, &members, &left, &joined);
-}
-
-fn own_confchg_cb(
-    _h: &cpg::Handle,
-    _g: &str,
-    members: Vec<cpg::Address>,
-    left: Vec<cpg::Address>,
-    joined: Vec<cpg::Address>,
-) {
-    confchg(Group::Own, &members, &left, &joined);
+    push(Raw::Confchg {
+        group: group_of::<OWN>(),
+        members: members_of(&members, false),
+        left: members_of(&left, true),
+        joined: members_of(&joined, true),
+    });
 }
 
 fn quorum_cb(_h: &quorum::Handle, quorate: bool, _ring: quorum::RingId, members: Vec<CsNodeId>) {
@@ -145,26 +128,23 @@ fn vq_quorum_cb(_h: &votequorum::Handle, _ctx: u64, _quorate: bool, _nodes: Vec<
     push(Raw::VotesChanged);
 }
 
-fn cpg_model(
-    deliver_fn: fn(&cpg::Handle, String, CsNodeId, u32, &[u8], usize),
-    confchg_fn: fn(&cpg::Handle, &str, Vec<cpg::Address>, Vec<cpg::Address>, Vec<cpg::Address>),
-) -> cpg::ModelData {
+fn cpg_model<const OWN: bool>() -> cpg::ModelData {
     cpg::ModelData::ModelV1(cpg::Model1Data {
         flags: cpg::Model1Flags::None,
-        deliver_fn: Some(deliver_fn),
-        confchg_fn: Some(confchg_fn),
+        deliver_fn: Some(deliver_cb::<OWN>),
+        confchg_fn: Some(confchg_cb::<OWN>),
         totem_confchg_fn: None,
     })
 }
 
 /// The CPG model of the `fence-agents` group.
 pub(super) fn fence_model() -> cpg::ModelData {
-    cpg_model(fence_deliver_cb, fence_confchg_cb)
+    cpg_model::<false>()
 }
 
 /// The CPG model of fenceline's own group.
 pub(super) fn own_model() -> cpg::ModelData {
-    cpg_model(own_deliver_cb, own_confchg_cb)
+    cpg_model::<true>()
 }
 
 /// Quorum notifications (membership + quorate).
