@@ -6,4 +6,5 @@
 
 pub mod api;
 pub mod backoff;
+pub mod domxml;
 pub mod ratelimit;

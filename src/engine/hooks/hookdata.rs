@@ -13,19 +13,17 @@
 //! - `<domain>` (plugged / unplugged, libvirt 1.2.2 to 5.x): the owner's
 //!   `<name>`/`<uuid>` and its `<interface>`s whose `<source network=..>` is
 //!   this network (MAC, interface type).
+//!
+//! The XML itself is read by [`fenceline_proto::domxml`], which the libvirt
+//! driver's port listings share.
 
 use fenceline_proto::api::PortView;
+use fenceline_proto::domxml;
 
-/// Largest `<hookData>` accepted (bytes). Larger input is reported as a raw
-/// event with an error, never parsed.
-pub const MAX_INPUT: usize = 1024 * 1024;
-/// Longest text kept from any single field (network name, MAC, ...).
-pub const MAX_FIELD: usize = 256;
+pub use fenceline_proto::domxml::{MAX_FIELD, MAX_INPUT, NetworkInfo, ParseError, cap, parse_port};
+
 /// Longest raw excerpt kept with a parse error.
 pub const MAX_EXCERPT: usize = 512;
-/// XML nodes the parser may build (a real hookData has well under 200;
-/// an old-style full domain XML a few thousand).
-const NODES_LIMIT: u32 = 100_000;
 
 /// The hook's argv after the script name: `NAME OP SUBOP EXTRA`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,16 +70,6 @@ impl HookArgs {
     }
 }
 
-/// The network as the hook XML describes it.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct NetworkInfo {
-    pub name: Option<String>,
-    pub uuid: Option<String>,
-    pub bridge: Option<String>,
-    /// `connections='N'` (live port count; only on port hooks).
-    pub connections: Option<u32>,
-}
-
 /// Everything read from one `<hookData>`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct HookData {
@@ -113,20 +101,6 @@ impl HookData {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ParseError {
-    #[error("hookData of {0} bytes exceeds the limit of {MAX_INPUT} bytes")]
-    TooLarge(usize),
-    #[error("hookData is empty")]
-    Empty,
-    #[error("hookData is not UTF-8 (byte {0})")]
-    NotUtf8(usize),
-    #[error("bad XML: {0}")]
-    Xml(String),
-    #[error("root element is <{0}>, expected <hookData>")]
-    WrongRoot(String),
-}
-
 /// Parses `<hookData>`. The `network` argument selects the old format's
 /// interfaces (`<source network=NAME>`).
 pub fn parse(input: &[u8], network: &str) -> Result<HookData, ParseError> {
@@ -137,87 +111,17 @@ pub fn parse(input: &[u8], network: &str) -> Result<HookData, ParseError> {
     if text.trim().is_empty() {
         return Err(ParseError::Empty);
     }
-    let opts = roxmltree::ParsingOptions {
-        allow_dtd: false,
-        nodes_limit: NODES_LIMIT,
-        entity_resolver: None,
-    };
-    let doc = roxmltree::Document::parse_with_options(text, opts)
-        .map_err(|e| ParseError::Xml(cap(&e.to_string())))?;
-    let root = doc.root_element();
-    if !root.has_tag_name("hookData") {
-        return Err(ParseError::WrongRoot(cap(root.tag_name().name())));
-    }
-    let mut out = HookData::default();
-    if let Some(n) = child(root, "network") {
-        out.network = NetworkInfo {
-            name: child_text(n, "name"),
-            uuid: child_text(n, "uuid"),
-            bridge: child(n, "bridge").and_then(|b| attr(b, "name")),
-            connections: n.attribute("connections").and_then(|c| c.parse().ok()),
-        };
-    }
-    if let Some(p) = child(root, "networkport") {
-        out.port = Some(port_of(p));
-    }
-    if let Some(d) = child(root, "domain") {
-        let owner = child_text(d, "name");
-        let owner_uuid = child_text(d, "uuid");
-        if let Some(devices) = child(d, "devices") {
-            for iface in devices
-                .children()
-                .filter(|c| c.is_element() && c.has_tag_name("interface"))
-            {
-                let on_this = child(iface, "source")
-                    .and_then(|s| s.attribute("network"))
-                    .is_some_and(|n| n == network);
-                if !on_this {
-                    continue;
-                }
-                out.domain_ports.push(PortView {
-                    owner: owner.clone(),
-                    owner_uuid: owner_uuid.clone(),
-                    mac: child(iface, "mac").and_then(|m| attr(m, "address")),
-                    plug: attr(iface, "type"),
-                    uuid: None,
-                });
-                if out.domain_ports.len() >= 64 {
-                    break;
-                }
-            }
-        }
-    }
-    Ok(out)
-}
-
-/// Parses a standalone `<networkport>` (`virNetworkPortGetXMLDesc`).
-pub fn parse_port(input: &str) -> Result<PortView, ParseError> {
-    if input.len() > MAX_INPUT {
-        return Err(ParseError::TooLarge(input.len()));
-    }
-    let opts = roxmltree::ParsingOptions {
-        allow_dtd: false,
-        nodes_limit: NODES_LIMIT,
-        entity_resolver: None,
-    };
-    let doc = roxmltree::Document::parse_with_options(input, opts)
-        .map_err(|e| ParseError::Xml(cap(&e.to_string())))?;
-    let p = doc.root_element();
-    if !p.has_tag_name("networkport") {
-        return Err(ParseError::WrongRoot(cap(p.tag_name().name())));
-    }
-    Ok(port_of(p))
-}
-
-fn port_of(p: roxmltree::Node<'_, '_>) -> PortView {
-    let owner = child(p, "owner");
-    PortView {
-        owner: owner.and_then(|o| child_text(o, "name")),
-        owner_uuid: owner.and_then(|o| child_text(o, "uuid")),
-        mac: child(p, "mac").and_then(|m| attr(m, "address")),
-        plug: child(p, "plug").and_then(|m| attr(m, "type")),
-        uuid: child_text(p, "uuid"),
-    }
+    let doc = domxml::document(text)?;
+    let root = domxml::root(&doc, "hookData")?;
+    Ok(HookData {
+        network: domxml::child(root, "network")
+            .map(domxml::network)
+            .unwrap_or_default(),
+        port: domxml::child(root, "networkport").map(domxml::port),
+        domain_ports: domxml::child(root, "domain")
+            .map(|d| domxml::domain_ports(d, network))
+            .unwrap_or_default(),
+    })
 }
 
 /// A short, printable excerpt of raw input for an error report: at most
@@ -230,38 +134,6 @@ pub fn excerpt(input: &[u8]) -> String {
         s.push_str(&format!("... ({} bytes in all)", input.len()));
     }
     s
-}
-
-fn child<'a, 'i>(n: roxmltree::Node<'a, 'i>, name: &str) -> Option<roxmltree::Node<'a, 'i>> {
-    n.children()
-        .find(|c| c.is_element() && c.has_tag_name(name))
-}
-
-fn child_text(n: roxmltree::Node<'_, '_>, name: &str) -> Option<String> {
-    child(n, name)
-        .and_then(|c| c.text())
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
-        .map(cap)
-}
-
-fn attr(n: roxmltree::Node<'_, '_>, name: &str) -> Option<String> {
-    n.attribute(name)
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
-        .map(cap)
-}
-
-/// At most [`MAX_FIELD`] bytes, cut at a character boundary.
-pub fn cap(s: &str) -> String {
-    if s.len() <= MAX_FIELD {
-        return s.to_string();
-    }
-    let mut end = MAX_FIELD;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    s[..end].to_string()
 }
 
 #[cfg(test)]
