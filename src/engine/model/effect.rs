@@ -1,4 +1,5 @@
-//! What the model asks the drivers to do.
+//! What the model asks the drivers to do, and what it leaves the state task
+//! to log.
 
 use fenceline_proto::api::{FenceResult, NodeId};
 
@@ -43,4 +44,29 @@ impl Effect {
                 | Effect::FenceCpgReply { .. }
         )
     }
+}
+
+/// Something worth a log line that is neither an event nor an effect. The
+/// model does no logging: the state task logs these.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notice {
+    /// A `fence-agents` REQUEST with an op nobody routes; ignored.
+    UnroutedRequest {
+        from: NodeId,
+        seqno: u32,
+        request: i32,
+    },
+    /// A REPLY to our request `seqno` that does not match it; ignored.
+    MismatchedReply {
+        from: NodeId,
+        seqno: u32,
+        vm: String,
+    },
+    /// A REPLY from a node that does not hold the VM; the requester keeps
+    /// waiting for one of `holders`.
+    ReplyFromNonHolder {
+        from: NodeId,
+        seqno: u32,
+        holders: Vec<NodeId>,
+    },
 }

@@ -244,6 +244,15 @@ impl Cluster {
         out.changed = true;
     }
 
+    /// Nodes in `fence-agents` (any daemon) and the highest of them.
+    pub(super) fn fa_members(&self) -> BTreeSet<NodeId> {
+        self.nodes
+            .iter()
+            .filter(|(_, n)| !n.fa_pids.is_empty())
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
     /// A fenceline peer's data comes from the own group (FIFO per sender, with
     /// removals); its STORE_VM copies would race with that, so they are ignored.
     pub(super) fn is_fenceline_peer(&self, id: NodeId) -> bool {

@@ -33,7 +33,7 @@ use domains::{Cause, Entry, Obs, PeerDomains};
 use local::UriRec;
 use membership::NodeRec;
 
-pub use effect::Effect;
+pub use effect::{Effect, Notice};
 pub use fence::{FenceAct, FenceRules, FenceWire, MAX_CPG_VM_NAME, Route};
 pub use input::{DropKind, Group, GroupMember, Input, NetInfo};
 pub use messages::{HookCall, LocalDomain, MAX_ANNOUNCED_PORTS, OwnMessage, PeerInfo, VmRecord};
@@ -86,6 +86,8 @@ pub struct Cluster {
 pub struct Output {
     pub effects: Vec<Effect>,
     pub events: Vec<Event>,
+    /// Log lines for the state task (the model does no logging).
+    pub notices: Vec<Notice>,
     /// True when the snapshot changed.
     pub changed: bool,
 }
