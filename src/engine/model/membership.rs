@@ -218,11 +218,7 @@ impl Cluster {
             .peers
             .keys()
             .copied()
-            .filter(|id| {
-                self.nodes
-                    .get(id)
-                    .is_none_or(|n| n.fa_pids.is_empty() && n.own_pids.is_empty())
-            })
+            .filter(|id| self.no_daemon(*id))
             .collect();
         for id in gone {
             self.purge_node(at, id, out);
@@ -251,6 +247,13 @@ impl Cluster {
             .filter(|(_, n)| !n.fa_pids.is_empty())
             .map(|(id, _)| *id)
             .collect()
+    }
+
+    /// No daemon of this node is in either group (or the node is unknown).
+    pub(super) fn no_daemon(&self, id: NodeId) -> bool {
+        self.nodes
+            .get(&id)
+            .is_none_or(|n| n.fa_pids.is_empty() && n.own_pids.is_empty())
     }
 
     /// A fenceline peer's data comes from the own group (FIFO per sender, with

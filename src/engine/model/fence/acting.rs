@@ -4,7 +4,7 @@
 
 use fenceline_proto::api::{EventKind, FenceOp, FencePhase, FenceResult, Millis, NodeId};
 
-use super::{FenceAct, FenceWire, Job, JobFor, Route, UnknownAnswer, unknown_answer};
+use super::{FenceWire, Job, JobFor, Route, UnknownAnswer, unknown_answer};
 use crate::engine::model::{Cluster, Effect, Notice, Output};
 
 impl Cluster {
@@ -35,28 +35,17 @@ impl Cluster {
         match self.fence_route(&body.vm_name, op) {
             Route::Silent => {}
             Route::Act { uri, name, uuid } => {
-                let job = self.fence.next_job;
-                self.fence.next_job += 1;
-                self.fence.jobs.insert(
-                    job,
-                    Job {
-                        op,
-                        domain: body.vm_name.clone(),
-                        started: at,
-                        for_: JobFor::Cpg {
-                            requester: from,
-                            seqno,
-                            body,
-                        },
-                    },
-                );
-                out.effects.push(Effect::FenceAct(FenceAct {
-                    job,
+                let job = Job {
                     op,
-                    uri,
-                    name,
-                    uuid,
-                }));
+                    domain: body.vm_name.clone(),
+                    started: at,
+                    for_: JobFor::Cpg {
+                        requester: from,
+                        seqno,
+                        body,
+                    },
+                };
+                self.start_job(job, uri, name, uuid, out);
             }
             Route::Answer(result, why) => {
                 self.fence_reply(at, at, from, seqno, body, op, result, Some(why), out);

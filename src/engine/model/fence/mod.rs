@@ -29,7 +29,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::{Cluster, DomKey, Output};
+use super::{Cluster, DomKey, Effect, Output};
 use fenceline_proto::api::{FenceOp, FenceResult, Millis, NodeId};
 
 mod acting;
@@ -338,6 +338,21 @@ impl Cluster {
             );
         }
         act()
+    }
+
+    /// Starts a local action: records the job and asks the libvirt driver.
+    fn start_job(&mut self, job: Job, uri: String, name: String, uuid: String, out: &mut Output) {
+        let id = self.fence.next_job;
+        self.fence.next_job += 1;
+        let op = job.op;
+        self.fence.jobs.insert(id, job);
+        out.effects.push(Effect::FenceAct(FenceAct {
+            job: id,
+            op,
+            uri,
+            name,
+            uuid,
+        }));
     }
 
     /// Timeouts and grace answers.

@@ -8,8 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use fenceline_proto::api::{EventKind, FenceOp, FencePhase, FenceResult, Millis, NodeId};
 
 use super::{
-    Expect, FenceAct, FenceWire, Job, JobFor, MAX_CPG_VM_NAME, Pending, Route, badness, list,
-    result_of,
+    Expect, FenceWire, Job, JobFor, MAX_CPG_VM_NAME, Pending, Route, badness, list, result_of,
 };
 use crate::engine::model::{Cluster, Effect, Notice, Output};
 
@@ -62,24 +61,13 @@ impl Cluster {
             // libvirt backend: this host only.
             return match self.find_local(&domain) {
                 Some((uri, name, uuid, _)) => {
-                    let job = self.fence.next_job;
-                    self.fence.next_job += 1;
-                    self.fence.jobs.insert(
-                        job,
-                        Job {
-                            op,
-                            domain: domain.clone(),
-                            started: at,
-                            for_: JobFor::Local { id, source },
-                        },
-                    );
-                    out.effects.push(Effect::FenceAct(FenceAct {
-                        job,
+                    let job = Job {
                         op,
-                        uri,
-                        name,
-                        uuid,
-                    }));
+                        domain: domain.clone(),
+                        started: at,
+                        for_: JobFor::Local { id, source },
+                    };
+                    self.start_job(job, uri, name, uuid, out);
                 }
                 None if op == FenceOp::Status => refuse(
                     self,
@@ -238,18 +226,7 @@ impl Cluster {
         };
         if let Some((result, detail)) = done {
             let p = self.fence.pending.remove(&seqno).expect("present");
-            self.fence_finish(
-                at,
-                p.id,
-                p.op,
-                &p.domain,
-                &p.source,
-                p.started,
-                result,
-                Some(from),
-                detail,
-                out,
-            );
+            self.finish_pending(at, p, result, Some(from), detail, out);
         }
     }
 
@@ -358,17 +335,21 @@ impl Cluster {
         why: impl Into<String>,
         out: &mut Output,
     ) {
+        self.finish_pending(at, p, FenceResult::Fail, None, Some(why.into()), out);
+    }
+
+    /// Ends a request this node sent.
+    fn finish_pending(
+        &mut self,
+        at: Millis,
+        p: Pending,
+        result: FenceResult,
+        acted_by: Option<NodeId>,
+        detail: Option<String>,
+        out: &mut Output,
+    ) {
         self.fence_finish(
-            at,
-            p.id,
-            p.op,
-            &p.domain,
-            &p.source,
-            p.started,
-            FenceResult::Fail,
-            None,
-            Some(why.into()),
-            out,
+            at, p.id, p.op, &p.domain, &p.source, p.started, result, acted_by, detail, out,
         );
     }
 

@@ -439,11 +439,7 @@ impl Cluster {
             .peers
             .keys()
             .copied()
-            .filter(|id| {
-                self.nodes
-                    .get(id)
-                    .is_none_or(|n| n.fa_pids.is_empty() && n.own_pids.is_empty())
-            })
+            .filter(|id| self.no_daemon(*id))
             .collect();
         for id in gone {
             self.forget_peer_networks(id, out);
