@@ -21,9 +21,9 @@ pub enum Effect {
         body: FenceWire,
     },
     /// The libvirt driver must act on a local domain, then report
-    /// [`Input::FenceActed`].
+    /// [`Input::FenceActed`](super::Input::FenceActed).
     FenceAct(FenceAct),
-    /// Answer the caller of [`Input::FenceSubmit`] `id`.
+    /// Answer the caller of [`Input::FenceSubmit`](super::Input::FenceSubmit) `id`.
     FenceDone {
         id: u64,
         result: FenceResult,

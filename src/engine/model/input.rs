@@ -106,7 +106,7 @@ pub enum Input {
         uuid: String,
     },
     /// A fence request from a listener or the control socket; `id` is the
-    /// state task's handle for the answer ([`Effect::FenceDone`]).
+    /// state task's handle for the answer ([`Effect::FenceDone`](super::Effect::FenceDone)).
     FenceSubmit {
         at: Millis,
         id: u64,
@@ -135,14 +135,14 @@ pub enum Input {
         seqno: u32,
         error: String,
     },
-    /// The libvirt driver finished a [`FenceAct`].
+    /// The libvirt driver finished a [`FenceAct`](super::FenceAct).
     FenceActed {
         at: Millis,
         job: u64,
         result: FenceResult,
         detail: Option<String>,
     },
-    /// Clock tick for fence timeouts (sent while [`Cluster::fence_busy`]).
+    /// Clock tick for fence timeouts (sent while [`Cluster::fence_busy`](super::Cluster::fence_busy)).
     Tick {
         at: Millis,
     },

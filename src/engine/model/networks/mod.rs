@@ -2,12 +2,12 @@
 //! the per-node networks view, and how both cross the cluster.
 //!
 //! Local networks come from three sources on this node:
-//! - libvirt listings ([`Input::LocalNetworks`], at connect and reconcile)
-//!   and lifecycle events ([`Input::LocalNetwork`], re-read by the driver):
+//! - libvirt listings ([`Input::LocalNetworks`](super::Input::LocalNetworks), at connect and reconcile)
+//!   and lifecycle events ([`Input::LocalNetwork`](super::Input::LocalNetwork), re-read by the driver):
 //!   they own the `active` flag and the list of networks;
-//! - the libvirt port listing ([`Input::LocalPorts`]), which seeds the ports
+//! - the libvirt port listing ([`Input::LocalPorts`](super::Input::LocalPorts)), which seeds the ports
 //!   that existed before this daemon started;
-//! - hook calls ([`Input::Hook`]): ports come and go, `started`/`stopped`
+//! - hook calls ([`Input::Hook`](super::Input::Hook)): ports come and go, `started`/`stopped`
 //!   also set `active` (the lifecycle event arrives just after the hook).
 //!
 //! Replays: libvirtd re-runs `port-created` for every existing port when it
