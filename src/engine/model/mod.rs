@@ -11,6 +11,13 @@
 //! - a VM active on two or more hosts is a conflict: no owner, flagged;
 //! - a VM defined (shut off) on exactly one host is owned by that host;
 //! - when a node's daemons leave, its VMs leave the map (fence_virtd's rule).
+//!
+//! Rooms: `input.rs` (what drivers hand in), `effect.rs` (what comes out
+//! besides events), `messages.rs` (CPG message data, proto-only), this file
+//! (the [`Cluster`], `apply`'s dispatch, the event ring), `membership.rs`,
+//! `domains.rs` (the map and its ownership rules), `local.rs` (this host's
+//! libvirt view and its announcements), `networks/`, `fence/` (the router),
+//! `snapshot.rs`.
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -28,11 +35,11 @@ mod snapshot;
 #[cfg(test)]
 mod tests;
 
-pub use domains::DomKey;
 use domains::{Cause, Entry, Obs, PeerDomains};
 use local::UriRec;
 use membership::NodeRec;
 
+pub use domains::DomKey;
 pub use effect::{Effect, Notice};
 pub use fence::{FenceAct, FenceRules, FenceWire, MAX_CPG_VM_NAME, Route};
 pub use input::{DropKind, Group, GroupMember, Input, NetInfo};
