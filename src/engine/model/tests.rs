@@ -1,4 +1,5 @@
 use super::*;
+use fenceline_proto::api::{DaemonKind, DomainState, DomainView, Millis, NodeId, Snapshot};
 use fenceline_proto::api::{DomainAction, DomainState::*, EventKind, MembershipAction};
 
 const URI: &str = "qemu:///system";

@@ -1,0 +1,152 @@
+//! What drivers and clients hold: [`InputTx`] (the bounded, drop-counting
+//! input channel into the state task) and [`EngineHandle`] (snapshots,
+//! event subscriptions, fence calls).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+
+use super::model::Input;
+use fenceline_proto::api::{Event, FenceOp, FenceResult, NodeId, Snapshot};
+
+/// The sending side drivers use to feed the engine. Cloneable.
+#[derive(Clone)]
+pub struct InputTx {
+    tx: mpsc::Sender<Input>,
+    pub(super) dropped: Arc<AtomicU64>,
+}
+
+impl InputTx {
+    /// Sends with back-pressure (async drivers). Returns false when the engine is gone.
+    pub async fn send(&self, input: Input) -> bool {
+        self.tx.send(input).await.is_ok()
+    }
+
+    /// Sends with back-pressure from a plain thread (libvirt workers).
+    /// Must not be called from inside a tokio runtime.
+    pub fn blocking_send(&self, input: Input) -> bool {
+        self.tx.blocking_send(input).is_ok()
+    }
+
+    /// Never blocks; a full channel counts a drop (shown in the counters).
+    pub fn try_send(&self, input: Input) -> bool {
+        match self.tx.try_send(input) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+
+    /// Builds a standalone channel pair (tests and tools).
+    pub fn channel(capacity: usize) -> (InputTx, mpsc::Receiver<Input>) {
+        let (tx, rx) = mpsc::channel(capacity);
+        (
+            InputTx {
+                tx,
+                dropped: Arc::new(AtomicU64::new(0)),
+            },
+            rx,
+        )
+    }
+}
+
+/// A fence request as a listener or the control socket hands it to the engine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FenceCall {
+    /// `Off`, `On`, `Reboot` or `Status`; the listeners answer `Null`,
+    /// `Monitor` and `List` themselves.
+    pub op: FenceOp,
+    /// VM name or UUID as the client sent it.
+    pub domain: String,
+    /// Who asked, for the audit log and events (`multicast:10.0.0.5`, ...).
+    pub source: String,
+}
+
+/// The engine's answer to a [`FenceCall`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FenceAnswer {
+    pub result: FenceResult,
+    /// The node that acted or answered, when one did.
+    pub acted_by: Option<NodeId>,
+    pub duration_ms: u64,
+    /// Why, for failures and refusals (also logged and in the event).
+    pub detail: Option<String>,
+}
+
+impl FenceAnswer {
+    pub fn fail(detail: impl Into<String>) -> Self {
+        Self {
+            result: FenceResult::Fail,
+            acted_by: None,
+            duration_ms: 0,
+            detail: Some(detail.into()),
+        }
+    }
+}
+
+pub use fenceline_proto::api::FENCE_CALL_LIMIT;
+
+/// Queries the state task answers.
+pub(super) enum Query {
+    /// Route a fence request through the cluster; the answer comes back on
+    /// the oneshot.
+    Fence(FenceCall, oneshot::Sender<FenceAnswer>),
+    /// The event backlog plus a live subscription taken at the same instant,
+    /// so a follower sees no gap and no duplicate.
+    Subscribe(oneshot::Sender<(Vec<Event>, broadcast::Receiver<Event>)>),
+    /// Count events a subscriber missed.
+    SubscriberLagged(u64),
+}
+
+/// What the UI, the CLI and the control socket hold.
+#[derive(Clone)]
+pub struct EngineHandle {
+    pub(super) snapshot: watch::Receiver<Arc<Snapshot>>,
+    pub(super) queries: mpsc::Sender<Query>,
+}
+
+impl EngineHandle {
+    /// The latest snapshot.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot.borrow().clone()
+    }
+
+    /// A receiver that wakes on every new snapshot.
+    pub fn watch(&self) -> watch::Receiver<Arc<Snapshot>> {
+        self.snapshot.clone()
+    }
+
+    /// The recent events and a live subscription, without gap or duplicate.
+    pub async fn subscribe(&self) -> Option<(Vec<Event>, broadcast::Receiver<Event>)> {
+        let (tx, rx) = oneshot::channel();
+        self.queries.send(Query::Subscribe(tx)).await.ok()?;
+        tokio::time::timeout(Duration::from_secs(5), rx)
+            .await
+            .ok()?
+            .ok()
+    }
+
+    /// Routes a fence request through the cluster (owner acts) and waits for
+    /// the answer. Never hangs: every path ends in an answer or a failure.
+    pub async fn fence(&self, call: FenceCall) -> FenceAnswer {
+        let (tx, rx) = oneshot::channel();
+        if self.queries.send(Query::Fence(call, tx)).await.is_err() {
+            return FenceAnswer::fail("the engine is not running");
+        }
+        match tokio::time::timeout(FENCE_CALL_LIMIT, rx).await {
+            Ok(Ok(a)) => a,
+            Ok(Err(_)) => FenceAnswer::fail("the engine dropped the request"),
+            Err(_) => FenceAnswer::fail("the engine did not answer in time"),
+        }
+    }
+
+    /// Reports that a subscriber missed `n` events (counted in the snapshot).
+    pub fn report_lag(&self, n: u64) {
+        let _ = self.queries.try_send(Query::SubscriberLagged(n));
+    }
+}

@@ -1,0 +1,339 @@
+//! The map of VMs: keys, what each node reports, and the ownership and
+//! conflict rules that merge the reports into one entry per VM.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use fenceline_proto::api::{DomainAction, DomainState, EventKind, Millis, NodeId, Placement};
+
+use super::{Cluster, NodeRec, Output, OwnMessage, VmRecord};
+
+/// A domain's identity in the map: the UUID (lower case) when known, else the name.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct DomKey(String);
+
+impl DomKey {
+    pub fn of(name: &str, uuid: &str) -> Self {
+        if uuid.is_empty() {
+            DomKey(format!("name:{name}"))
+        } else {
+            DomKey(uuid.to_ascii_lowercase())
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub(super) struct Obs {
+    pub(super) name: String,
+    pub(super) uuid: String,
+    pub(super) state: DomainState,
+}
+
+#[derive(Debug, Clone, Default)]
+pub(super) struct PeerDomains {
+    /// What this peer reported, by key.
+    pub(super) vms: BTreeMap<DomKey, Obs>,
+    /// Keys refreshed since the current inventory began, if one is open.
+    pub(super) inventory: Option<(u64, BTreeSet<DomKey>)>,
+}
+
+/// The merged view of one VM.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Entry {
+    pub(super) name: String,
+    pub(super) uuid: String,
+    pub(super) state: DomainState,
+    pub(super) owner: Option<NodeId>,
+    pub(super) since: Millis,
+    pub(super) uri: Option<String>,
+    pub(super) conflict: bool,
+    pub(super) placements: Vec<Placement>,
+}
+
+/// Why an entry is being recomputed; decides the event for a removal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Cause {
+    Change,
+    Purge,
+}
+
+impl Cluster {
+    pub(super) fn peer_record(
+        &mut self,
+        at: Millis,
+        from: NodeId,
+        rec: VmRecord,
+        out: &mut Output,
+    ) {
+        if Some(from) == self.local_nodeid || self.is_fenceline_peer(from) {
+            return;
+        }
+        if rec.name.is_empty() && rec.uuid.is_empty() {
+            self.counters.malformed_fence_agents += 1;
+            out.changed = true;
+            return;
+        }
+        // fence_virtd puts its own nodeid in s_owner; trust the sender, not the field.
+        let key = DomKey::of(&rec.name, &rec.uuid);
+        self.upsert_peer(at, from, key, rec.name, rec.uuid, rec.state, out);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn upsert_peer(
+        &mut self,
+        at: Millis,
+        from: NodeId,
+        key: DomKey,
+        name: String,
+        uuid: String,
+        state: DomainState,
+        out: &mut Output,
+    ) {
+        let p = self.peers.entry(from).or_default();
+        if let Some((_, seen)) = p.inventory.as_mut() {
+            seen.insert(key.clone());
+        }
+        let changed = p
+            .vms
+            .get(&key)
+            .is_none_or(|o| o.state != state || o.name != name);
+        p.vms.insert(key.clone(), Obs { name, uuid, state });
+        if changed {
+            self.refresh(&key, at, Cause::Change, out);
+        }
+    }
+
+    pub(super) fn peer_message(
+        &mut self,
+        at: Millis,
+        from: NodeId,
+        msg: OwnMessage,
+        out: &mut Output,
+    ) {
+        if Some(from) == self.local_nodeid {
+            return;
+        }
+        match msg {
+            m @ (OwnMessage::NetEvent { .. }
+            | OwnMessage::NetState { .. }
+            | OwnMessage::NetList { .. }) => self.peer_net_message(at, from, m, out),
+            OwnMessage::Info(info) => {
+                let n = self.nodes.entry(from).or_insert_with(|| NodeRec {
+                    since: at,
+                    ..NodeRec::default()
+                });
+                n.info = Some(info);
+                out.changed = true;
+            }
+            OwnMessage::InventoryBegin { generation } => {
+                self.peers.entry(from).or_default().inventory = Some((generation, BTreeSet::new()));
+            }
+            OwnMessage::Vms { vms } => {
+                for v in vms {
+                    if v.name.is_empty() && v.uuid.is_empty() {
+                        self.counters.malformed_own += 1;
+                        out.changed = true;
+                        continue;
+                    }
+                    let key = DomKey::of(&v.name, &v.uuid);
+                    self.upsert_peer(at, from, key, v.name, v.uuid, v.state, out);
+                }
+            }
+            OwnMessage::Gone { vms } => {
+                for v in vms {
+                    let key = DomKey::of(&v.name, &v.uuid);
+                    let removed = self
+                        .peers
+                        .get_mut(&from)
+                        .and_then(|p| p.vms.remove(&key))
+                        .is_some();
+                    if removed {
+                        self.refresh(&key, at, Cause::Change, out);
+                    }
+                }
+            }
+            OwnMessage::InventoryEnd { generation } => {
+                let Some(p) = self.peers.get_mut(&from) else {
+                    return;
+                };
+                match p.inventory.take() {
+                    Some((g, seen)) if g == generation => {
+                        let stale: Vec<DomKey> = p
+                            .vms
+                            .keys()
+                            .filter(|k| !seen.contains(k))
+                            .cloned()
+                            .collect();
+                        for k in &stale {
+                            p.vms.remove(k);
+                        }
+                        for k in stale {
+                            self.refresh(&k, at, Cause::Change, out);
+                        }
+                    }
+                    // A mismatched end: ignore it (a begin was lost); the next
+                    // inventory fixes the map.
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    /// Recomputes one entry of the map from every observation and emits the
+    /// events that describe the difference.
+    pub(super) fn refresh(&mut self, key: &DomKey, at: Millis, cause: Cause, out: &mut Output) {
+        let mut placements: Vec<(NodeId, &Obs, Option<&str>)> = Vec::new();
+        let me = self.local_nodeid.unwrap_or(0);
+        let local = self.local_obs(key);
+        if let Some((o, uri)) = local {
+            placements.push((me, o, Some(uri)));
+        }
+        for (id, p) in &self.peers {
+            if Some(*id) == self.local_nodeid {
+                continue;
+            }
+            if let Some(o) = p.vms.get(key) {
+                placements.push((*id, o, None));
+            }
+        }
+        let old = self.map.get(key).cloned();
+        if placements.is_empty() {
+            if let Some(old) = old {
+                self.map.remove(key);
+                let action = match cause {
+                    Cause::Purge => DomainAction::Purged,
+                    Cause::Change => DomainAction::Removed,
+                };
+                self.emit(
+                    at,
+                    EventKind::Domain {
+                        action,
+                        name: old.name,
+                        uuid: old.uuid,
+                        state: old.state,
+                        previous: None,
+                        owner: None,
+                        previous_owner: old.owner,
+                        detail: None,
+                    },
+                    out,
+                );
+            }
+            return;
+        }
+        let active: Vec<&(NodeId, &Obs, Option<&str>)> = placements
+            .iter()
+            .filter(|p| p.1.state.is_active())
+            .collect();
+        let known_owner = |id: NodeId| -> Option<NodeId> {
+            // Before corosync tells us our id, a local VM has no known owner.
+            if id == 0 && self.local_nodeid.is_none() {
+                None
+            } else {
+                Some(id)
+            }
+        };
+        let (owner, state, conflict, primary) = match active.len() {
+            0 => {
+                let owner = if placements.len() == 1 {
+                    known_owner(placements[0].0)
+                } else {
+                    None
+                };
+                (owner, placements[0].1.state, false, &placements[0])
+            }
+            1 => (
+                known_owner(active[0].0),
+                active[0].1.state,
+                false,
+                active[0],
+            ),
+            _ => (None, active[0].1.state, true, active[0]),
+        };
+        let name = primary.1.name.clone();
+        let uuid = placements
+            .iter()
+            .map(|p| p.1.uuid.as_str())
+            .find(|u| !u.is_empty())
+            .unwrap_or("")
+            .to_string();
+        let uri = local.map(|(_, u)| u.to_string());
+        let mut pl: Vec<Placement> = placements
+            .iter()
+            .map(|p| Placement {
+                nodeid: p.0,
+                state: p.1.state,
+            })
+            .collect();
+        pl.sort_by_key(|p| p.nodeid);
+        let since = match &old {
+            Some(o) if o.state == state && o.owner == owner && o.conflict == conflict => o.since,
+            _ => at,
+        };
+        let new = Entry {
+            name,
+            uuid,
+            state,
+            owner,
+            since,
+            uri,
+            conflict,
+            placements: pl,
+        };
+        if old.as_ref() == Some(&new) {
+            return;
+        }
+        self.map.insert(key.clone(), new.clone());
+        out.changed = true;
+        let dom = |action, previous, previous_owner, detail| EventKind::Domain {
+            action,
+            name: new.name.clone(),
+            uuid: new.uuid.clone(),
+            state: new.state,
+            previous,
+            owner: new.owner,
+            previous_owner,
+            detail,
+        };
+        let Some(old) = old else {
+            let ev = if conflict {
+                dom(
+                    DomainAction::Conflict,
+                    None,
+                    None,
+                    Some(conflict_detail(&new.placements)),
+                )
+            } else {
+                dom(DomainAction::Appeared, None, None, None)
+            };
+            self.emit(at, ev, out);
+            return;
+        };
+        if conflict && !old.conflict {
+            let ev = dom(
+                DomainAction::Conflict,
+                Some(old.state),
+                old.owner,
+                Some(conflict_detail(&new.placements)),
+            );
+            self.emit(at, ev, out);
+        } else if !conflict && old.conflict {
+            let ev = dom(DomainAction::ConflictResolved, Some(old.state), None, None);
+            self.emit(at, ev, out);
+        } else if old.owner != new.owner && new.owner.is_some() {
+            let ev = dom(DomainAction::Owner, Some(old.state), old.owner, None);
+            self.emit(at, ev, out);
+        } else if old.state != new.state {
+            let ev = dom(DomainAction::State, Some(old.state), old.owner, None);
+            self.emit(at, ev, out);
+        }
+    }
+}
+
+fn conflict_detail(placements: &[Placement]) -> String {
+    let on: Vec<String> = placements
+        .iter()
+        .filter(|p| p.state.is_active())
+        .map(|p| format!("node {} ({})", p.nodeid, p.state))
+        .collect();
+    format!("active on {}", on.join(", "))
+}

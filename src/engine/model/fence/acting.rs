@@ -1,0 +1,215 @@
+//! The acting side: a REQUEST in `fence-agents` (ours come back too) is
+//! routed; this node acts on its libvirt, answers at once, or, as the
+//! highest node id, answers for a VM nobody knows after the grace.
+
+use fenceline_proto::api::{EventKind, FenceOp, FencePhase, FenceResult, Millis, NodeId};
+
+use super::{FenceWire, Job, JobFor, Route, UnknownAnswer, unknown_answer};
+use crate::engine::model::{Cluster, Effect, Notice, Output};
+
+impl Cluster {
+    /// A REQUEST in `fence-agents` (ours come back too).
+    pub(in crate::engine::model) fn fence_cpg_request(
+        &mut self,
+        at: Millis,
+        from: NodeId,
+        seqno: u32,
+        body: FenceWire,
+        out: &mut Output,
+    ) {
+        let op = match u8::try_from(body.request).ok().and_then(FenceOp::from_raw) {
+            Some(op @ (FenceOp::Off | FenceOp::On | FenceOp::Reboot | FenceOp::Status)) => op,
+            _ => {
+                out.notices.push(Notice::UnroutedRequest {
+                    from,
+                    seqno,
+                    request: body.request,
+                });
+                return;
+            }
+        };
+        if body.vm_name.is_empty() {
+            return;
+        }
+        let Some(me) = self.local_nodeid else { return };
+        match self.fence_route(&body.vm_name, op) {
+            Route::Silent => {}
+            Route::Act { uri, name, uuid } => {
+                let job = Job {
+                    op,
+                    domain: body.vm_name.clone(),
+                    started: at,
+                    for_: JobFor::Cpg {
+                        requester: from,
+                        seqno,
+                        body,
+                    },
+                };
+                self.start_job(job, uri, name, uuid, out);
+            }
+            Route::Answer(result, why) => {
+                self.fence_reply(at, at, from, seqno, body, op, result, Some(why), out);
+            }
+            Route::Unknown => {
+                if !self.cfg.fence.cpg {
+                    return;
+                }
+                let high = self.fa_members().last().copied();
+                if high != Some(me) {
+                    return;
+                }
+                if !self.quorate() && !self.cfg.fence.unknown_without_quorum {
+                    let why = format!(
+                        "no quorum: no member knows `{}`; refusing to assume it is off",
+                        body.vm_name
+                    );
+                    // The state task logs the refusal from the `acted` event.
+                    self.fence_reply(
+                        at,
+                        at,
+                        from,
+                        seqno,
+                        body,
+                        op,
+                        FenceResult::Fail,
+                        Some(why),
+                        out,
+                    );
+                    return;
+                }
+                self.fence.unknown.push(UnknownAnswer {
+                    requester: from,
+                    seqno,
+                    body,
+                    op,
+                    due: at + self.cfg.fence.unknown_grace_ms,
+                    received: at,
+                });
+            }
+        }
+    }
+
+    /// Sends a REPLY and records that this node answered.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn fence_reply(
+        &mut self,
+        at: Millis,
+        started: Millis,
+        requester: NodeId,
+        seqno: u32,
+        mut body: FenceWire,
+        op: FenceOp,
+        result: FenceResult,
+        detail: Option<String>,
+        out: &mut Output,
+    ) {
+        let domain = body.vm_name.clone();
+        body.response = i32::from(result.as_raw());
+        out.effects.push(Effect::FenceCpgReply {
+            seqno,
+            target: requester,
+            body,
+        });
+        let source = format!("cpg:{}", self.node_label(requester));
+        let me = self.local_nodeid;
+        self.emit(
+            at,
+            EventKind::Fence {
+                phase: FencePhase::Acted,
+                op,
+                domain,
+                source,
+                requester: Some(requester),
+                acted_by: me,
+                result,
+                duration_ms: at.saturating_sub(started),
+                detail,
+            },
+            out,
+        );
+    }
+
+    /// The libvirt driver finished a local action.
+    pub(in crate::engine::model) fn fence_acted(
+        &mut self,
+        at: Millis,
+        job: u64,
+        result: FenceResult,
+        detail: Option<String>,
+        out: &mut Output,
+    ) {
+        let Some(j) = self.fence.jobs.remove(&job) else {
+            return;
+        };
+        match j.for_ {
+            JobFor::Cpg {
+                requester,
+                seqno,
+                body,
+            } => self.fence_reply(
+                at, j.started, requester, seqno, body, j.op, result, detail, out,
+            ),
+            JobFor::Local { id, source } => {
+                let me = self.local_nodeid;
+                self.fence_finish(
+                    at, id, j.op, &j.domain, &source, j.started, result, me, detail, out,
+                );
+            }
+        }
+    }
+
+    /// Answers for unknown VMs whose grace is over.
+    pub(in crate::engine::model) fn answer_due_unknown(&mut self, at: Millis, out: &mut Output) {
+        let due: Vec<UnknownAnswer> = {
+            let (due, keep) = std::mem::take(&mut self.fence.unknown)
+                .into_iter()
+                .partition(|u| u.due <= at);
+            self.fence.unknown = keep;
+            due
+        };
+        for u in due {
+            let me = self.local_nodeid;
+            let still_high = self.fa_members().last().copied() == me;
+            let known = self.fence_route(&u.body.vm_name, u.op) != Route::Unknown;
+            if !still_high || known {
+                // The map learnt of the VM (its owner answers) or a higher
+                // node joined: not ours to answer any more.
+                continue;
+            }
+            let quorate = self.quorate();
+            let (result, why) = if quorate || self.cfg.fence.unknown_without_quorum {
+                (
+                    unknown_answer(u.op),
+                    format!(
+                        "no member knows `{}`; answered as the highest node id{}",
+                        u.body.vm_name,
+                        if quorate {
+                            " of a quorate cluster"
+                        } else {
+                            " WITHOUT quorum (unknown_vm_without_quorum)"
+                        }
+                    ),
+                )
+            } else {
+                (
+                    FenceResult::Fail,
+                    format!(
+                        "no quorum: no member knows `{}`; refusing to assume it is off",
+                        u.body.vm_name
+                    ),
+                )
+            };
+            self.fence_reply(
+                at,
+                u.received,
+                u.requester,
+                u.seqno,
+                u.body,
+                u.op,
+                result,
+                Some(why),
+                out,
+            );
+        }
+    }
+}

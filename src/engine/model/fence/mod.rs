@@ -1,0 +1,363 @@
+//! The fence router: who acts on a fence request, who answers for a VM that
+//! nobody knows, and when to refuse. Pure, like the rest of the model: the
+//! state task feeds requests, CPG messages, action results and clock ticks;
+//! the effects say what to send over CPG, what to do on libvirt and which
+//! caller to answer.
+//!
+//! The rules (README "Fencing" has the user-facing version):
+//! - **The owner acts.** The node where the VM is active destroys, starts or
+//!   reads it. A VM active on several hosts (a conflict) is destroyed by every
+//!   one of them for `off`; `on` and `reboot` are refused while it runs twice.
+//! - **Shut off everywhere.** The lowest node id among the hosts that define
+//!   the VM answers (`off` → ok, `status` → off, `reboot` → ok, it stays off).
+//!   `on` starts it only if exactly one host defines it; otherwise it is
+//!   refused, because picking a host for shared storage is not ours to guess.
+//! - **Nobody knows the VM.** The highest node id in `fence-agents` answers
+//!   like fence_virtd (status → off, off/reboot → ok, on → fail), but only
+//!   while the cluster is quorate, and only after a short grace so that a
+//!   real owner whose record had not reached us yet answers first. Without
+//!   quorum it answers "fail" and says why (`unknown_vm_without_quorum`
+//!   restores the old behaviour).
+//! - **The requester** waits for the reply of the node(s) its map names as
+//!   holders (a shut-off copy on another fence_virtd host cannot answer for
+//!   the real owner), with a timeout, and fails early when those nodes leave.
+//!
+//! Here: the types and the routing decision ([`Cluster::fence_route`]);
+//! `acting.rs`: the node that gets a REQUEST (act, answer, or answer for an
+//! unknown VM after the grace); `requester.rs`: the node that sends one
+//! (pending requests, their replies, timeouts and early failures).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::{Cluster, DomKey, Effect, Output};
+use fenceline_proto::api::{FenceOp, FenceResult, Millis, NodeId};
+
+mod acting;
+mod requester;
+
+/// fence_virtd's limit for the CPG request name (`char vm_name[128]`).
+pub const MAX_CPG_VM_NAME: usize = 127;
+
+/// How the router behaves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FenceRules {
+    /// Route over CPG (true), or act on this host's VMs only (libvirt backend).
+    pub cpg: bool,
+    /// Requester's wait for off, on and status.
+    pub timeout_ms: Millis,
+    /// Requester's wait for reboot.
+    pub reboot_timeout_ms: Millis,
+    /// fence_virtd's unsafe rule: answer for unknown VMs without quorum.
+    pub unknown_without_quorum: bool,
+    /// Delay before the highest id answers for an unknown VM; cancelled when
+    /// any other node replies first.
+    pub unknown_grace_ms: Millis,
+}
+
+impl Default for FenceRules {
+    fn default() -> Self {
+        Self {
+            cpg: true,
+            timeout_ms: 20_000,
+            reboot_timeout_ms: 60_000,
+            unknown_without_quorum: false,
+            unknown_grace_ms: 250,
+        }
+    }
+}
+
+/// The payload of a `fence-agents` REQUEST or REPLY (`struct cpg_fence_req`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FenceWire {
+    pub vm_name: String,
+    /// `fence_cmd_t`.
+    pub request: i32,
+    /// The fence client's seqno (fence_virtd: off/on only; 0 otherwise).
+    pub seqno: u32,
+    /// 0 in requests; the result byte in replies.
+    pub response: i32,
+}
+
+/// A local libvirt action the libvirt driver must carry out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FenceAct {
+    pub job: u64,
+    pub op: FenceOp,
+    pub uri: String,
+    pub name: String,
+    pub uuid: String,
+}
+
+/// Who handles a request, as seen from this node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// This node acts on its local domain.
+    Act {
+        uri: String,
+        name: String,
+        uuid: String,
+    },
+    /// This node answers at once without acting.
+    Answer(FenceResult, String),
+    /// No member knows the VM: the highest-id rule applies.
+    Unknown,
+    /// Another node answers.
+    Silent,
+}
+
+/// What the requester waits for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Expect {
+    /// The first reply from anyone (the VM has no active holder).
+    Anyone,
+    /// One reply from any of these holders.
+    OneOf(BTreeSet<NodeId>),
+    /// A reply from every one of these holders (off of a conflicted VM).
+    All(BTreeSet<NodeId>),
+}
+
+#[derive(Debug, Clone)]
+struct Pending {
+    id: u64,
+    op: FenceOp,
+    domain: String,
+    source: String,
+    started: Millis,
+    deadline: Millis,
+    expect: Expect,
+    /// Replies so far (for `All`): node → result.
+    got: BTreeMap<NodeId, FenceResult>,
+}
+
+#[derive(Debug, Clone)]
+enum JobFor {
+    /// A CPG request from `requester` with header `seqno`.
+    Cpg {
+        requester: NodeId,
+        seqno: u32,
+        body: FenceWire,
+    },
+    /// A local request (libvirt backend) with the caller's id.
+    Local { id: u64, source: String },
+}
+
+#[derive(Debug, Clone)]
+struct Job {
+    op: FenceOp,
+    domain: String,
+    started: Millis,
+    for_: JobFor,
+}
+
+#[derive(Debug, Clone)]
+struct UnknownAnswer {
+    requester: NodeId,
+    seqno: u32,
+    body: FenceWire,
+    op: FenceOp,
+    due: Millis,
+    received: Millis,
+}
+
+/// The router's state inside [`Cluster`].
+#[derive(Debug, Clone, Default)]
+pub(super) struct FenceState {
+    next_seqno: u32,
+    next_job: u64,
+    /// Requests this node sent, by CPG header seqno.
+    pending: BTreeMap<u32, Pending>,
+    /// Local actions in progress.
+    jobs: BTreeMap<u64, Job>,
+    /// Answers for unknown VMs waiting out their grace.
+    unknown: Vec<UnknownAnswer>,
+}
+
+impl FenceState {
+    pub(super) fn new(seed: u32) -> Self {
+        Self {
+            // Seeded so that a restarted daemon does not take replies meant
+            // for its previous life as its own.
+            next_seqno: seed.max(1),
+            next_job: 1,
+            ..Default::default()
+        }
+    }
+}
+
+fn unknown_answer(op: FenceOp) -> FenceResult {
+    match op {
+        FenceOp::Status => FenceResult::Off,
+        FenceOp::Off | FenceOp::Reboot => FenceResult::Ok,
+        _ => FenceResult::Fail,
+    }
+}
+
+fn result_of(response: i32) -> FenceResult {
+    u8::try_from(response)
+        .ok()
+        .and_then(FenceResult::from_raw)
+        .unwrap_or(FenceResult::Fail)
+}
+
+/// Sorts results by how bad they are, for combining several replies.
+fn badness(r: FenceResult) -> u8 {
+    match r {
+        FenceResult::Ok | FenceResult::Off => 0,
+        FenceResult::Fail => 1,
+        FenceResult::Denied => 2,
+    }
+}
+
+fn list(nodes: &BTreeSet<NodeId>) -> String {
+    nodes
+        .iter()
+        .map(|n| n.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A target string names a VM by UUID when it has the canonical form.
+fn matches(target: &str, name: &str, uuid: &str) -> bool {
+    if fenceline_proto::api::is_canonical_uuid(target) {
+        uuid.eq_ignore_ascii_case(target)
+    } else {
+        name.eq_ignore_ascii_case(target)
+    }
+}
+
+impl Cluster {
+    /// True while requests, actions or grace answers are outstanding; the
+    /// state task then sends `Tick`s.
+    pub fn fence_busy(&self) -> bool {
+        !self.fence.pending.is_empty()
+            || !self.fence.jobs.is_empty()
+            || !self.fence.unknown.is_empty()
+    }
+
+    fn node_label(&self, id: NodeId) -> String {
+        match self.node_name(id) {
+            Some(n) => format!("{n} ({id})"),
+            None => format!("node {id}"),
+        }
+    }
+
+    fn find_local(&self, target: &str) -> Option<(String, String, String, bool)> {
+        let mut best: Option<(String, String, String, bool)> = None;
+        for (uri, u) in &self.local {
+            for o in u.domains.values() {
+                if matches(target, &o.name, &o.uuid) {
+                    let active = o.state.is_active();
+                    if best.as_ref().is_none_or(|b| !b.3 && active) {
+                        best = Some((uri.clone(), o.name.clone(), o.uuid.clone(), active));
+                    }
+                }
+            }
+        }
+        best
+    }
+
+    /// (active holders, all hosts defining it) as the map knows them.
+    fn holders(&self, target: &str) -> Option<(BTreeSet<NodeId>, BTreeSet<NodeId>)> {
+        let key_hit = if fenceline_proto::api::is_canonical_uuid(target) {
+            self.map.get(&DomKey::of("", target))
+        } else {
+            None
+        };
+        let entry = key_hit.or_else(|| {
+            self.map
+                .values()
+                .find(|e| matches(target, &e.name, &e.uuid))
+        })?;
+        let active = entry
+            .placements
+            .iter()
+            .filter(|p| p.state.is_active())
+            .map(|p| p.nodeid)
+            .collect();
+        let all = entry.placements.iter().map(|p| p.nodeid).collect();
+        Some((active, all))
+    }
+
+    /// Who handles `op` on `target`, from this node's point of view.
+    pub fn fence_route(&self, target: &str, op: FenceOp) -> Route {
+        let me = self.local_nodeid.unwrap_or(0);
+        let local = self.find_local(target);
+        let (mut active, mut all) = self.holders(target).unwrap_or_default();
+        if let Some((_, _, _, is_active)) = &local {
+            all.insert(me);
+            if *is_active {
+                active.insert(me);
+            } else {
+                // Our own libvirt is fresher than the map for this host.
+                active.remove(&me);
+            }
+        }
+        if local.is_none() && all.is_empty() {
+            return Route::Unknown;
+        }
+        let act = || match &local {
+            Some((uri, name, uuid, _)) => Route::Act {
+                uri: uri.clone(),
+                name: name.clone(),
+                uuid: uuid.clone(),
+            },
+            None => Route::Silent,
+        };
+        if active.len() > 1 {
+            let first = active.first().copied() == Some(me);
+            return match op {
+                FenceOp::Off if active.contains(&me) => act(),
+                FenceOp::Status if first => Route::Answer(
+                    FenceResult::Ok,
+                    format!("running on nodes {} (conflict)", list(&active)),
+                ),
+                FenceOp::On | FenceOp::Reboot if first => Route::Answer(
+                    FenceResult::Fail,
+                    format!(
+                        "running on nodes {} at once (conflict): refusing to {op}; fence it off first",
+                        list(&active)
+                    ),
+                ),
+                _ => Route::Silent,
+            };
+        }
+        if let Some(&h) = active.first() {
+            return if h == me { act() } else { Route::Silent };
+        }
+        // Shut off everywhere: the lowest defining node answers.
+        if all.first().copied() != Some(me) {
+            return Route::Silent;
+        }
+        if op == FenceOp::On && all.len() > 1 {
+            return Route::Answer(
+                FenceResult::Fail,
+                format!(
+                    "defined on nodes {} and shut off everywhere: refusing to choose where to start it",
+                    list(&all)
+                ),
+            );
+        }
+        act()
+    }
+
+    /// Starts a local action: records the job and asks the libvirt driver.
+    fn start_job(&mut self, job: Job, uri: String, name: String, uuid: String, out: &mut Output) {
+        let id = self.fence.next_job;
+        self.fence.next_job += 1;
+        let op = job.op;
+        self.fence.jobs.insert(id, job);
+        out.effects.push(Effect::FenceAct(FenceAct {
+            job: id,
+            op,
+            uri,
+            name,
+            uuid,
+        }));
+    }
+
+    /// Timeouts and grace answers.
+    pub(in crate::engine::model) fn fence_tick(&mut self, at: Millis, out: &mut Output) {
+        self.answer_due_unknown(at, out);
+        self.expire_pending(at, out);
+    }
+}

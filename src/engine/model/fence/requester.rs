@@ -1,0 +1,396 @@
+//! The requesting side: a caller's request becomes a CPG REQUEST (or a
+//! local job with the libvirt backend), then waits for the reply of the
+//! node(s) the map names as holders; timeouts, send failures, holders that
+//! leave and a lost corosync end the wait with a failure.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use fenceline_proto::api::{EventKind, FenceOp, FencePhase, FenceResult, Millis, NodeId};
+
+use super::{
+    Expect, FenceWire, Job, JobFor, MAX_CPG_VM_NAME, Pending, Route, badness, list, result_of,
+};
+use crate::engine::model::{Cluster, Effect, Notice, Output};
+
+impl Cluster {
+    /// A fence request from a listener or the control socket (`id` is the
+    /// state task's handle for the answer).
+    pub(in crate::engine::model) fn fence_submit(
+        &mut self,
+        at: Millis,
+        id: u64,
+        op: FenceOp,
+        domain: String,
+        source: String,
+        out: &mut Output,
+    ) {
+        let refuse = |this: &mut Self, out: &mut Output, result, why: String| {
+            this.fence_finish(
+                at,
+                id,
+                op,
+                &domain,
+                &source,
+                at,
+                result,
+                None,
+                Some(why),
+                out,
+            );
+        };
+        if !matches!(
+            op,
+            FenceOp::Off | FenceOp::On | FenceOp::Reboot | FenceOp::Status
+        ) {
+            return refuse(
+                self,
+                out,
+                FenceResult::Fail,
+                format!("`{op}` is not routed"),
+            );
+        }
+        if domain.is_empty() || domain.len() > MAX_CPG_VM_NAME || domain.contains('\0') {
+            return refuse(
+                self,
+                out,
+                FenceResult::Fail,
+                "the VM name must be 1 to 127 bytes".into(),
+            );
+        }
+        if !self.cfg.fence.cpg {
+            // libvirt backend: this host only.
+            return match self.find_local(&domain) {
+                Some((uri, name, uuid, _)) => {
+                    let job = Job {
+                        op,
+                        domain: domain.clone(),
+                        started: at,
+                        for_: JobFor::Local { id, source },
+                    };
+                    self.start_job(job, uri, name, uuid, out);
+                }
+                None if op == FenceOp::Status => refuse(
+                    self,
+                    out,
+                    FenceResult::Off,
+                    "not defined on this host".into(),
+                ),
+                None => refuse(
+                    self,
+                    out,
+                    FenceResult::Fail,
+                    "not defined on this host (libvirt backend: no routing)".into(),
+                ),
+            };
+        }
+        let Some(me) = self.local_nodeid.filter(|_| self.corosync.connected) else {
+            return refuse(
+                self,
+                out,
+                FenceResult::Fail,
+                "corosync is not available: the cluster view is unknown, refusing".into(),
+            );
+        };
+        if self.nodes.get(&me).is_none_or(|n| n.fa_pids.is_empty()) {
+            return refuse(
+                self,
+                out,
+                FenceResult::Fail,
+                "this daemon has not joined the fence-agents group yet".into(),
+            );
+        }
+        let route = self.fence_route(&domain, op);
+        let (mut active, _) = self.holders(&domain).unwrap_or_default();
+        if let Some((_, _, _, a)) = self.find_local(&domain) {
+            if a {
+                active.insert(me);
+            } else {
+                active.remove(&me);
+            }
+        }
+        if route == Route::Unknown && !self.quorate() && !self.cfg.fence.unknown_without_quorum {
+            return refuse(
+                self,
+                out,
+                FenceResult::Fail,
+                format!(
+                    "no quorum: no member knows `{domain}`, and without quorum it may be running in another partition; refusing to assume it is off"
+                ),
+            );
+        }
+        if active.len() > 1 && matches!(op, FenceOp::On | FenceOp::Reboot) {
+            return refuse(
+                self,
+                out,
+                FenceResult::Fail,
+                format!(
+                    "running on nodes {} at once (conflict): refusing to {op}; fence it off first",
+                    list(&active)
+                ),
+            );
+        }
+        let expect = match active.len() {
+            0 => Expect::Anyone,
+            1 => Expect::OneOf(active),
+            _ if op == FenceOp::Off => Expect::All(active),
+            _ => Expect::OneOf(active),
+        };
+        let seqno = self.fence.next_seqno;
+        self.fence.next_seqno = self.fence.next_seqno.wrapping_add(1).max(1);
+        let wait = if op == FenceOp::Reboot {
+            self.cfg.fence.reboot_timeout_ms
+        } else {
+            self.cfg.fence.timeout_ms
+        };
+        self.fence.pending.insert(
+            seqno,
+            Pending {
+                id,
+                op,
+                domain: domain.clone(),
+                source,
+                started: at,
+                deadline: at + wait,
+                expect,
+                got: BTreeMap::new(),
+            },
+        );
+        out.effects.push(Effect::FenceCpgRequest {
+            seqno,
+            body: FenceWire {
+                vm_name: domain,
+                request: i32::from(op.as_raw()),
+                seqno: 0,
+                response: 0,
+            },
+        });
+    }
+
+    /// A REPLY in `fence-agents`.
+    pub(in crate::engine::model) fn fence_cpg_reply(
+        &mut self,
+        at: Millis,
+        from: NodeId,
+        seqno: u32,
+        target: NodeId,
+        body: FenceWire,
+        out: &mut Output,
+    ) {
+        // Someone answered: a pending unknown-VM answer is not needed.
+        self.fence
+            .unknown
+            .retain(|u| !(u.requester == target && u.seqno == seqno));
+        if Some(target) != self.local_nodeid {
+            return;
+        }
+        let Some(p) = self.fence.pending.get_mut(&seqno) else {
+            return;
+        };
+        if !p.domain.eq_ignore_ascii_case(&body.vm_name) || i32::from(p.op.as_raw()) != body.request
+        {
+            out.notices.push(Notice::MismatchedReply {
+                from,
+                seqno,
+                vm: body.vm_name,
+            });
+            return;
+        }
+        let result = result_of(body.response);
+        let done = match &mut p.expect {
+            Expect::Anyone => Some((result, None)),
+            Expect::OneOf(set) if set.contains(&from) => Some((result, None)),
+            Expect::OneOf(set) => {
+                out.notices.push(Notice::ReplyFromNonHolder {
+                    from,
+                    seqno,
+                    holders: set.iter().copied().collect(),
+                });
+                None
+            }
+            Expect::All(set) => {
+                if set.contains(&from) {
+                    p.got.insert(from, result);
+                }
+                if set.iter().all(|n| p.got.contains_key(n)) {
+                    let worst = p
+                        .got
+                        .values()
+                        .copied()
+                        .max_by_key(|r| badness(*r))
+                        .unwrap_or(FenceResult::Fail);
+                    Some((worst, Some(format!("destroyed on nodes {}", list(set)))))
+                } else {
+                    None
+                }
+            }
+        };
+        if let Some((result, detail)) = done {
+            let p = self.fence.pending.remove(&seqno).expect("present");
+            self.finish_pending(at, p, result, Some(from), detail, out);
+        }
+    }
+
+    /// The corosync driver could not send our REQUEST.
+    pub(in crate::engine::model) fn fence_send_failed(
+        &mut self,
+        at: Millis,
+        seqno: u32,
+        error: String,
+        out: &mut Output,
+    ) {
+        if let Some(p) = self.fence.pending.remove(&seqno) {
+            self.fail_pending(
+                at,
+                p,
+                format!("could not send the request over CPG: {error}"),
+                out,
+            );
+        }
+    }
+
+    /// Requests this node sent whose deadline passed fail.
+    pub(in crate::engine::model) fn expire_pending(&mut self, at: Millis, out: &mut Output) {
+        let expired: Vec<u32> = self
+            .fence
+            .pending
+            .iter()
+            .filter(|(_, p)| p.deadline <= at)
+            .map(|(s, _)| *s)
+            .collect();
+        for seqno in expired {
+            let p = self.fence.pending.remove(&seqno).expect("present");
+            let why = match &p.expect {
+                Expect::Anyone => "no node answered".to_string(),
+                Expect::OneOf(s) => format!("no reply from node(s) {}", list(s)),
+                Expect::All(s) => {
+                    let missing: BTreeSet<NodeId> = s
+                        .iter()
+                        .filter(|n| !p.got.contains_key(n))
+                        .copied()
+                        .collect();
+                    format!("no reply from node(s) {}", list(&missing))
+                }
+            };
+            let secs = (p.deadline - p.started) / 1000;
+            self.fail_pending(at, p, format!("timed out after {secs} s: {why}"), out);
+        }
+    }
+
+    /// Corosync went away: nothing pending can be answered any more.
+    pub(in crate::engine::model) fn fence_corosync_down(&mut self, at: Millis, out: &mut Output) {
+        self.fence.unknown.clear();
+        for p in std::mem::take(&mut self.fence.pending).into_values() {
+            self.fail_pending(
+                at,
+                p,
+                "lost the corosync connection while waiting for the reply",
+                out,
+            );
+        }
+    }
+
+    /// Nodes left `fence-agents`: requests waiting only on them fail now.
+    pub(in crate::engine::model) fn fence_nodes_left(
+        &mut self,
+        at: Millis,
+        gone: &BTreeSet<NodeId>,
+        out: &mut Output,
+    ) {
+        let mut failed = Vec::new();
+        for (seqno, p) in &mut self.fence.pending {
+            let (set, all_needed) = match &mut p.expect {
+                Expect::Anyone => continue,
+                Expect::OneOf(s) => (s, false),
+                Expect::All(s) => (s, true),
+            };
+            let lost: BTreeSet<NodeId> = set.intersection(gone).copied().collect();
+            if lost.is_empty() {
+                continue;
+            }
+            set.retain(|n| !lost.contains(n));
+            if all_needed || set.is_empty() {
+                failed.push((*seqno, lost));
+            }
+        }
+        for (seqno, lost) in failed {
+            let p = self.fence.pending.remove(&seqno).expect("present");
+            self.fail_pending(
+                at,
+                p,
+                format!(
+                    "node(s) {} left before replying; the VM's state is unknown",
+                    list(&lost)
+                ),
+                out,
+            );
+        }
+    }
+
+    /// Fails a request this node sent (timeout, lost holder, lost corosync,
+    /// send failure) with the reason.
+    pub(super) fn fail_pending(
+        &mut self,
+        at: Millis,
+        p: Pending,
+        why: impl Into<String>,
+        out: &mut Output,
+    ) {
+        self.finish_pending(at, p, FenceResult::Fail, None, Some(why.into()), out);
+    }
+
+    /// Ends a request this node sent.
+    fn finish_pending(
+        &mut self,
+        at: Millis,
+        p: Pending,
+        result: FenceResult,
+        acted_by: Option<NodeId>,
+        detail: Option<String>,
+        out: &mut Output,
+    ) {
+        self.fence_finish(
+            at, p.id, p.op, &p.domain, &p.source, p.started, result, acted_by, detail, out,
+        );
+    }
+
+    /// Answers the caller and records the outcome.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn fence_finish(
+        &mut self,
+        at: Millis,
+        id: u64,
+        op: FenceOp,
+        domain: &str,
+        source: &str,
+        started: Millis,
+        result: FenceResult,
+        acted_by: Option<NodeId>,
+        detail: Option<String>,
+        out: &mut Output,
+    ) {
+        let duration_ms = at.saturating_sub(started);
+        out.effects.push(Effect::FenceDone {
+            id,
+            result,
+            acted_by,
+            duration_ms,
+            detail: detail.clone(),
+        });
+        let requester = self.local_nodeid;
+        self.emit(
+            at,
+            EventKind::Fence {
+                phase: FencePhase::Result,
+                op,
+                domain: domain.to_string(),
+                source: source.to_string(),
+                requester,
+                acted_by,
+                result,
+                duration_ms,
+                detail,
+            },
+            out,
+        );
+    }
+}

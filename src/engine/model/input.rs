@@ -1,0 +1,219 @@
+//! What drivers hand to the model: [`Input`] and the types only inputs carry.
+
+use fenceline_proto::api::{FenceOp, FenceResult, Millis, NetworkAction, NodeId, PortView};
+
+use super::{FenceWire, HookCall, LocalDomain, OwnMessage, VmRecord};
+
+/// Which CPG group a membership change is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Group {
+    /// fence_virtd's group, `fence-agents`.
+    FenceAgents,
+    /// fenceline's own group.
+    Own,
+}
+
+/// A process in a CPG group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupMember {
+    pub nodeid: NodeId,
+    pub pid: u32,
+    /// corosync's reason text for joined/left entries ("Join", "NodeDown", ...).
+    pub reason: String,
+}
+
+/// Everything that can happen to the model.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Input {
+    CorosyncUp {
+        at: Millis,
+        local_nodeid: NodeId,
+        cluster_name: Option<String>,
+        /// corosync's nodelist: id and name.
+        nodelist: Vec<(NodeId, Option<String>)>,
+    },
+    CorosyncDown {
+        at: Millis,
+        error: String,
+    },
+    Quorum {
+        at: Millis,
+        quorate: bool,
+        members: Vec<NodeId>,
+    },
+    Votes {
+        at: Millis,
+        expected: u32,
+        total: u32,
+        quorum: u32,
+    },
+    GroupChange {
+        at: Millis,
+        group: Group,
+        members: Vec<GroupMember>,
+        left: Vec<GroupMember>,
+        joined: Vec<GroupMember>,
+    },
+    /// A STORE_VM record from `fence-agents`.
+    PeerRecord {
+        at: Millis,
+        from: NodeId,
+        record: VmRecord,
+    },
+    /// A message of fenceline's own group.
+    PeerMessage {
+        at: Millis,
+        from: NodeId,
+        msg: OwnMessage,
+    },
+    /// A CPG message that failed to parse.
+    Malformed {
+        at: Millis,
+        group: Group,
+        from: NodeId,
+        reason: String,
+    },
+    LibvirtLink {
+        at: Millis,
+        uri: String,
+        connected: bool,
+        error: Option<String>,
+    },
+    /// A full listing of one URI: replaces what the model knew of it.
+    LocalList {
+        at: Millis,
+        uri: String,
+        domains: Vec<LocalDomain>,
+    },
+    /// One local domain changed or appeared.
+    LocalDomain {
+        at: Millis,
+        uri: String,
+        domain: LocalDomain,
+    },
+    /// One local domain disappeared (undefined, or a transient one stopped).
+    LocalGone {
+        at: Millis,
+        uri: String,
+        name: String,
+        uuid: String,
+    },
+    /// A local domain rebooted in place (its state did not change).
+    LocalRebooted {
+        at: Millis,
+        uri: String,
+        name: String,
+        uuid: String,
+    },
+    /// A fence request from a listener or the control socket; `id` is the
+    /// state task's handle for the answer ([`Effect::FenceDone`](super::Effect::FenceDone)).
+    FenceSubmit {
+        at: Millis,
+        id: u64,
+        op: FenceOp,
+        domain: String,
+        source: String,
+    },
+    /// A REQUEST in `fence-agents` (our own come back too).
+    FenceCpgRequest {
+        at: Millis,
+        from: NodeId,
+        seqno: u32,
+        body: FenceWire,
+    },
+    /// A REPLY in `fence-agents`.
+    FenceCpgReply {
+        at: Millis,
+        from: NodeId,
+        seqno: u32,
+        target: NodeId,
+        body: FenceWire,
+    },
+    /// The corosync driver could not send our REQUEST `seqno`.
+    FenceSendFailed {
+        at: Millis,
+        seqno: u32,
+        error: String,
+    },
+    /// The libvirt driver finished a [`FenceAct`](super::FenceAct).
+    FenceActed {
+        at: Millis,
+        job: u64,
+        result: FenceResult,
+        detail: Option<String>,
+    },
+    /// Clock tick for fence timeouts (sent while [`Cluster::fence_busy`](super::Cluster::fence_busy)).
+    Tick {
+        at: Millis,
+    },
+    /// A network hook call on this node (hook intake).
+    Hook {
+        at: Millis,
+        call: HookCall,
+    },
+    /// A full network listing of one URI.
+    LocalNetworks {
+        at: Millis,
+        uri: String,
+        networks: Vec<NetInfo>,
+    },
+    /// A libvirt network lifecycle event, with the network re-read after it
+    /// (`None`: it no longer exists).
+    LocalNetwork {
+        at: Millis,
+        uri: String,
+        action: NetworkAction,
+        name: String,
+        info: Option<NetInfo>,
+    },
+    /// The ports libvirt lists for one local network.
+    LocalPorts {
+        at: Millis,
+        uri: String,
+        network: String,
+        ports: Vec<PortView>,
+    },
+    /// Counted drops reported by drivers.
+    Dropped {
+        at: Millis,
+        what: DropKind,
+        count: u64,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropKind {
+    Inputs,
+    Effects,
+    LibvirtEvents,
+    Events,
+    /// Fence packets refused before any action (bad hash, duplicate, ...).
+    FencePackets,
+    /// Audit records the audit writer could not take.
+    Audit,
+    /// Hook events lost (ring overflow, queue full).
+    HookEvents,
+}
+
+impl DropKind {
+    pub fn label(self) -> &'static str {
+        match self {
+            DropKind::Inputs => "inputs",
+            DropKind::Effects => "effects",
+            DropKind::LibvirtEvents => "libvirt events",
+            DropKind::Events => "events",
+            DropKind::FencePackets => "fence packets",
+            DropKind::Audit => "audit records",
+            DropKind::HookEvents => "hook events",
+        }
+    }
+}
+
+/// A network as a libvirt listing or a re-read after an event reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetInfo {
+    pub name: String,
+    pub uuid: String,
+    pub active: bool,
+    pub bridge: Option<String>,
+}

@@ -1,0 +1,93 @@
+//! The data fenceline's CPG messages carry, as the model reads and writes
+//! it: STORE_VM records (fence_virtd's format), the own group's messages, and
+//! the hook call the hook intake hands over. Plain data: it depends on
+//! nothing but [`fenceline_proto::api`] (and is meant to move there).
+
+use fenceline_proto::api::{
+    DomainState, EventKind, LibvirtHealth, Millis, NetworkView, NodeId, PortView,
+};
+
+/// Ports of one network carried in one [`OwnMessage::NetState`]; a network
+/// with more is announced with the first ones (a node with more than this
+/// many VM interfaces on one network is far outside what fenceline targets).
+pub const MAX_ANNOUNCED_PORTS: usize = 512;
+
+/// A VM record as fence_virtd's STORE_VM message carries it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VmRecord {
+    pub name: String,
+    pub uuid: String,
+    pub owner: NodeId,
+    pub state: DomainState,
+}
+
+/// A domain as a libvirt connection on this host reports it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LocalDomain {
+    pub name: String,
+    pub uuid: String,
+    pub state: DomainState,
+}
+
+/// What a fenceline peer tells the others about itself (own group).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PeerInfo {
+    pub version: String,
+    pub started_at: Millis,
+    #[serde(default)]
+    pub libvirt: Vec<LibvirtHealth>,
+}
+
+/// Messages of fenceline's own CPG group, as the model sees them. The wire
+/// format (versioned) lives in the corosync driver.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum OwnMessage {
+    Info(PeerInfo),
+    /// Start of a full inventory: every key not upserted before the matching
+    /// end is gone.
+    InventoryBegin {
+        generation: u64,
+    },
+    /// Domains that exist on the sender, with their state (upserts).
+    Vms {
+        vms: Vec<LocalDomain>,
+    },
+    /// Domains that no longer exist on the sender.
+    Gone {
+        vms: Vec<LocalDomain>,
+    },
+    InventoryEnd {
+        generation: u64,
+    },
+    /// A network hook or network lifecycle event on the sender (its
+    /// `EventKind::NetworkHook` / `EventKind::Network`); receivers show it
+    /// with the sender as `node`. Older receivers count it as malformed.
+    NetEvent {
+        time: Millis,
+        event: Box<EventKind>,
+    },
+    /// The full state of one of the sender's libvirt networks (ports capped
+    /// at [`MAX_ANNOUNCED_PORTS`]); replaces what receivers had for it.
+    NetState {
+        network: Box<NetworkView>,
+    },
+    /// Every network the sender has; receivers drop the sender's others.
+    NetList {
+        names: Vec<String>,
+    },
+}
+
+/// One hook call as the hook intake hands it to the model.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HookCall {
+    /// When the hook ran.
+    pub time: Millis,
+    pub network: String,
+    pub op: String,
+    pub subop: String,
+    pub network_uuid: Option<String>,
+    pub bridge: Option<String>,
+    pub port: Option<PortView>,
+    pub error: Option<String>,
+}
