@@ -4,6 +4,7 @@
 //!
 //! Needs root; each test builds its own lab with a unique prefix and tears it
 //! down on every exit path (the `Lab` drops on panic too).
+#![cfg(feature = "lab")]
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};

@@ -13,6 +13,7 @@
 //! (`console_fences_a_vm_and_the_monitor_cannot`, last step). Everything
 //! before it (the dialog, the request reaching the daemon, the monitor and
 //! the read-only socket refusing) does not.
+#![cfg(feature = "lab")]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

@@ -13,6 +13,7 @@
 //! with a message. Everything it creates carries the run's prefix and is
 //! removed by a `Drop` guard, also on failure. Only processes it started are
 //! signalled, by pid.
+#![cfg(feature = "lab")]
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -5,6 +5,7 @@
 //!
 //! Needs root; each test builds its own lab with a unique prefix and tears it
 //! down on every exit path.
+#![cfg(feature = "lab")]
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};

@@ -15,6 +15,7 @@
 //! engine). Everything on the wire is real.
 //!
 //! Needs root (namespaces); skipped otherwise, like the lab tests.
+#![cfg(feature = "lab")]
 
 use std::collections::HashMap;
 use std::future::Future;

@@ -1,4 +1,5 @@
 //! Self-test of the sandbox lab harness (needs root; skipped otherwise).
+#![cfg(feature = "lab")]
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
