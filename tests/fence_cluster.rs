@@ -7,52 +7,13 @@
 //! down on every exit path.
 #![cfg(feature = "lab")]
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use fenceline::sandbox::{CmdOutput, Lab, LabSpec, lab_domains, lab_test_guard};
 use serde_json::Value;
 
-const CONVERGE: Duration = Duration::from_secs(30);
-
-fn bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_fenceline"))
-}
-
-fn lab(spec: LabSpec) -> Lab {
-    match Lab::up(spec) {
-        Ok(l) => l,
-        Err(e) => panic!("lab did not come up: {e:#}"),
-    }
-}
-
-fn wait_status(lab: &Lab, i: usize, what: &str, pred: impl Fn(&Value) -> bool) {
-    let t0 = Instant::now();
-    let mut last = Value::Null;
-    while t0.elapsed() < CONVERGE {
-        match lab.status_json(i) {
-            Ok(v) if pred(&v) => return,
-            Ok(v) => last = v,
-            Err(e) => last = Value::String(format!("{e:#}")),
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!(
-        "node {i}: timed out waiting for {what}; last status:\n{}",
-        serde_json::to_string_pretty(&last).unwrap_or_default()
-    );
-}
-
-fn full_map(v: &Value, nodes: &[usize]) -> bool {
-    nodes.iter().all(|&n| {
-        lab_domains(n).iter().all(|d| {
-            v["domains"].as_array().is_some_and(|ds| {
-                ds.iter()
-                    .any(|x| x["name"] == d.name.as_str() && x["owner"] == n as u64)
-            })
-        })
-    })
-}
+mod common;
+use common::{CONVERGE, bin, events_lenient, full_map, lab, wait_status};
 
 /// `fenceline fence ACTION VM [extra...]` on node `i`.
 fn fence(lab: &Lab, i: usize, action: &str, vm: &str, extra: &[&str]) -> CmdOutput {
@@ -72,14 +33,6 @@ fn virsh_state(lab: &Lab, i: usize, vm: &str) -> String {
         .to_string()
 }
 
-fn events(lab: &Lab, i: usize) -> Vec<Value> {
-    let out = lab.fenceline(i, &["events", "--json"]).expect("events");
-    out.stdout
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
-}
-
 #[test]
 fn fence_through_the_cluster_the_owner_acts() {
     if !lab_test_guard("fence_through_the_cluster_the_owner_acts") {
@@ -90,8 +43,8 @@ fn fence_through_the_cluster_the_owner_acts() {
         ..LabSpec::default()
     });
     for i in 1..=3 {
-        wait_status(&lab, i, "quorate with the full map", |v| {
-            v["quorate"] == true && full_map(v, &[1, 2, 3])
+        wait_status(&lab, i, "quorate with the full map", CONVERGE, |v| {
+            v["quorate"] == true && full_map(v, &[1, 2, 3], false)
         });
     }
 
@@ -132,7 +85,7 @@ fn fence_through_the_cluster_the_owner_acts() {
     // Node 3 recorded the reboot (it stopped and started again).
     let t0 = Instant::now();
     loop {
-        let ev: Vec<Value> = events(&lab, 3)
+        let ev: Vec<Value> = events_lenient(&lab, 3)
             .into_iter()
             .filter(|e| e["kind"] == "domain" && e["name"] == "vm3a")
             .collect();
@@ -166,7 +119,7 @@ fn fence_through_the_cluster_the_owner_acts() {
 
     // Every request is an event on the node that received it, with the
     // node that acted; the acting node records what it did.
-    let ev = events(&lab, 1);
+    let ev = events_lenient(&lab, 1);
     assert!(
         ev.iter().any(|e| e["kind"] == "fence"
             && e["phase"] == "result"
@@ -179,7 +132,7 @@ fn fence_through_the_cluster_the_owner_acts() {
                 .is_some_and(|s| s.starts_with("control:uid=0"))),
         "{ev:?}"
     );
-    let ev2 = events(&lab, 2);
+    let ev2 = events_lenient(&lab, 2);
     assert!(
         ev2.iter().any(|e| e["kind"] == "fence"
             && e["phase"] == "acted"
@@ -201,14 +154,16 @@ fn a_partitioned_minority_refuses_to_assume_an_unknown_vm_is_off() {
         ..LabSpec::default()
     });
     for i in 1..=3 {
-        wait_status(&lab, i, "quorate with the full map", |v| {
-            v["quorate"] == true && full_map(v, &[1, 2, 3])
+        wait_status(&lab, i, "quorate with the full map", CONVERGE, |v| {
+            v["quorate"] == true && full_map(v, &[1, 2, 3], false)
         });
     }
     // Cut node 3 (the highest id) off: it is alone and inquorate.
     lab.set_link(3, false).unwrap();
-    wait_status(&lab, 3, "node 3 inquorate", |v| v["quorate"] == false);
-    wait_status(&lab, 1, "nodes 1-2 quorate without node 3", |v| {
+    wait_status(&lab, 3, "node 3 inquorate", CONVERGE, |v| {
+        v["quorate"] == false
+    });
+    wait_status(&lab, 1, "nodes 1-2 quorate without node 3", CONVERGE, |v| {
         v["quorate"] == true
             && v["nodes"]
                 .as_array()
@@ -266,8 +221,8 @@ fn requests_cross_between_fenceline_and_real_fence_virtd() {
         ..LabSpec::default()
     });
     for i in 1..=2 {
-        wait_status(&lab, i, "quorate with fence_virtd's VMs", |v| {
-            v["quorate"] == true && full_map(v, &[1, 2, 3])
+        wait_status(&lab, i, "quorate with fence_virtd's VMs", CONVERGE, |v| {
+            v["quorate"] == true && full_map(v, &[1, 2, 3], false)
         });
     }
     // fenceline → fence_virtd: node 1's daemon routes, fence_virtd on node 3 acts.
@@ -331,8 +286,8 @@ fn guests_fence_with_real_fence_xvm_and_fence_virt() {
         ..LabSpec::default()
     });
     for i in 1..=3 {
-        wait_status(&lab, i, "quorate with the full map", |v| {
-            v["quorate"] == true && full_map(v, &[1, 2, 3])
+        wait_status(&lab, i, "quorate with the full map", CONVERGE, |v| {
+            v["quorate"] == true && full_map(v, &[1, 2, 3], false)
         });
     }
     // Multicast (fence_xvm): every operation.

@@ -43,6 +43,9 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tokio::io::AsyncReadExt;
 use tokio_util::sync::CancellationToken;
 
+mod common;
+use common::{BIN, run_ok};
+
 const FENCE_XVM: &str = "/usr/sbin/fence_xvm";
 const FENCE_VIRT: &str = "/usr/sbin/fence_virt";
 const U1: &str = "8f1e0001-0000-4000-8000-000000000011";
@@ -159,37 +162,21 @@ struct Setup {
     audit: bool,
 }
 
-fn run_cmd(argv: &[&str]) -> Result<(), String> {
-    let out = Command::new(argv[0])
-        .args(&argv[1..])
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("{argv:?}: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "{argv:?}: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
-}
-
 /// Loopback up with a route for the IPv4 multicast range; with `ipv6`, a
 /// veth pair whose `va` end carries fd00:1::1 and the only IPv6 multicast
 /// route (fence_xvm skips ::1 and link-local addresses, and IPv6 multicast
 /// on `lo` is not looped back).
 fn setup_network(ipv6: bool) -> Result<(), String> {
-    run_cmd(&["ip", "link", "set", "lo", "up"])?;
-    run_cmd(&["ip", "route", "add", "224.0.0.0/4", "dev", "lo"])?;
+    run_ok(&["ip", "link", "set", "lo", "up"])?;
+    run_ok(&["ip", "route", "add", "224.0.0.0/4", "dev", "lo"])?;
     if ipv6 {
-        run_cmd(&[
+        run_ok(&[
             "ip", "link", "add", "va", "type", "veth", "peer", "name", "vb",
         ])?;
-        run_cmd(&["sysctl", "-q", "-w", "net.ipv6.conf.vb.disable_ipv6=1"])?;
-        run_cmd(&["ip", "link", "set", "vb", "up"])?;
-        run_cmd(&["ip", "link", "set", "va", "up"])?;
-        run_cmd(&[
+        run_ok(&["sysctl", "-q", "-w", "net.ipv6.conf.vb.disable_ipv6=1"])?;
+        run_ok(&["ip", "link", "set", "vb", "up"])?;
+        run_ok(&["ip", "link", "set", "va", "up"])?;
+        run_ok(&[
             "ip",
             "-6",
             "addr",
@@ -993,10 +980,6 @@ fn a_replayed_fence_xvm_datagram_is_dropped_within_ten_seconds() {
     assert_eq!(rec.calls().len(), 2);
 }
 
-fn fenceline_bin() -> &'static str {
-    env!("CARGO_BIN_EXE_fenceline")
-}
-
 /// A fenceline TOML for a daemon in `dir` (sockets, log, audit there); no
 /// libvirt URIs: those come from fence_virt.conf.
 fn daemon_toml(dir: &Path) -> String {
@@ -1032,7 +1015,7 @@ fn the_daemon_runs_a_fence_virt_conf() {
     .unwrap();
     let (toml_path, fvc_path) = (dir.join("fenceline.toml"), dir.join("fence_virt.conf"));
     let argv = [
-        fenceline_bin(),
+        BIN,
         "daemon",
         "--config",
         toml_path.to_str().unwrap(),
@@ -1123,7 +1106,7 @@ fn listener_settings_that_cannot_work_stop_the_start() {
             ),
         )
         .unwrap();
-        let mut c = Command::new(fenceline_bin());
+        let mut c = Command::new(BIN);
         c.args(["daemon", "--config"]).arg(&toml_path);
         if let Some(text) = fvc {
             let p = d.join("fence_virt.conf");
@@ -1179,7 +1162,7 @@ fn listener_settings_that_cannot_work_stop_the_start() {
         "fence_virtd {\n\tlistener = \"serial\";\n\tbackend = \"libvirt\";\n}\n",
     )
     .unwrap();
-    let out = Command::new(fenceline_bin())
+    let out = Command::new(BIN)
         .args(["daemon", "--config"])
         .arg(&toml_path)
         .arg("--fence-virt-conf")
