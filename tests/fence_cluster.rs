@@ -15,6 +15,15 @@ use serde_json::Value;
 mod common;
 use common::{CONVERGE, bin, events_lenient, full_map, lab, wait_status};
 
+/// Waits until each of `nodes` is quorate with every lab VM in its map.
+fn wait_converged(lab: &Lab, nodes: &[usize], what: &str) {
+    for &i in nodes {
+        wait_status(lab, i, what, CONVERGE, |v| {
+            v["quorate"] == true && full_map(v, &[1, 2, 3], false)
+        });
+    }
+}
+
 /// `fenceline fence ACTION VM [extra...]` on node `i`.
 fn fence(lab: &Lab, i: usize, action: &str, vm: &str, extra: &[&str]) -> CmdOutput {
     let mut args = vec!["fence", action, vm];
@@ -42,11 +51,7 @@ fn fence_through_the_cluster_the_owner_acts() {
         fenceline_bin: Some(bin()),
         ..LabSpec::default()
     });
-    for i in 1..=3 {
-        wait_status(&lab, i, "quorate with the full map", CONVERGE, |v| {
-            v["quorate"] == true && full_map(v, &[1, 2, 3], false)
-        });
-    }
+    wait_converged(&lab, &[1, 2, 3], "quorate with the full map");
 
     // status of a VM on another node: answered by its owner.
     let o = fence(&lab, 1, "status", "vm2a", &["--json"]);
@@ -153,11 +158,7 @@ fn a_partitioned_minority_refuses_to_assume_an_unknown_vm_is_off() {
         fenceline_bin: Some(bin()),
         ..LabSpec::default()
     });
-    for i in 1..=3 {
-        wait_status(&lab, i, "quorate with the full map", CONVERGE, |v| {
-            v["quorate"] == true && full_map(v, &[1, 2, 3], false)
-        });
-    }
+    wait_converged(&lab, &[1, 2, 3], "quorate with the full map");
     // Cut node 3 (the highest id) off: it is alone and inquorate.
     lab.set_link(3, false).unwrap();
     wait_status(&lab, 3, "node 3 inquorate", CONVERGE, |v| {
@@ -190,23 +191,23 @@ fn a_partitioned_minority_refuses_to_assume_an_unknown_vm_is_off() {
     lab.down().unwrap();
 }
 
-/// `fence_xvm -o OP -H VM` from the client namespace (a guest).
-fn fence_xvm(lab: &Lab, op: &str, vm: &str) -> CmdOutput {
+/// `PROGRAM [TARGET...] -k KEY -t 10 -o OP [-H VM]` from the client
+/// namespace (a guest), with the lab's key.
+fn guest_fence(lab: &Lab, program: &str, target: &[&str], op: &str, vm: &str) -> CmdOutput {
     let key = lab.fence_key_path();
-    let mut argv = vec![
-        "fence_xvm",
-        "-k",
-        key.to_str().unwrap(),
-        "-t",
-        "10",
-        "-o",
-        op,
-    ];
+    let mut argv = vec![program];
+    argv.extend_from_slice(target);
+    argv.extend(["-k", key.to_str().unwrap(), "-t", "10", "-o", op]);
     if !vm.is_empty() {
         argv.extend(["-H", vm]);
     }
     lab.exec_client(&argv, Duration::from_secs(30))
-        .expect("fence_xvm runs")
+        .unwrap_or_else(|e| panic!("{program} runs: {e:?}"))
+}
+
+/// `fence_xvm -o OP -H VM` from the client namespace (a guest).
+fn fence_xvm(lab: &Lab, op: &str, vm: &str) -> CmdOutput {
+    guest_fence(lab, "fence_xvm", &[], op, vm)
 }
 
 #[test]
@@ -220,11 +221,7 @@ fn requests_cross_between_fenceline_and_real_fence_virtd() {
         client_ns: true,
         ..LabSpec::default()
     });
-    for i in 1..=2 {
-        wait_status(&lab, i, "quorate with fence_virtd's VMs", CONVERGE, |v| {
-            v["quorate"] == true && full_map(v, &[1, 2, 3], false)
-        });
-    }
+    wait_converged(&lab, &[1, 2], "quorate with fence_virtd's VMs");
     // fenceline → fence_virtd: node 1's daemon routes, fence_virtd on node 3 acts.
     let o = fence(&lab, 1, "off", "vm3a", &["--json"]);
     assert_eq!(code(&o), 0, "{o:?}");
@@ -255,24 +252,8 @@ fn requests_cross_between_fenceline_and_real_fence_virtd() {
 
 /// `fence_virt -T NODE_IP -o OP -H VM` from the client namespace.
 fn fence_virt_tcp(lab: &Lab, node: usize, op: &str, vm: &str) -> CmdOutput {
-    let key = lab.fence_key_path();
     let ip = lab.node_ip(node);
-    let mut argv = vec![
-        "fence_virt",
-        "-T",
-        &ip,
-        "-k",
-        key.to_str().unwrap(),
-        "-t",
-        "10",
-        "-o",
-        op,
-    ];
-    if !vm.is_empty() {
-        argv.extend(["-H", vm]);
-    }
-    lab.exec_client(&argv, Duration::from_secs(30))
-        .expect("fence_virt runs")
+    guest_fence(lab, "fence_virt", &["-T", &ip], op, vm)
 }
 
 #[test]
@@ -285,11 +266,7 @@ fn guests_fence_with_real_fence_xvm_and_fence_virt() {
         client_ns: true,
         ..LabSpec::default()
     });
-    for i in 1..=3 {
-        wait_status(&lab, i, "quorate with the full map", CONVERGE, |v| {
-            v["quorate"] == true && full_map(v, &[1, 2, 3], false)
-        });
-    }
+    wait_converged(&lab, &[1, 2, 3], "quorate with the full map");
     // Multicast (fence_xvm): every operation.
     let o = fence_xvm(&lab, "monitor", "");
     assert_eq!(code(&o), 0, "{o:?}");

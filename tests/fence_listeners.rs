@@ -157,6 +157,7 @@ struct Ns {
     dir: tempfile::TempDir,
 }
 
+#[derive(Default)]
 struct Setup {
     ipv6: bool,
     audit: bool,
@@ -448,6 +449,13 @@ fn mcast_cfg(key: &Path) -> MulticastListener {
     }
 }
 
+/// A namespace with only the default multicast listener.
+fn mcast_ns(rec: Recorder) -> Ns {
+    Ns::start(rec, Setup::default(), |c, key| {
+        c.listeners.multicast = Some(mcast_cfg(key));
+    })
+}
+
 /// fence_xvm's `list` output lines for the cluster map (fence_xvm prints
 /// `%-32s %s %s`, "on" only for running).
 fn expected_list(domains: &[DomainView]) -> String {
@@ -477,19 +485,12 @@ macro_rules! guard {
 fn multicast_ipv4_every_operation_with_real_fence_xvm() {
     guard!("multicast_ipv4_every_operation_with_real_fence_xvm");
     let rec = recorder();
-    let ns = Ns::start(
-        rec.clone(),
-        Setup {
-            ipv6: false,
-            audit: false,
-        },
-        |c, key| {
-            c.listeners.multicast = Some(MulticastListener {
-                interface: Some("lo".into()),
-                ..mcast_cfg(key)
-            });
-        },
-    );
+    let ns = Ns::start(rec.clone(), Setup::default(), |c, key| {
+        c.listeners.multicast = Some(MulticastListener {
+            interface: Some("lo".into()),
+            ..mcast_cfg(key)
+        });
+    });
     let src = "multicast:127.0.0.1";
 
     let o = xvm(&ns, "status", Some("vm1"), &[]);
@@ -665,19 +666,12 @@ fn permission_groups_deny_without_the_engine_and_are_audited() {
 fn tcp_listener_with_real_fence_virt_uses_the_configured_auth() {
     guard!("tcp_listener_with_real_fence_virt_uses_the_configured_auth");
     let rec = recorder();
-    let ns = Ns::start(
-        rec.clone(),
-        Setup {
-            ipv6: false,
-            audit: false,
-        },
-        |c, key| {
-            c.listeners.tcp = Some(TcpListenerConf {
-                auth: HashName::Sha512,
-                ..tcp_cfg(key)
-            });
-        },
-    );
+    let ns = Ns::start(rec.clone(), Setup::default(), |c, key| {
+        c.listeners.tcp = Some(TcpListenerConf {
+            auth: HashName::Sha512,
+            ..tcp_cfg(key)
+        });
+    });
     let src = "tcp:127.0.0.1";
     let o = tcp_client(&ns, "status", Some("vm1"), &["-C", "sha512"]);
     assert_eq!(o.code, Some(0), "{o:?}");
@@ -736,17 +730,10 @@ fn requests_are_handled_concurrently() {
         )])),
         ..recorder()
     };
-    let ns = Ns::start(
-        rec.clone(),
-        Setup {
-            ipv6: false,
-            audit: false,
-        },
-        |c, key| {
-            c.listeners.multicast = Some(mcast_cfg(key));
-            c.listeners.tcp = Some(tcp_cfg(key));
-        },
-    );
+    let ns = Ns::start(rec.clone(), Setup::default(), |c, key| {
+        c.listeners.multicast = Some(mcast_cfg(key));
+        c.listeners.tcp = Some(tcp_cfg(key));
+    });
     let key = ns.key();
     let slow_argv = [
         FENCE_VIRT,
@@ -830,16 +817,7 @@ fn signed(key: &[u8], op: FenceOp, domain: &str, seq: u32, ht: HashType) -> Vec<
 fn refused_packets_do_nothing_and_are_counted() {
     guard!("refused_packets_do_nothing_and_are_counted");
     let rec = recorder();
-    let ns = Ns::start(
-        rec.clone(),
-        Setup {
-            ipv6: false,
-            audit: false,
-        },
-        |c, key| {
-            c.listeners.multicast = Some(mcast_cfg(key));
-        },
-    );
+    let ns = mcast_ns(rec.clone());
     let key = std::fs::read(ns.key()).unwrap();
 
     // The harness sees a dispatched request (so the checks below can fail).
@@ -926,16 +904,7 @@ fn refused_packets_do_nothing_and_are_counted() {
 fn a_replayed_fence_xvm_datagram_is_dropped_within_ten_seconds() {
     guard!("a_replayed_fence_xvm_datagram_is_dropped_within_ten_seconds");
     let rec = recorder();
-    let ns = Ns::start(
-        rec.clone(),
-        Setup {
-            ipv6: false,
-            audit: false,
-        },
-        |c, key| {
-            c.listeners.multicast = Some(mcast_cfg(key));
-        },
-    );
+    let ns = mcast_ns(rec.clone());
     let key = std::fs::read(ns.key()).unwrap();
     // Capture what fence_xvm sends: a second socket on the group and port
     // (both have SO_REUSEADDR, so each gets a copy).
@@ -995,14 +964,7 @@ fn daemon_toml(dir: &Path) -> String {
 #[test]
 fn the_daemon_runs_a_fence_virt_conf() {
     guard!("the_daemon_runs_a_fence_virt_conf");
-    let ns = Ns::start(
-        recorder(),
-        Setup {
-            ipv6: false,
-            audit: false,
-        },
-        |_, _| {},
-    );
+    let ns = Ns::start(recorder(), Setup::default(), |_, _| {});
     let dir = ns.dir.path();
     std::fs::write(dir.join("fenceline.toml"), daemon_toml(dir)).unwrap();
     std::fs::write(
