@@ -4,9 +4,11 @@
 pub mod cli;
 pub mod config;
 pub mod daemon;
+#[cfg(feature = "lab")]
 pub mod demo;
 pub mod engine;
 pub mod fence_virt_conf;
 pub mod hook;
+#[cfg(feature = "lab")]
 pub mod sandbox;
 pub mod ui;

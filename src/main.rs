@@ -102,6 +102,7 @@ enum Command {
     /// Bring up a local sandbox cluster (network namespaces, corosync,
     /// libvirtd, fenceline daemons) and open the console on node 1; quitting
     /// (q, Ctrl-C) tears it down. Needs root.
+    #[cfg(feature = "lab")]
     Demo {
         /// Number of nodes (3 to 9).
         #[arg(long, default_value_t = 3)]
@@ -140,6 +141,7 @@ enum Command {
         libvirt_version: Option<String>,
     },
     /// Sandbox lab maintenance.
+    #[cfg(feature = "lab")]
     Lab {
         #[command(subcommand)]
         command: LabCommand,
@@ -156,6 +158,7 @@ enum ConfigCommand {
     },
 }
 
+#[cfg(feature = "lab")]
 #[derive(Subcommand)]
 enum LabCommand {
     /// Remove labs left behind by a run that was killed (only fenceline-lab
@@ -304,6 +307,7 @@ fn run(cli: Cli) -> Result<(), ExitCode> {
             print_keys,
         } => console(cfg_path, socket, read_only, theme, print_keys),
         Command::Monitor { socket, theme } => console(cfg_path, socket, true, theme, false),
+        #[cfg(feature = "lab")]
         Command::Demo {
             nodes,
             duration,
@@ -325,6 +329,7 @@ fn run(cli: Cli) -> Result<(), ExitCode> {
                 ExitCode::from(exit::UNREACHABLE)
             })
         }
+        #[cfg(feature = "lab")]
         Command::Lab {
             command: LabCommand::Cleanup,
         } => match fenceline::sandbox::cleanup_stale() {

@@ -4,58 +4,15 @@
 //!
 //! Needs root; each test builds its own lab with a unique prefix and tears it
 //! down on every exit path (the `Lab` drops on panic too).
+#![cfg(feature = "lab")]
 
-use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use fenceline::sandbox::{Lab, LabSpec, lab_domains, lab_test_guard};
+use fenceline::sandbox::{LabSpec, lab_domains, lab_test_guard};
 use serde_json::Value;
 
-const CONVERGE: Duration = Duration::from_secs(30);
-
-fn bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_fenceline"))
-}
-
-fn lab(spec: LabSpec) -> Lab {
-    match Lab::up(spec) {
-        Ok(l) => l,
-        Err(e) => panic!("lab did not come up: {e:#}"),
-    }
-}
-
-/// Polls node `i`'s `status --json` until `pred` holds; panics with the last
-/// snapshot on timeout. Returns the time it took.
-fn wait_status(
-    lab: &Lab,
-    i: usize,
-    what: &str,
-    timeout: Duration,
-    pred: impl Fn(&Value) -> bool,
-) -> Duration {
-    let t0 = Instant::now();
-    let mut last = Value::Null;
-    while t0.elapsed() < timeout {
-        match lab.status_json(i) {
-            Ok(v) => {
-                if pred(&v) {
-                    return t0.elapsed();
-                }
-                last = v;
-            }
-            Err(e) => last = Value::String(format!("{e:#}")),
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!(
-        "node {i}: timed out after {timeout:?} waiting for {what}; last status:\n{}",
-        serde_json::to_string_pretty(&last).unwrap_or_default()
-    );
-}
-
-fn domain<'a>(v: &'a Value, name: &str) -> Option<&'a Value> {
-    v["domains"].as_array()?.iter().find(|d| d["name"] == name)
-}
+mod common;
+use common::{CONVERGE, bin, domain, events, full_map, lab, wait_status};
 
 fn has(v: &Value, name: &str, state: &str, owner: u64) -> bool {
     domain(v, name).is_some_and(|d| d["state"] == state && d["owner"] == owner)
@@ -71,27 +28,6 @@ fn members(v: &Value) -> Vec<u64> {
                 .collect()
         })
         .unwrap_or_default()
-}
-
-/// Every lab domain of `nodes` is in the map with its owner and initial state.
-fn full_map(v: &Value, nodes: &[usize]) -> bool {
-    nodes.iter().all(|&n| {
-        lab_domains(n).iter().all(|d| {
-            let state = if d.running { "running" } else { "shutoff" };
-            domain(v, &d.name).is_some_and(|x| {
-                x["state"] == state && x["owner"] == n as u64 && x["uuid"] == d.uuid.as_str()
-            })
-        })
-    })
-}
-
-fn events(lab: &Lab, i: usize) -> Vec<Value> {
-    let out = lab.fenceline(i, &["events", "--json"]).expect("events");
-    assert!(out.success(), "events failed: {}", out.stderr);
-    out.stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("event line is JSON"))
-        .collect()
 }
 
 #[test]
@@ -110,7 +46,7 @@ fn three_node_map_converges_and_follows_failures() {
             v["quorate"] == true
                 && v["local_nodeid"] == i as u64
                 && members(v) == vec![1, 2, 3]
-                && full_map(v, &[1, 2, 3])
+                && full_map(v, &[1, 2, 3], true)
                 && v["domains"].as_array().map(Vec::len) == Some(9)
         });
     }
@@ -172,7 +108,7 @@ fn three_node_map_converges_and_follows_failures() {
             members(v) == vec![1, 2]
                 && v["quorate"] == true
                 && lab_domains(3).iter().all(|d| domain(v, &d.name).is_none())
-                && full_map(v, &[1, 2])
+                && full_map(v, &[1, 2], true)
         });
     }
     let ev = events(&lab, 1);
@@ -190,7 +126,7 @@ fn three_node_map_converges_and_follows_failures() {
     lab.start_corosync(3).unwrap();
     for i in 1..=3 {
         wait_status(&lab, i, "node 3 back with its VMs", CONVERGE, |v| {
-            members(v) == vec![1, 2, 3] && v["stale"] == false && full_map(v, &[1, 2, 3])
+            members(v) == vec![1, 2, 3] && v["stale"] == false && full_map(v, &[1, 2, 3], true)
         });
     }
 
@@ -220,7 +156,7 @@ fn three_node_map_converges_and_follows_failures() {
     // 6. SIGTERM: the daemon leaves CPG cleanly and exits 0; peers purge at once.
     let st = lab.stop_daemon(2, libc::SIGTERM).unwrap();
     assert!(st.is_some_and(|s| s.success()), "daemon exit status {st:?}");
-    let took = wait_status(
+    let (_, took) = wait_status(
         &lab,
         1,
         "node 2's VMs purged",
@@ -250,7 +186,7 @@ fn fence_virtd_node_shares_the_map() {
     // fence_virtd broadcasts its VMs on every join; fenceline parses them.
     for i in 1..=2 {
         wait_status(&lab, i, "fence_virtd's VMs with owner 3", CONVERGE, |v| {
-            full_map(v, &[1, 2, 3])
+            full_map(v, &[1, 2, 3], true)
                 && v["nodes"]
                     .as_array()
                     .and_then(|ns| ns.iter().find(|n| n["nodeid"] == 3))

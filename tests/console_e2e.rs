@@ -13,6 +13,7 @@
 //! (`console_fences_a_vm_and_the_monitor_cannot`, last step). Everything
 //! before it (the dialog, the request reaching the daemon, the monitor and
 //! the read-only socket refusing) does not.
+#![cfg(feature = "lab")]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -22,21 +23,16 @@ use fenceline::engine::control::client::Client;
 use fenceline::sandbox::{Lab, LabSpec, lab_test_guard};
 use fenceline_proto::api::{FenceOp, Reply, Request};
 
-const CONVERGE: Duration = Duration::from_secs(30);
+mod common;
+use common::{CONVERGE, bin};
+
 const SCREEN: Duration = Duration::from_secs(15);
 
-fn bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_fenceline"))
-}
-
 fn lab() -> Lab {
-    let lab = match Lab::up(LabSpec {
+    let lab = common::lab(LabSpec {
         fenceline_bin: Some(bin()),
         ..LabSpec::default()
-    }) {
-        Ok(l) => l,
-        Err(e) => panic!("lab did not come up: {e:#}"),
-    };
+    });
     // Node 1 sees all three nodes and all nine domains.
     let t0 = Instant::now();
     loop {

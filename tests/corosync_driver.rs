@@ -13,6 +13,7 @@
 //! with a message. Everything it creates carries the run's prefix and is
 //! removed by a `Drop` guard, also on failure. Only processes it started are
 //! signalled, by pid.
+#![cfg(feature = "lab")]
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -25,6 +26,9 @@ use fenceline_proto::api::DomainState;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+mod common;
+use common::run_ok;
+
 fn have(tool: &str) -> bool {
     Command::new("sh")
         .args(["-c", &format!("command -v {tool}")])
@@ -32,21 +36,6 @@ fn have(tool: &str) -> bool {
         .status()
         .map(|s| s.success())
         .unwrap_or(false)
-}
-
-fn run(cmd: &str, args: &[&str]) -> Result<(), String> {
-    let out = Command::new(cmd)
-        .args(args)
-        .output()
-        .map_err(|e| format!("{cmd}: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "{cmd} {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
 }
 
 /// Owns the namespace, the scratch directory and the corosync process.
@@ -78,9 +67,9 @@ impl Lab {
             netns_created: false,
         };
         std::fs::create_dir_all(lab.dir.join("state")).map_err(|e| e.to_string())?;
-        run("ip", &["netns", "add", &lab.prefix])?;
+        run_ok(&["ip", "netns", "add", &lab.prefix])?;
         lab.netns_created = true;
-        run("ip", &["-n", &lab.prefix, "link", "set", "lo", "up"])?;
+        run_ok(&["ip", "-n", &lab.prefix, "link", "set", "lo", "up"])?;
         let conf = format!(
             "totem {{\n    version: 2\n    cluster_name: {p}c\n    transport: knet\n    crypto_cipher: none\n    crypto_hash: none\n    token: 1000\n}}\n\
              nodelist {{\n    node {{\n        ring0_addr: 127.0.0.1\n        name: n1\n        nodeid: 1\n    }}\n}}\n\
@@ -195,7 +184,7 @@ impl Drop for Lab {
             fenceline::sandbox::clean_qb_shm(pid);
         }
         if self.netns_created {
-            let _ = run("ip", &["netns", "del", &self.prefix]);
+            let _ = run_ok(&["ip", "netns", "del", &self.prefix]);
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }

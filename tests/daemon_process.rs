@@ -12,9 +12,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_fenceline")
-}
+mod common;
+use common::bin;
 
 struct Daemon {
     child: Child,

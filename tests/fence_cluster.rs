@@ -5,52 +5,23 @@
 //!
 //! Needs root; each test builds its own lab with a unique prefix and tears it
 //! down on every exit path.
+#![cfg(feature = "lab")]
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use fenceline::sandbox::{CmdOutput, Lab, LabSpec, lab_domains, lab_test_guard};
 use serde_json::Value;
 
-const CONVERGE: Duration = Duration::from_secs(30);
+mod common;
+use common::{CONVERGE, bin, events_lenient, full_map, lab, wait_status};
 
-fn bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_fenceline"))
-}
-
-fn lab(spec: LabSpec) -> Lab {
-    match Lab::up(spec) {
-        Ok(l) => l,
-        Err(e) => panic!("lab did not come up: {e:#}"),
+/// Waits until each of `nodes` is quorate with every lab VM in its map.
+fn wait_converged(lab: &Lab, nodes: &[usize], what: &str) {
+    for &i in nodes {
+        wait_status(lab, i, what, CONVERGE, |v| {
+            v["quorate"] == true && full_map(v, &[1, 2, 3], false)
+        });
     }
-}
-
-fn wait_status(lab: &Lab, i: usize, what: &str, pred: impl Fn(&Value) -> bool) {
-    let t0 = Instant::now();
-    let mut last = Value::Null;
-    while t0.elapsed() < CONVERGE {
-        match lab.status_json(i) {
-            Ok(v) if pred(&v) => return,
-            Ok(v) => last = v,
-            Err(e) => last = Value::String(format!("{e:#}")),
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!(
-        "node {i}: timed out waiting for {what}; last status:\n{}",
-        serde_json::to_string_pretty(&last).unwrap_or_default()
-    );
-}
-
-fn full_map(v: &Value, nodes: &[usize]) -> bool {
-    nodes.iter().all(|&n| {
-        lab_domains(n).iter().all(|d| {
-            v["domains"].as_array().is_some_and(|ds| {
-                ds.iter()
-                    .any(|x| x["name"] == d.name.as_str() && x["owner"] == n as u64)
-            })
-        })
-    })
 }
 
 /// `fenceline fence ACTION VM [extra...]` on node `i`.
@@ -71,14 +42,6 @@ fn virsh_state(lab: &Lab, i: usize, vm: &str) -> String {
         .to_string()
 }
 
-fn events(lab: &Lab, i: usize) -> Vec<Value> {
-    let out = lab.fenceline(i, &["events", "--json"]).expect("events");
-    out.stdout
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
-}
-
 #[test]
 fn fence_through_the_cluster_the_owner_acts() {
     if !lab_test_guard("fence_through_the_cluster_the_owner_acts") {
@@ -88,11 +51,7 @@ fn fence_through_the_cluster_the_owner_acts() {
         fenceline_bin: Some(bin()),
         ..LabSpec::default()
     });
-    for i in 1..=3 {
-        wait_status(&lab, i, "quorate with the full map", |v| {
-            v["quorate"] == true && full_map(v, &[1, 2, 3])
-        });
-    }
+    wait_converged(&lab, &[1, 2, 3], "quorate with the full map");
 
     // status of a VM on another node: answered by its owner.
     let o = fence(&lab, 1, "status", "vm2a", &["--json"]);
@@ -131,7 +90,7 @@ fn fence_through_the_cluster_the_owner_acts() {
     // Node 3 recorded the reboot (it stopped and started again).
     let t0 = Instant::now();
     loop {
-        let ev: Vec<Value> = events(&lab, 3)
+        let ev: Vec<Value> = events_lenient(&lab, 3)
             .into_iter()
             .filter(|e| e["kind"] == "domain" && e["name"] == "vm3a")
             .collect();
@@ -165,7 +124,7 @@ fn fence_through_the_cluster_the_owner_acts() {
 
     // Every request is an event on the node that received it, with the
     // node that acted; the acting node records what it did.
-    let ev = events(&lab, 1);
+    let ev = events_lenient(&lab, 1);
     assert!(
         ev.iter().any(|e| e["kind"] == "fence"
             && e["phase"] == "result"
@@ -178,7 +137,7 @@ fn fence_through_the_cluster_the_owner_acts() {
                 .is_some_and(|s| s.starts_with("control:uid=0"))),
         "{ev:?}"
     );
-    let ev2 = events(&lab, 2);
+    let ev2 = events_lenient(&lab, 2);
     assert!(
         ev2.iter().any(|e| e["kind"] == "fence"
             && e["phase"] == "acted"
@@ -199,15 +158,13 @@ fn a_partitioned_minority_refuses_to_assume_an_unknown_vm_is_off() {
         fenceline_bin: Some(bin()),
         ..LabSpec::default()
     });
-    for i in 1..=3 {
-        wait_status(&lab, i, "quorate with the full map", |v| {
-            v["quorate"] == true && full_map(v, &[1, 2, 3])
-        });
-    }
+    wait_converged(&lab, &[1, 2, 3], "quorate with the full map");
     // Cut node 3 (the highest id) off: it is alone and inquorate.
     lab.set_link(3, false).unwrap();
-    wait_status(&lab, 3, "node 3 inquorate", |v| v["quorate"] == false);
-    wait_status(&lab, 1, "nodes 1-2 quorate without node 3", |v| {
+    wait_status(&lab, 3, "node 3 inquorate", CONVERGE, |v| {
+        v["quorate"] == false
+    });
+    wait_status(&lab, 1, "nodes 1-2 quorate without node 3", CONVERGE, |v| {
         v["quorate"] == true
             && v["nodes"]
                 .as_array()
@@ -234,23 +191,23 @@ fn a_partitioned_minority_refuses_to_assume_an_unknown_vm_is_off() {
     lab.down().unwrap();
 }
 
-/// `fence_xvm -o OP -H VM` from the client namespace (a guest).
-fn fence_xvm(lab: &Lab, op: &str, vm: &str) -> CmdOutput {
+/// `PROGRAM [TARGET...] -k KEY -t 10 -o OP [-H VM]` from the client
+/// namespace (a guest), with the lab's key.
+fn guest_fence(lab: &Lab, program: &str, target: &[&str], op: &str, vm: &str) -> CmdOutput {
     let key = lab.fence_key_path();
-    let mut argv = vec![
-        "fence_xvm",
-        "-k",
-        key.to_str().unwrap(),
-        "-t",
-        "10",
-        "-o",
-        op,
-    ];
+    let mut argv = vec![program];
+    argv.extend_from_slice(target);
+    argv.extend(["-k", key.to_str().unwrap(), "-t", "10", "-o", op]);
     if !vm.is_empty() {
         argv.extend(["-H", vm]);
     }
     lab.exec_client(&argv, Duration::from_secs(30))
-        .expect("fence_xvm runs")
+        .unwrap_or_else(|e| panic!("{program} runs: {e:?}"))
+}
+
+/// `fence_xvm -o OP -H VM` from the client namespace (a guest).
+fn fence_xvm(lab: &Lab, op: &str, vm: &str) -> CmdOutput {
+    guest_fence(lab, "fence_xvm", &[], op, vm)
 }
 
 #[test]
@@ -264,11 +221,7 @@ fn requests_cross_between_fenceline_and_real_fence_virtd() {
         client_ns: true,
         ..LabSpec::default()
     });
-    for i in 1..=2 {
-        wait_status(&lab, i, "quorate with fence_virtd's VMs", |v| {
-            v["quorate"] == true && full_map(v, &[1, 2, 3])
-        });
-    }
+    wait_converged(&lab, &[1, 2], "quorate with fence_virtd's VMs");
     // fenceline → fence_virtd: node 1's daemon routes, fence_virtd on node 3 acts.
     let o = fence(&lab, 1, "off", "vm3a", &["--json"]);
     assert_eq!(code(&o), 0, "{o:?}");
@@ -299,24 +252,8 @@ fn requests_cross_between_fenceline_and_real_fence_virtd() {
 
 /// `fence_virt -T NODE_IP -o OP -H VM` from the client namespace.
 fn fence_virt_tcp(lab: &Lab, node: usize, op: &str, vm: &str) -> CmdOutput {
-    let key = lab.fence_key_path();
     let ip = lab.node_ip(node);
-    let mut argv = vec![
-        "fence_virt",
-        "-T",
-        &ip,
-        "-k",
-        key.to_str().unwrap(),
-        "-t",
-        "10",
-        "-o",
-        op,
-    ];
-    if !vm.is_empty() {
-        argv.extend(["-H", vm]);
-    }
-    lab.exec_client(&argv, Duration::from_secs(30))
-        .expect("fence_virt runs")
+    guest_fence(lab, "fence_virt", &["-T", &ip], op, vm)
 }
 
 #[test]
@@ -329,11 +266,7 @@ fn guests_fence_with_real_fence_xvm_and_fence_virt() {
         client_ns: true,
         ..LabSpec::default()
     });
-    for i in 1..=3 {
-        wait_status(&lab, i, "quorate with the full map", |v| {
-            v["quorate"] == true && full_map(v, &[1, 2, 3])
-        });
-    }
+    wait_converged(&lab, &[1, 2, 3], "quorate with the full map");
     // Multicast (fence_xvm): every operation.
     let o = fence_xvm(&lab, "monitor", "");
     assert_eq!(code(&o), 0, "{o:?}");

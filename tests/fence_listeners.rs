@@ -15,6 +15,7 @@
 //! engine). Everything on the wire is real.
 //!
 //! Needs root (namespaces); skipped otherwise, like the lab tests.
+#![cfg(feature = "lab")]
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -41,6 +42,9 @@ use fenceline_proto::api::{
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::io::AsyncReadExt;
 use tokio_util::sync::CancellationToken;
+
+mod common;
+use common::{BIN, run_ok};
 
 const FENCE_XVM: &str = "/usr/sbin/fence_xvm";
 const FENCE_VIRT: &str = "/usr/sbin/fence_virt";
@@ -153,25 +157,10 @@ struct Ns {
     dir: tempfile::TempDir,
 }
 
+#[derive(Default)]
 struct Setup {
     ipv6: bool,
     audit: bool,
-}
-
-fn run_cmd(argv: &[&str]) -> Result<(), String> {
-    let out = Command::new(argv[0])
-        .args(&argv[1..])
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("{argv:?}: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "{argv:?}: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
 }
 
 /// Loopback up with a route for the IPv4 multicast range; with `ipv6`, a
@@ -179,16 +168,16 @@ fn run_cmd(argv: &[&str]) -> Result<(), String> {
 /// route (fence_xvm skips ::1 and link-local addresses, and IPv6 multicast
 /// on `lo` is not looped back).
 fn setup_network(ipv6: bool) -> Result<(), String> {
-    run_cmd(&["ip", "link", "set", "lo", "up"])?;
-    run_cmd(&["ip", "route", "add", "224.0.0.0/4", "dev", "lo"])?;
+    run_ok(&["ip", "link", "set", "lo", "up"])?;
+    run_ok(&["ip", "route", "add", "224.0.0.0/4", "dev", "lo"])?;
     if ipv6 {
-        run_cmd(&[
+        run_ok(&[
             "ip", "link", "add", "va", "type", "veth", "peer", "name", "vb",
         ])?;
-        run_cmd(&["sysctl", "-q", "-w", "net.ipv6.conf.vb.disable_ipv6=1"])?;
-        run_cmd(&["ip", "link", "set", "vb", "up"])?;
-        run_cmd(&["ip", "link", "set", "va", "up"])?;
-        run_cmd(&[
+        run_ok(&["sysctl", "-q", "-w", "net.ipv6.conf.vb.disable_ipv6=1"])?;
+        run_ok(&["ip", "link", "set", "vb", "up"])?;
+        run_ok(&["ip", "link", "set", "va", "up"])?;
+        run_ok(&[
             "ip",
             "-6",
             "addr",
@@ -460,6 +449,13 @@ fn mcast_cfg(key: &Path) -> MulticastListener {
     }
 }
 
+/// A namespace with only the default multicast listener.
+fn mcast_ns(rec: Recorder) -> Ns {
+    Ns::start(rec, Setup::default(), |c, key| {
+        c.listeners.multicast = Some(mcast_cfg(key));
+    })
+}
+
 /// fence_xvm's `list` output lines for the cluster map (fence_xvm prints
 /// `%-32s %s %s`, "on" only for running).
 fn expected_list(domains: &[DomainView]) -> String {
@@ -489,19 +485,12 @@ macro_rules! guard {
 fn multicast_ipv4_every_operation_with_real_fence_xvm() {
     guard!("multicast_ipv4_every_operation_with_real_fence_xvm");
     let rec = recorder();
-    let ns = Ns::start(
-        rec.clone(),
-        Setup {
-            ipv6: false,
-            audit: false,
-        },
-        |c, key| {
-            c.listeners.multicast = Some(MulticastListener {
-                interface: Some("lo".into()),
-                ..mcast_cfg(key)
-            });
-        },
-    );
+    let ns = Ns::start(rec.clone(), Setup::default(), |c, key| {
+        c.listeners.multicast = Some(MulticastListener {
+            interface: Some("lo".into()),
+            ..mcast_cfg(key)
+        });
+    });
     let src = "multicast:127.0.0.1";
 
     let o = xvm(&ns, "status", Some("vm1"), &[]);
@@ -677,19 +666,12 @@ fn permission_groups_deny_without_the_engine_and_are_audited() {
 fn tcp_listener_with_real_fence_virt_uses_the_configured_auth() {
     guard!("tcp_listener_with_real_fence_virt_uses_the_configured_auth");
     let rec = recorder();
-    let ns = Ns::start(
-        rec.clone(),
-        Setup {
-            ipv6: false,
-            audit: false,
-        },
-        |c, key| {
-            c.listeners.tcp = Some(TcpListenerConf {
-                auth: HashName::Sha512,
-                ..tcp_cfg(key)
-            });
-        },
-    );
+    let ns = Ns::start(rec.clone(), Setup::default(), |c, key| {
+        c.listeners.tcp = Some(TcpListenerConf {
+            auth: HashName::Sha512,
+            ..tcp_cfg(key)
+        });
+    });
     let src = "tcp:127.0.0.1";
     let o = tcp_client(&ns, "status", Some("vm1"), &["-C", "sha512"]);
     assert_eq!(o.code, Some(0), "{o:?}");
@@ -748,17 +730,10 @@ fn requests_are_handled_concurrently() {
         )])),
         ..recorder()
     };
-    let ns = Ns::start(
-        rec.clone(),
-        Setup {
-            ipv6: false,
-            audit: false,
-        },
-        |c, key| {
-            c.listeners.multicast = Some(mcast_cfg(key));
-            c.listeners.tcp = Some(tcp_cfg(key));
-        },
-    );
+    let ns = Ns::start(rec.clone(), Setup::default(), |c, key| {
+        c.listeners.multicast = Some(mcast_cfg(key));
+        c.listeners.tcp = Some(tcp_cfg(key));
+    });
     let key = ns.key();
     let slow_argv = [
         FENCE_VIRT,
@@ -842,16 +817,7 @@ fn signed(key: &[u8], op: FenceOp, domain: &str, seq: u32, ht: HashType) -> Vec<
 fn refused_packets_do_nothing_and_are_counted() {
     guard!("refused_packets_do_nothing_and_are_counted");
     let rec = recorder();
-    let ns = Ns::start(
-        rec.clone(),
-        Setup {
-            ipv6: false,
-            audit: false,
-        },
-        |c, key| {
-            c.listeners.multicast = Some(mcast_cfg(key));
-        },
-    );
+    let ns = mcast_ns(rec.clone());
     let key = std::fs::read(ns.key()).unwrap();
 
     // The harness sees a dispatched request (so the checks below can fail).
@@ -938,16 +904,7 @@ fn refused_packets_do_nothing_and_are_counted() {
 fn a_replayed_fence_xvm_datagram_is_dropped_within_ten_seconds() {
     guard!("a_replayed_fence_xvm_datagram_is_dropped_within_ten_seconds");
     let rec = recorder();
-    let ns = Ns::start(
-        rec.clone(),
-        Setup {
-            ipv6: false,
-            audit: false,
-        },
-        |c, key| {
-            c.listeners.multicast = Some(mcast_cfg(key));
-        },
-    );
+    let ns = mcast_ns(rec.clone());
     let key = std::fs::read(ns.key()).unwrap();
     // Capture what fence_xvm sends: a second socket on the group and port
     // (both have SO_REUSEADDR, so each gets a copy).
@@ -992,10 +949,6 @@ fn a_replayed_fence_xvm_datagram_is_dropped_within_ten_seconds() {
     assert_eq!(rec.calls().len(), 2);
 }
 
-fn fenceline_bin() -> &'static str {
-    env!("CARGO_BIN_EXE_fenceline")
-}
-
 /// A fenceline TOML for a daemon in `dir` (sockets, log, audit there); no
 /// libvirt URIs: those come from fence_virt.conf.
 fn daemon_toml(dir: &Path) -> String {
@@ -1011,14 +964,7 @@ fn daemon_toml(dir: &Path) -> String {
 #[test]
 fn the_daemon_runs_a_fence_virt_conf() {
     guard!("the_daemon_runs_a_fence_virt_conf");
-    let ns = Ns::start(
-        recorder(),
-        Setup {
-            ipv6: false,
-            audit: false,
-        },
-        |_, _| {},
-    );
+    let ns = Ns::start(recorder(), Setup::default(), |_, _| {});
     let dir = ns.dir.path();
     std::fs::write(dir.join("fenceline.toml"), daemon_toml(dir)).unwrap();
     std::fs::write(
@@ -1031,7 +977,7 @@ fn the_daemon_runs_a_fence_virt_conf() {
     .unwrap();
     let (toml_path, fvc_path) = (dir.join("fenceline.toml"), dir.join("fence_virt.conf"));
     let argv = [
-        fenceline_bin(),
+        BIN,
         "daemon",
         "--config",
         toml_path.to_str().unwrap(),
@@ -1122,7 +1068,7 @@ fn listener_settings_that_cannot_work_stop_the_start() {
             ),
         )
         .unwrap();
-        let mut c = Command::new(fenceline_bin());
+        let mut c = Command::new(BIN);
         c.args(["daemon", "--config"]).arg(&toml_path);
         if let Some(text) = fvc {
             let p = d.join("fence_virt.conf");
@@ -1178,7 +1124,7 @@ fn listener_settings_that_cannot_work_stop_the_start() {
         "fence_virtd {\n\tlistener = \"serial\";\n\tbackend = \"libvirt\";\n}\n",
     )
     .unwrap();
-    let out = Command::new(fenceline_bin())
+    let out = Command::new(BIN)
         .args(["daemon", "--config"])
         .arg(&toml_path)
         .arg("--fence-virt-conf")

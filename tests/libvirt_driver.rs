@@ -471,17 +471,24 @@ impl Drop for PrivateLibvirt {
     }
 }
 
-#[test]
-fn private_libvirtd_loss_and_reconnect() {
+/// As root: a private libvirtd (test driver only) with its daemon running;
+/// `None` (the test is skipped) otherwise.
+fn private_libvirt_as_root() -> Option<PrivateLibvirt> {
     init_logs();
     if !nix_root() {
         eprintln!("not root; skipping");
-        return;
+        return None;
     }
-    let Some(mut lv) = PrivateLibvirt::start(false) else {
+    let mut lv = PrivateLibvirt::start(false)?;
+    lv.start_daemon();
+    Some(lv)
+}
+
+#[test]
+fn private_libvirtd_loss_and_reconnect() {
+    let Some(mut lv) = private_libvirt_as_root() else {
         return;
     };
-    lv.start_daemon();
     let uri = lv.uri();
     let (tx, rx) = InputTx::channel(1024);
     let mut feed = Feed::new(rx);
@@ -580,15 +587,9 @@ fn private_libvirtd_loss_and_reconnect() {
 /// attempt stuck in `virConnectOpen` does not delay shutdown.
 #[test]
 fn private_libvirtd_hang_detected_by_keepalive() {
-    init_logs();
-    if !nix_root() {
-        eprintln!("not root; skipping");
-        return;
-    }
-    let Some(mut lv) = PrivateLibvirt::start(false) else {
+    let Some(lv) = private_libvirt_as_root() else {
         return;
     };
-    lv.start_daemon();
     let (tx, rx) = InputTx::channel(1024);
     let mut feed = Feed::new(rx);
     let cancel = CancellationToken::new();

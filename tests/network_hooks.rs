@@ -8,18 +8,15 @@
 //!
 //! Needs root; each test builds its own lab with a unique prefix and tears
 //! it down on every exit path (the `Lab` drops on panic too).
+#![cfg(feature = "lab")]
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use fenceline::sandbox::{Lab, LabSpec, QEMU_URI, lab_test_guard};
 use serde_json::Value;
 
-const CONVERGE: Duration = Duration::from_secs(30);
-
-fn bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_fenceline"))
-}
+mod common;
+use common::{CONVERGE, bin, events, wait_status};
 
 fn lab() -> Lab {
     let spec = LabSpec {
@@ -29,19 +26,7 @@ fn lab() -> Lab {
         network_hooks: true,
         ..LabSpec::default()
     };
-    match Lab::up(spec) {
-        Ok(l) => l,
-        Err(e) => panic!("lab did not come up: {e:#}"),
-    }
-}
-
-fn events(lab: &Lab, i: usize) -> Vec<Value> {
-    let out = lab.fenceline(i, &["events", "--json"]).expect("events");
-    assert!(out.success(), "events failed: {}", out.stderr);
-    out.stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("event line is JSON"))
-        .collect()
+    common::lab(spec)
 }
 
 /// Polls node `i`'s events until `pred` holds for the list; panics with the
@@ -63,24 +48,6 @@ fn wait_events(lab: &Lab, i: usize, what: &str, pred: impl Fn(&[Value]) -> bool)
     panic!(
         "node {i}: timed out waiting for {what}; network events:\n{}",
         serde_json::to_string_pretty(&net).unwrap_or_default()
-    );
-}
-
-fn wait_status(lab: &Lab, i: usize, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
-    let t0 = Instant::now();
-    let mut last = Value::Null;
-    while t0.elapsed() < CONVERGE {
-        if let Ok(v) = lab.status_json(i) {
-            if pred(&v) {
-                return v;
-            }
-            last = v;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!(
-        "node {i}: timed out waiting for {what}; networks: {}",
-        serde_json::to_string_pretty(&last["networks"]).unwrap_or_default()
     );
 }
 
@@ -130,7 +97,7 @@ fn hook_events_cross_the_cluster_with_ports_and_replays() {
         "{script}"
     );
     // Every node got its default network; node 2 sees node 1's in the view.
-    wait_status(&lab, 2, "node 1's net1 in node 2's view", |v| {
+    wait_status(&lab, 2, "node 1's net1 in node 2's view", CONVERGE, |v| {
         network(v, 1, "net1").is_some_and(|n| n["active"] == true)
             && network(v, 2, "net2").is_some()
     });
@@ -199,7 +166,7 @@ fn hook_events_cross_the_cluster_with_ports_and_replays() {
     );
     let port_uuid = created["port"]["uuid"].as_str().unwrap().to_string();
     // The networks view on node 2 shows the port with its owner VM.
-    wait_status(&lab, 2, "the port in node 2's view", |v| {
+    wait_status(&lab, 2, "the port in node 2's view", CONVERGE, |v| {
         network(v, 1, net).is_some_and(|n| {
             n["active"] == true
                 && n["ports"].as_array().is_some_and(|p| {
@@ -246,7 +213,7 @@ fn hook_events_cross_the_cluster_with_ports_and_replays() {
         .unwrap();
     assert_eq!(deleted["port"]["owner"], vm);
     assert_eq!(deleted["port"]["mac"], mac.as_str());
-    wait_status(&lab, 2, "no port left", |v| {
+    wait_status(&lab, 2, "no port left", CONVERGE, |v| {
         network(v, 1, net).is_some_and(|n| n["ports"].as_array().is_some_and(Vec::is_empty))
     });
 
@@ -255,14 +222,14 @@ fn hook_events_cross_the_cluster_with_ports_and_replays() {
     wait_events(&lab, 2, "stopped on node 2", |e| {
         has_op(e, 1, net, "stopped", "end") && has_lifecycle(e, 1, net, "stopped")
     });
-    wait_status(&lab, 2, "node 1's network inactive", |v| {
+    wait_status(&lab, 2, "node 1's network inactive", CONVERGE, |v| {
         network(v, 1, net).is_some_and(|n| n["active"] == false)
     });
     lab.virsh_uri(1, QEMU_URI, &["net-undefine", net]).unwrap();
     wait_events(&lab, 2, "undefined on node 2", |e| {
         has_lifecycle(e, 1, net, "undefined")
     });
-    wait_status(&lab, 2, "node 1's network gone", |v| {
+    wait_status(&lab, 2, "node 1's network gone", CONVERGE, |v| {
         network(v, 1, net).is_none()
     });
 
@@ -439,7 +406,7 @@ fn hook_never_blocks_libvirt_and_bad_input_and_bursts_end_clearly() {
     drop(hung);
     let _ = std::fs::remove_file(&sock_path);
     lab.start_daemon(1).unwrap();
-    wait_status(&lab, 1, "daemon back, node 2 seen", |v| {
+    wait_status(&lab, 1, "daemon back, node 2 seen", CONVERGE, |v| {
         v["nodes"]
             .as_array()
             .is_some_and(|n| n.iter().filter(|x| x["member"] == true).count() == 2)
@@ -486,7 +453,7 @@ fn hook_never_blocks_libvirt_and_bad_input_and_bursts_end_clearly() {
         + blast_failed;
     // Every call is either in the ring, counted as dropped, or reported lost
     // by the hook itself: nothing is silent.
-    let s = wait_status(&lab, 1, "the burst accounted for", |v| {
+    let (s, _) = wait_status(&lab, 1, "the burst accounted for", CONVERGE, |v| {
         let dropped = v["counters"]["dropped_hook_events"].as_u64().unwrap_or(0) - before;
         let in_ring = hook_ops(&events(&lab, 1), 1, "burst").len() as u64;
         in_ring + dropped + failed == 10_000

@@ -1,4 +1,5 @@
 //! Self-test of the sandbox lab harness (needs root; skipped otherwise).
+#![cfg(feature = "lab")]
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -241,39 +242,16 @@ fn fence_virtd_node_joins_cpg() {
     if fenceline::sandbox::which("fence_xvm").is_some() {
         let key = lab.fence_key_path();
         let key = key.to_str().unwrap();
-        let on = lab
-            .exec_client(
-                &[
-                    "fence_xvm",
-                    "-k",
-                    key,
-                    "-t",
-                    "10",
-                    "-o",
-                    "status",
-                    "-H",
-                    "vm3a",
-                ],
+        let status = |vm: &str| {
+            lab.exec_client(
+                &["fence_xvm", "-k", key, "-t", "10", "-o", "status", "-H", vm],
                 Duration::from_secs(20),
             )
-            .unwrap();
+            .unwrap()
+        };
+        let on = status("vm3a");
         assert_eq!(on.code(), Some(0), "{on:?}");
-        let off = lab
-            .exec_client(
-                &[
-                    "fence_xvm",
-                    "-k",
-                    key,
-                    "-t",
-                    "10",
-                    "-o",
-                    "status",
-                    "-H",
-                    "vm3off",
-                ],
-                Duration::from_secs(20),
-            )
-            .unwrap();
+        let off = status("vm3off");
         assert_eq!(off.code(), Some(2), "{off:?}");
     }
 

@@ -6,6 +6,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use fenceline_proto::backoff::Backoff;
 
 /// Default deadline for short commands run inside a lab.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -118,7 +119,9 @@ pub(crate) fn run(cmd: &mut Command, timeout: Duration) -> Result<CmdOutput> {
     let out_rx = spawn_reader(child.stdout.take());
     let err_rx = spawn_reader(child.stderr.take());
     let deadline = Instant::now() + timeout;
-    let mut pause = Duration::from_millis(1);
+    // Poll the child 1 ms, 2 ms, 4 ms, ... up to every 20 ms (no jitter).
+    let mut pause =
+        Backoff::new(Duration::from_millis(1), Duration::from_millis(20), 0).jitter(0.0);
     let status = loop {
         match child.try_wait() {
             Ok(Some(st)) => break st,
@@ -140,8 +143,7 @@ pub(crate) fn run(cmd: &mut Command, timeout: Duration) -> Result<CmdOutput> {
                 excerpt(&stderr, 600)
             );
         }
-        std::thread::sleep(pause.min(deadline - now));
-        pause = (pause * 2).min(Duration::from_millis(20));
+        std::thread::sleep(pause.next_delay().min(deadline - now));
     };
     let stdout = collect(&out_rx, Duration::from_secs(2));
     let stderr = collect(&err_rx, Duration::from_secs(2));
