@@ -17,13 +17,13 @@ use crate::engine::fence::multicast::MulticastSettings;
 use crate::engine::fence::perm::PermissionGroup;
 use crate::engine::fence::tcp::TcpSettings;
 use crate::engine::fence::vsock::VsockSettings;
-use crate::engine::fence::wire::HashType;
 use crate::engine::model::{FenceRules, ModelConfig};
 use crate::engine::{
     AuditSink, EFFECT_CAPACITY, EffectRoutes, FENCE_ACT_CAPACITY, INPUT_CAPACITY, InputTx, control,
     corosync, fence, hooks, libvirt, spawn_state_with,
 };
 use fenceline_proto::api::now_millis;
+use fenceline_proto::fence_xvm::HashType;
 
 /// Sets up logging to stderr and, if configured, to a file. The returned
 /// guard flushes the file writer when dropped.

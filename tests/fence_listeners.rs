@@ -32,13 +32,13 @@ use fenceline::config::{Config, HashName, MulticastListener, PermissionGroup, Tc
 use fenceline::engine::fence::audit;
 use fenceline::engine::fence::auth::client_handshake;
 use fenceline::engine::fence::listeners::{self, FenceService};
-use fenceline::engine::fence::wire::{FenceRequest, HashType};
 use fenceline::engine::model::{DropKind, Input};
 use fenceline::engine::{FenceAnswer, FenceCall, InputTx};
 use fenceline::sandbox::{lab_test_guard, wait_until};
 use fenceline_proto::api::{
     Counters, DomainState, DomainView, Event, EventKind, FenceOp, FenceResult, Link, Snapshot,
 };
+use fenceline_proto::fence_xvm::{FenceRequest, HashType};
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::io::AsyncReadExt;
 use tokio_util::sync::CancellationToken;

@@ -2,7 +2,7 @@
 //! panics; a parsed request re-encodes to the same bytes.
 #![no_main]
 
-use fenceline::engine::fence::wire::{FenceRequest, HashType, REQ_LEN, verify};
+use fenceline_proto::fence_xvm::{FenceRequest, HashType, REQ_LEN, verify};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -7,4 +7,5 @@
 pub mod api;
 pub mod backoff;
 pub mod domxml;
+pub mod fence_xvm;
 pub mod ratelimit;

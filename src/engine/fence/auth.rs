@@ -12,7 +12,7 @@ use std::time::Duration;
 use rand::RngCore;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use super::wire::{CHALLENGE_LEN, HashType, response, response_ok};
+use fenceline_proto::fence_xvm::{CHALLENGE_LEN, HashType, response, response_ok};
 
 /// fence_virtd's limit for each read or write of the handshake.
 pub const AUTH_IO_TIMEOUT: Duration = Duration::from_secs(10);

@@ -42,9 +42,9 @@ use super::multicast::MulticastSettings;
 use super::perm::{PermissionGroup, Permissions};
 use super::tcp::TcpSettings;
 use super::vsock::VsockSettings;
-use super::wire::{self, HashType};
 use crate::engine::{EngineHandle, FenceAnswer, FenceCall, InputTx};
 use fenceline_proto::api::Snapshot;
+use fenceline_proto::fence_xvm::HashType;
 
 pub(crate) use refusal::Refusal;
 pub(crate) use request::{Common, Origin};
@@ -181,7 +181,7 @@ pub fn spawn<S: FenceService>(
 }
 
 fn load_key(listener: &str, path: &Path) -> anyhow::Result<Arc<[u8]>> {
-    let key = wire::read_key(path).with_context(|| {
+    let key = super::key::read_key(path).with_context(|| {
         format!(
             "listeners.{listener}.key_file: cannot read the fence key {}",
             path.display()

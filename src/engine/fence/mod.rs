@@ -8,10 +8,10 @@
 pub mod audit;
 pub mod auth;
 pub mod history;
+pub mod key;
 pub mod listeners;
 pub mod multicast;
 pub mod perm;
 mod stream;
 pub mod tcp;
 pub mod vsock;
-pub mod wire;

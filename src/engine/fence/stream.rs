@@ -11,8 +11,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio_util::sync::CancellationToken;
 
 use super::listeners::{Common, FenceService, Origin, Refusal};
-use super::wire::REQ_LEN;
 use fenceline_proto::backoff::Backoff;
+use fenceline_proto::fence_xvm::REQ_LEN;
 
 /// fence_virtd reads the request within 1 s of the accept.
 pub const REQUEST_READ_TIMEOUT: Duration = Duration::from_secs(1);

@@ -165,8 +165,8 @@ mod tests {
     use crate::engine::fence::listeners::Common;
     use crate::engine::fence::listeners::testing::Recorder;
     use crate::engine::fence::perm::Permissions;
-    use crate::engine::fence::wire::{FenceRequest, HashType};
     use fenceline_proto::api::FenceOp;
+    use fenceline_proto::fence_xvm::{FenceRequest, HashType};
     use std::sync::Arc;
     use std::time::Duration;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};

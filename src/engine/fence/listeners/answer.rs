@@ -7,13 +7,13 @@ use std::time::Duration;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use super::super::perm::Permissions;
-use super::super::wire::{self, FenceRequest, HOST_STATE_END, HostState, RESP_HOSTLIST};
 use super::request::{Common, Origin};
 use super::{FenceService, RECORD_WRITE_TIMEOUT, RESULT_WRITE_TIMEOUT};
 use crate::engine::FenceCall;
 use fenceline_proto::api::{
     Event, EventKind, FenceOp, FencePhase, FenceResult, Snapshot, now_millis,
 };
+use fenceline_proto::fence_xvm::{self, FenceRequest, HOST_STATE_END, HostState, RESP_HOSTLIST};
 
 /// The result fence_virtd sends for `null` (its backends answer 1).
 const NULL_RESULT: u8 = 1;
@@ -151,7 +151,7 @@ async fn write_result<W: AsyncWrite + Unpin>(w: &mut W, b: u8) -> std::io::Resul
 /// backend sends 1 here; fence_xvm never reads it).
 async fn write_host_list<W: AsyncWrite + Unpin>(
     w: &mut W,
-    records: &[[u8; wire::HOST_STATE_LEN]],
+    records: &[[u8; fence_xvm::HOST_STATE_LEN]],
 ) -> std::io::Result<()> {
     write_with(w, &[RESP_HOSTLIST], RECORD_WRITE_TIMEOUT).await?;
     for r in records {
@@ -164,7 +164,7 @@ async fn write_host_list<W: AsyncWrite + Unpin>(
 /// The longest prefix of `s` of at most 63 bytes that ends on a character
 /// boundary (the record's fields are 64 bytes with a terminating NUL).
 pub(super) fn field(s: &str) -> String {
-    let mut end = s.len().min(wire::DOMAIN_FIELD - 1);
+    let mut end = s.len().min(fence_xvm::DOMAIN_FIELD - 1);
     while !s.is_char_boundary(end) {
         end -= 1;
     }
@@ -176,7 +176,7 @@ pub(crate) fn host_list(
     snap: &Snapshot,
     perms: &Permissions,
     source: &str,
-) -> Vec<[u8; wire::HOST_STATE_LEN]> {
+) -> Vec<[u8; fence_xvm::HOST_STATE_LEN]> {
     snap.domains
         .iter()
         .filter(|d| perms.may_see(source, &d.name, &d.uuid))

@@ -8,11 +8,11 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
-use super::super::wire::{self, REQ_LEN};
 use super::MAX_CONCURRENT;
 use crate::engine::InputTx;
 use crate::engine::model::{DropKind, Input};
 use fenceline_proto::api::now_millis;
+use fenceline_proto::fence_xvm::{self, REQ_LEN};
 use fenceline_proto::ratelimit::RateLimit;
 
 /// Warnings per second per listener; the rest are summed into the next one
@@ -24,7 +24,7 @@ const LOGS_PER_SECOND: u32 = 10;
 pub(crate) enum Refusal {
     Length(usize),
     Garbage(String),
-    Signature(wire::VerifyError),
+    Signature(fence_xvm::VerifyError),
     Duplicate,
     InFlight,
     Busy,

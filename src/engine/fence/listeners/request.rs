@@ -15,11 +15,11 @@ use super::super::audit::AuditTx;
 use super::super::auth::{AUTH_IO_TIMEOUT, daemon_handshake};
 use super::super::history::{History, InFlight, InFlightGuard, RequestKey};
 use super::super::perm::Permissions;
-use super::super::wire::{self, FenceRequest, HashType, REQ_LEN};
 use super::refusal::{Refusal, Refusals};
 use super::{FenceService, MAX_CONCURRENT};
 use crate::engine::InputTx;
 use fenceline_proto::api::FenceOp;
+use fenceline_proto::fence_xvm::{self, FenceRequest, HashType, REQ_LEN};
 
 /// The in-flight key: the dedup key plus, for multicast, the callback
 /// address (packets of one fence_xvm round differ only in that address and
@@ -90,7 +90,7 @@ impl<S: FenceService> Common<S> {
     /// history. Returns the parsed request.
     pub(crate) fn check(&self, raw: &[u8]) -> Result<FenceRequest, Refusal> {
         let bytes: &[u8; REQ_LEN] = raw.try_into().map_err(|_| Refusal::Length(raw.len()))?;
-        wire::verify(bytes, Some(&self.key), self.hash).map_err(Refusal::Signature)?;
+        fence_xvm::verify(bytes, Some(&self.key), self.hash).map_err(Refusal::Signature)?;
         let req = FenceRequest::parse(bytes).map_err(|e| Refusal::Garbage(e.to_string()))?;
         let key = RequestKey::new(req.request, req.seqno, &req.domain);
         if self

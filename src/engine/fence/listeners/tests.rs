@@ -3,9 +3,11 @@ use super::testing::*;
 use super::*;
 use crate::engine::fence::auth::client_handshake;
 use crate::engine::fence::perm::PermissionGroup;
-use crate::engine::fence::wire::{FenceRequest, HOST_STATE_END, HostState, REQ_LEN, RESP_HOSTLIST};
 use crate::engine::model::{DropKind, Input};
 use fenceline_proto::api::{DomainState, FenceOp, FenceResult};
+use fenceline_proto::fence_xvm::{
+    self, FenceRequest, HOST_STATE_END, HostState, REQ_LEN, RESP_HOSTLIST,
+};
 use std::net::SocketAddr;
 use tokio::io::AsyncReadExt;
 
@@ -221,13 +223,15 @@ async fn refusals_are_checked_before_anything_else() {
     bad[5] ^= 1;
     assert_eq!(
         c.check(&bad),
-        Err(Refusal::Signature(wire::VerifyError::Mismatch))
+        Err(Refusal::Signature(fence_xvm::VerifyError::Mismatch))
     );
     let mut r = FenceRequest::new(FenceOp::Off, "vm1", 1).unwrap();
     r.sign(KEY, HashType::Sha1, [0; 6]).unwrap();
     assert!(matches!(
         c.check(&r.encode().unwrap()),
-        Err(Refusal::Signature(wire::VerifyError::WeakerHash { .. }))
+        Err(Refusal::Signature(
+            fence_xvm::VerifyError::WeakerHash { .. }
+        ))
     ));
     // Random bytes with a valid-looking hashtype fail the signature.
     let mut junk = [0xAAu8; REQ_LEN];
@@ -236,7 +240,7 @@ async fn refusals_are_checked_before_anything_else() {
     junk[1] = 9;
     assert_eq!(
         c.check(&junk),
-        Err(Refusal::Signature(wire::VerifyError::UnknownHash(9)))
+        Err(Refusal::Signature(fence_xvm::VerifyError::UnknownHash(9)))
     );
 }
 

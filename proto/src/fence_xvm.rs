@@ -34,7 +34,7 @@ const OFF_HASH: usize = 112;
 const AF_INET: u32 = 2;
 const AF_INET6: u32 = 10;
 
-pub use fenceline_proto::api::{FenceOp as FenceCmd, FenceResult};
+pub use crate::api::{FenceOp as FenceCmd, FenceResult};
 
 /// `fence_hash_t` / `fence_auth_type_t`: they share numbers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -307,22 +307,6 @@ pub fn response_ok(
     bool::from(response(auth, key, challenge).ct_eq(answer))
 }
 
-/// Reads a key file as fence_virtd does: raw bytes, nothing trimmed, at most
-/// the first 4096 bytes.
-pub fn read_key(path: &std::path::Path) -> std::io::Result<Vec<u8>> {
-    use std::io::Read;
-    let f = std::fs::File::open(path)?;
-    let mut key = Vec::with_capacity(MAX_KEY_LEN);
-    f.take(MAX_KEY_LEN as u64).read_to_end(&mut key)?;
-    if key.is_empty() {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            "key file is empty",
-        ));
-    }
-    Ok(key)
-}
-
 /// One `host_state_t` record of a host list.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostState {
@@ -542,17 +526,5 @@ mod tests {
             state: 0,
         };
         assert!(long.encode().is_err());
-    }
-
-    #[test]
-    fn key_file_is_raw_and_capped() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("k");
-        std::fs::write(&p, b"secret\n").unwrap();
-        assert_eq!(read_key(&p).unwrap(), b"secret\n", "nothing is trimmed");
-        std::fs::write(&p, vec![7u8; 5000]).unwrap();
-        assert_eq!(read_key(&p).unwrap().len(), MAX_KEY_LEN);
-        std::fs::write(&p, b"").unwrap();
-        assert!(read_key(&p).is_err());
     }
 }
