@@ -1,11 +1,15 @@
 //! The one-shot commands `status` and `events`: they talk to a daemon over
-//! the control socket and print text or JSON.
+//! the control socket and print text or JSON; and the console's settings
+//! (theme, keymap) checked from the config.
 
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::path::Path;
 
+use crate::config::{Config, ConfigError};
 use crate::engine::control::client::{Client, ClientError};
+use crate::ui::keymap::Keymap;
+use crate::ui::theme::Theme;
 use fenceline_proto::api::{
     DaemonKind, Event, EventKind, FenceOp, FenceResult, Millis, NodeId, Reply, Request, Snapshot,
     rfc3339,
@@ -18,6 +22,29 @@ pub mod exit {
     pub const UNREACHABLE: u8 = 1;
     /// Bad usage or configuration.
     pub const USAGE: u8 = 2;
+}
+
+/// The console's keymap: the defaults with `[console.keys]` applied. A bad
+/// table is reported like every config error (file, line, key).
+pub fn console_keymap(cfg: &Config) -> Result<Keymap, ConfigError> {
+    Keymap::with_overrides(&cfg.console.key_overrides())
+        .map_err(|e| cfg.console.invalid("keys", &e.actions(), e.to_string()))
+}
+
+/// The console's theme: `--theme` wins over `[console] theme` (whose errors
+/// name the config file, line and key); `NO_COLOR` drops the colours. Only the
+/// console loads a theme, never the daemon.
+pub fn console_theme(cfg: &Config, flag: Option<&str>) -> Result<Theme, String> {
+    let theme = match flag {
+        Some(name) => Theme::load(name)?,
+        None => Theme::load(&cfg.console.theme)
+            .map_err(|e| format!("config error: {}", cfg.console.invalid("theme", &[], e)))?,
+    };
+    Ok(if Theme::no_color_requested() {
+        theme.monochrome()
+    } else {
+        theme
+    })
 }
 
 async fn call(socket: &Path, req: Request) -> Result<Reply, ClientError> {
@@ -539,4 +566,48 @@ fn kebab<T: serde::Serialize>(v: &T) -> String {
         .ok()
         .and_then(|v| v.as_str().map(str::to_string))
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    fn parse(s: &str) -> Result<Config, ConfigError> {
+        Config::parse(s, Path::new("/etc/fenceline/test.toml"))
+    }
+
+    /// The console's settings are checked where the console is built, with
+    /// the config's file:line:key errors.
+    #[test]
+    fn console_section_is_validated_with_line_and_key() {
+        let c = parse(
+            "[console]\ntheme = \"light\"\n[console.keys]\nfence-off = \"ctrl-k\"\nquit = [\"q\", \"Q\"]\n",
+        )
+        .unwrap();
+        assert!(console_keymap(&c).is_ok());
+        assert!(console_theme(&c, None).is_ok());
+        let c = parse("[console]\ntheme = \"solarized\"\n").unwrap();
+        let msg = console_theme(&c, None).unwrap_err();
+        assert!(
+            msg.starts_with(
+                "config error: /etc/fenceline/test.toml:2: key `console.theme`: no theme `solarized`"
+            ),
+            "{msg}"
+        );
+        assert!(console_theme(&c, Some("light")).is_ok(), "--theme wins");
+        let c = parse("[console.keys]\nhelp = \"?\"\nreboot = \"q\"\n").unwrap();
+        assert_eq!(
+            console_keymap(&c).unwrap_err().to_string(),
+            "/etc/fenceline/test.toml:3: key `console.keys`: key `q` is bound to both `quit` and `reboot` (Main screen); unbind one of them"
+        );
+        let c = parse("[console.keys]\nfence = \"x\"\n").unwrap();
+        let e = console_keymap(&c).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains(":2: key `console.keys`: `fence` is not a console action"),
+            "{e}"
+        );
+    }
 }

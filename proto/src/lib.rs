@@ -6,4 +6,6 @@
 
 pub mod api;
 pub mod backoff;
+pub mod display;
+pub mod paths;
 pub mod ratelimit;

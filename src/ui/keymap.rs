@@ -9,7 +9,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
 use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
-use serde::{Deserialize, Serialize};
 
 /// Where an action applies. One key may mean different things in different
 /// scopes (Esc closes the help and cancels a dialog), never two things in one.
@@ -529,23 +528,6 @@ impl fmt::Display for Key {
     }
 }
 
-/// One or several keys, as `[console.keys]` writes them.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(untagged)]
-pub enum KeySpec {
-    One(String),
-    Many(Vec<String>),
-}
-
-impl KeySpec {
-    fn keys(&self) -> Vec<&str> {
-        match self {
-            KeySpec::One(k) => vec![k.as_str()],
-            KeySpec::Many(v) => v.iter().map(String::as_str).collect(),
-        }
-    }
-}
-
 /// What is wrong with a `[console.keys]` table.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum KeymapError {
@@ -592,7 +574,9 @@ impl Default for Keymap {
 impl Keymap {
     /// The defaults with `overrides` (action name → keys) applied. Overridden
     /// actions lose their default keys; an empty list unbinds an action.
-    pub fn with_overrides(overrides: &BTreeMap<String, KeySpec>) -> Result<Keymap, KeymapError> {
+    pub fn with_overrides(
+        overrides: &BTreeMap<String, Vec<String>>,
+    ) -> Result<Keymap, KeymapError> {
         let mut keys: BTreeMap<Action, Vec<Key>> = BTreeMap::new();
         for a in ACTIONS {
             let parsed = a
@@ -614,7 +598,7 @@ impl Keymap {
                 });
             };
             let mut list = Vec::new();
-            for k in spec.keys() {
+            for k in spec {
                 let key = Key::parse(k).map_err(|reason| KeymapError::BadKey {
                     action: name.clone(),
                     reason,
@@ -776,10 +760,19 @@ impl Keymap {
 mod tests {
     use super::*;
 
-    fn over(pairs: &[(&str, KeySpec)]) -> BTreeMap<String, KeySpec> {
+    /// `[console.keys]` values as the config writes them.
+    enum KeySpec {
+        One(String),
+        Many(Vec<String>),
+    }
+
+    fn over(pairs: &[(&str, KeySpec)]) -> BTreeMap<String, Vec<String>> {
         pairs
             .iter()
-            .map(|(k, v)| (k.to_string(), v.clone()))
+            .map(|(k, v)| match v {
+                KeySpec::One(s) => (k.to_string(), vec![s.clone()]),
+                KeySpec::Many(l) => (k.to_string(), l.clone()),
+            })
             .collect()
     }
 

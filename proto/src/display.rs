@@ -1,0 +1,1 @@
+//! Plain-text descriptions shared by the CLI and the console.
