@@ -16,6 +16,7 @@
 
 pub mod app;
 #[doc(hidden)]
+#[cfg(any(test, feature = "fixtures"))]
 pub mod fixtures;
 pub mod keymap;
 pub mod source;
