@@ -11,9 +11,9 @@ use crate::engine::control::client::{Client, ClientError};
 use crate::ui::keymap::Keymap;
 use crate::ui::theme::Theme;
 use fenceline_proto::api::{
-    DaemonKind, Event, EventKind, FenceOp, FenceResult, Millis, NodeId, Reply, Request, Snapshot,
-    rfc3339,
+    DaemonKind, Event, FenceOp, FenceResult, Millis, NodeId, Reply, Request, Snapshot, rfc3339,
 };
+use fenceline_proto::display::{self, age};
 
 /// Exit codes of the CLI.
 pub mod exit {
@@ -254,17 +254,6 @@ impl Names {
     }
 }
 
-/// "3s", "5m", "2h", "4d".
-pub fn age(now: Millis, since: Millis) -> String {
-    let s = now.saturating_sub(since) / 1000;
-    match s {
-        0..=59 => format!("{s}s"),
-        60..=3599 => format!("{}m", s / 60),
-        3600..=86399 => format!("{}h", s / 3600),
-        _ => format!("{}d", s / 86400),
-    }
-}
-
 /// The crm_mon-like text view of a snapshot.
 pub fn render_status(s: &Snapshot, now: Millis) -> String {
     let names = Names::from(s);
@@ -442,130 +431,13 @@ pub fn render_status(s: &Snapshot, now: Millis) -> String {
     o
 }
 
-/// One human line per event.
+/// One human line per event: time, node, then the event as the console
+/// words it (`fenceline_proto::display`).
 pub fn render_event(e: &Event, names: &Names) -> String {
     let t = rfc3339::format(e.time);
     let at = e.node.map(|n| names.node(n)).unwrap_or_else(|| "-".into());
-    let body = match &e.kind {
-        EventKind::Membership {
-            action,
-            nodeid,
-            detail,
-            ..
-        } => {
-            let who = nodeid.map(|n| names.node(n)).unwrap_or_default();
-            let mut s = format!("membership {} {who}", kebab(action));
-            if let Some(d) = detail {
-                let _ = write!(s, " ({d})");
-            }
-            s
-        }
-        EventKind::Domain {
-            action,
-            name,
-            state,
-            previous,
-            owner,
-            previous_owner,
-            detail,
-            ..
-        } => {
-            let mut s = format!("domain {} {name} {state}", kebab(action));
-            if let Some(p) = previous
-                && p != state
-            {
-                let _ = write!(s, " (was {p})");
-            }
-            match (owner, previous_owner) {
-                (Some(o), _) => {
-                    let _ = write!(s, " on {}", names.node(*o));
-                }
-                (None, Some(p)) => {
-                    let _ = write!(s, " (was on {})", names.node(*p));
-                }
-                _ => {}
-            }
-            if let Some(d) = detail {
-                let _ = write!(s, ": {d}");
-            }
-            s
-        }
-        EventKind::Daemon {
-            action,
-            uri,
-            detail,
-        } => {
-            let mut s = format!("daemon {}", kebab(action));
-            if let Some(u) = uri {
-                let _ = write!(s, " {u}");
-            }
-            if let Some(d) = detail {
-                let _ = write!(s, ": {d}");
-            }
-            s
-        }
-        EventKind::Fence {
-            phase,
-            op,
-            domain,
-            source,
-            acted_by,
-            result,
-            duration_ms,
-            detail,
-            ..
-        } => {
-            let mut s = format!("fence {} {op} {domain} -> {result}", kebab(phase));
-            if let Some(n) = acted_by {
-                let _ = write!(s, " by {}", names.node(*n));
-            }
-            let _ = write!(s, " ({duration_ms} ms, from {source})");
-            if let Some(d) = detail {
-                let _ = write!(s, ": {d}");
-            }
-            s
-        }
-        EventKind::NetworkHook {
-            network,
-            op,
-            subop,
-            port,
-            replay,
-            error,
-            ..
-        } => {
-            let mut s = format!("hook network {network} {op}");
-            if !subop.is_empty() && subop != "-" {
-                let _ = write!(s, "/{subop}");
-            }
-            if let Some(p) = port {
-                if let Some(o) = &p.owner {
-                    let _ = write!(s, " vm {o}");
-                }
-                if let Some(m) = &p.mac {
-                    let _ = write!(s, " mac {m}");
-                }
-            }
-            if *replay {
-                s.push_str(" (replayed at libvirtd start)");
-            }
-            if let Some(e) = error {
-                let _ = write!(s, ": unparsed: {e}");
-            }
-            s
-        }
-        EventKind::Network {
-            action, network, ..
-        } => format!("network {} {network}", kebab(action)),
-    };
-    format!("{t} {at:<10} {body}")
-}
-
-fn kebab<T: serde::Serialize>(v: &T) -> String {
-    serde_json::to_value(v)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_default()
+    let d = display::describe(&e.kind, &|n| names.node(n));
+    format!("{t} {at:<10} {} {}", d.symbol, d.text)
 }
 
 #[cfg(test)]

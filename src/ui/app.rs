@@ -12,6 +12,7 @@ use super::keymap::{Action, Key, Keymap, Scope};
 use fenceline_proto::api::{
     DomainState, DomainView, Event, EventKind, FenceOp, FenceResult, Millis, NodeId, Snapshot,
 };
+use fenceline_proto::display::{op_label, state_label};
 
 /// Events kept for the event pane.
 pub const EVENT_CAPACITY: usize = 5000;
@@ -320,14 +321,6 @@ pub fn contains_ci(hay: &str, needle: &str) -> bool {
     }
     h.windows(n.len())
         .any(|w| w.iter().zip(n).all(|(a, b)| a.to_ascii_lowercase() == *b))
-}
-
-/// The state as the console spells it.
-pub fn state_label(s: DomainState) -> &'static str {
-    match s {
-        DomainState::Shutoff => "shut off",
-        other => other.as_str(),
-    }
 }
 
 /// Counts for the header, computed once per snapshot (not per frame).
@@ -1372,19 +1365,6 @@ pub enum JumpTarget {
 /// Per-domain history is pruned of domains gone from the map when it holds
 /// this many domains.
 const HISTORY_PRUNE_AT: usize = 20_000;
-
-/// How the console names an operation.
-pub fn op_label(op: FenceOp) -> &'static str {
-    match op {
-        FenceOp::Off => "fence off",
-        FenceOp::Reboot => "reboot",
-        FenceOp::On => "start",
-        FenceOp::Status => "status",
-        FenceOp::Monitor => "monitor",
-        FenceOp::List => "list",
-        FenceOp::Null => "null",
-    }
-}
 
 /// Order of states when sorting: what needs attention first.
 pub fn state_rank(s: DomainState) -> u8 {

@@ -177,16 +177,17 @@ fn title<'a>(name: &'a str, theme: &Theme, extra: Vec<Span<'a>>) -> Line<'a> {
 
 /// Symbol and style of a domain state; the text label goes with it.
 pub fn state_symbol(s: DomainState, theme: &Theme) -> (&'static str, Style) {
-    match s {
-        DomainState::Running => ("●", theme.running),
-        DomainState::Paused => ("‖", theme.paused),
-        DomainState::Shutoff => ("○", theme.shutoff),
-        DomainState::Crashed => ("✗", theme.crashed),
-        DomainState::Blocked => ("◌", theme.transient),
-        DomainState::Shutdown => ("↓", theme.transient),
-        DomainState::Pmsuspended => ("z", theme.transient),
-        DomainState::Nostate => ("?", theme.transient),
-    }
+    let style = match s {
+        DomainState::Running => theme.running,
+        DomainState::Paused => theme.paused,
+        DomainState::Shutoff => theme.shutoff,
+        DomainState::Crashed => theme.crashed,
+        DomainState::Blocked
+        | DomainState::Shutdown
+        | DomainState::Pmsuspended
+        | DomainState::Nostate => theme.transient,
+    };
+    (fenceline_proto::display::state_symbol(s), style)
 }
 
 /// HH:MM:SS of a time, in UTC (the pane titles say so).
@@ -195,10 +196,7 @@ pub fn clock(ms: Millis) -> String {
     format!("{:02}:{:02}:{:02}", s / 3600, (s / 60) % 60, s % 60)
 }
 
-/// "3s", "5m", "2h", "4d".
-pub fn age(now: Millis, since: Millis) -> String {
-    crate::cli::age(now, since)
-}
+pub use fenceline_proto::display::age;
 
 /// Cuts `s` to `width` display columns, ending in "…" when cut.
 pub fn fit(s: &str, width: usize) -> String {
