@@ -19,6 +19,7 @@ pub mod app;
 #[cfg(any(test, feature = "fixtures"))]
 pub mod fixtures;
 pub mod keymap;
+pub mod layout;
 pub mod source;
 pub mod theme;
 pub mod view;
