@@ -482,4 +482,23 @@ mod tests {
             "{e}"
         );
     }
+
+    #[test]
+    fn an_event_line_is_time_node_and_the_shared_wording() {
+        let e = Event {
+            seq: 1,
+            time: 0,
+            node: Some(2),
+            kind: fenceline_proto::api::EventKind::Membership {
+                action: fenceline_proto::api::MembershipAction::Joined,
+                nodeid: Some(3),
+                name: None,
+                detail: None,
+            },
+        };
+        assert_eq!(
+            render_event(&e, &Names::default()),
+            "1970-01-01T00:00:00.000Z node2      + node3 joined"
+        );
+    }
 }
