@@ -5,7 +5,7 @@
 # and a private tmux server). Knobs: FRAMES, ROUNDS; NO_LAB=1 skips the lab.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release --quiet --bin fenceline --example bench_console
+cargo build --release --quiet --features fixtures --bin fenceline --example bench_console
 latency=--latency
 if [ "${NO_LAB:-0}" = 1 ] || [ "$(id -u)" -ne 0 ]; then
   latency=

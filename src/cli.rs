@@ -1,15 +1,19 @@
 //! The one-shot commands `status` and `events`: they talk to a daemon over
-//! the control socket and print text or JSON.
+//! the control socket and print text or JSON; and the console's settings
+//! (theme, keymap) checked from the config.
 
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::path::Path;
 
+use crate::config::{Config, ConfigError};
 use crate::engine::control::client::{Client, ClientError};
+use crate::ui::keymap::Keymap;
+use crate::ui::theme::Theme;
 use fenceline_proto::api::{
-    DaemonKind, Event, EventKind, FenceOp, FenceResult, Millis, NodeId, Reply, Request, Snapshot,
-    rfc3339,
+    DaemonKind, Event, FenceOp, FenceResult, Millis, NodeId, Reply, Request, Snapshot, rfc3339,
 };
+use fenceline_proto::display::{self, age};
 
 /// Exit codes of the CLI.
 pub mod exit {
@@ -18,6 +22,29 @@ pub mod exit {
     pub const UNREACHABLE: u8 = 1;
     /// Bad usage or configuration.
     pub const USAGE: u8 = 2;
+}
+
+/// The console's keymap: the defaults with `[console.keys]` applied. A bad
+/// table is reported like every config error (file, line, key).
+pub fn console_keymap(cfg: &Config) -> Result<Keymap, ConfigError> {
+    Keymap::with_overrides(&cfg.console.key_overrides())
+        .map_err(|e| cfg.console.invalid("keys", &e.actions(), e.to_string()))
+}
+
+/// The console's theme: `--theme` wins over `[console] theme` (whose errors
+/// name the config file, line and key); `NO_COLOR` drops the colours. Only the
+/// console loads a theme, never the daemon.
+pub fn console_theme(cfg: &Config, flag: Option<&str>) -> Result<Theme, String> {
+    let theme = match flag {
+        Some(name) => Theme::load(name)?,
+        None => Theme::load(&cfg.console.theme)
+            .map_err(|e| format!("config error: {}", cfg.console.invalid("theme", &[], e)))?,
+    };
+    Ok(if Theme::no_color_requested() {
+        theme.monochrome()
+    } else {
+        theme
+    })
 }
 
 async fn call(socket: &Path, req: Request) -> Result<Reply, ClientError> {
@@ -227,17 +254,6 @@ impl Names {
     }
 }
 
-/// "3s", "5m", "2h", "4d".
-pub fn age(now: Millis, since: Millis) -> String {
-    let s = now.saturating_sub(since) / 1000;
-    match s {
-        0..=59 => format!("{s}s"),
-        60..=3599 => format!("{}m", s / 60),
-        3600..=86399 => format!("{}h", s / 3600),
-        _ => format!("{}d", s / 86400),
-    }
-}
-
 /// The crm_mon-like text view of a snapshot.
 pub fn render_status(s: &Snapshot, now: Millis) -> String {
     let names = Names::from(s);
@@ -415,128 +431,74 @@ pub fn render_status(s: &Snapshot, now: Millis) -> String {
     o
 }
 
-/// One human line per event.
+/// One human line per event: time, node, then the event as the console
+/// words it (`fenceline_proto::display`).
 pub fn render_event(e: &Event, names: &Names) -> String {
     let t = rfc3339::format(e.time);
     let at = e.node.map(|n| names.node(n)).unwrap_or_else(|| "-".into());
-    let body = match &e.kind {
-        EventKind::Membership {
-            action,
-            nodeid,
-            detail,
-            ..
-        } => {
-            let who = nodeid.map(|n| names.node(n)).unwrap_or_default();
-            let mut s = format!("membership {} {who}", kebab(action));
-            if let Some(d) = detail {
-                let _ = write!(s, " ({d})");
-            }
-            s
-        }
-        EventKind::Domain {
-            action,
-            name,
-            state,
-            previous,
-            owner,
-            previous_owner,
-            detail,
-            ..
-        } => {
-            let mut s = format!("domain {} {name} {state}", kebab(action));
-            if let Some(p) = previous
-                && p != state
-            {
-                let _ = write!(s, " (was {p})");
-            }
-            match (owner, previous_owner) {
-                (Some(o), _) => {
-                    let _ = write!(s, " on {}", names.node(*o));
-                }
-                (None, Some(p)) => {
-                    let _ = write!(s, " (was on {})", names.node(*p));
-                }
-                _ => {}
-            }
-            if let Some(d) = detail {
-                let _ = write!(s, ": {d}");
-            }
-            s
-        }
-        EventKind::Daemon {
-            action,
-            uri,
-            detail,
-        } => {
-            let mut s = format!("daemon {}", kebab(action));
-            if let Some(u) = uri {
-                let _ = write!(s, " {u}");
-            }
-            if let Some(d) = detail {
-                let _ = write!(s, ": {d}");
-            }
-            s
-        }
-        EventKind::Fence {
-            phase,
-            op,
-            domain,
-            source,
-            acted_by,
-            result,
-            duration_ms,
-            detail,
-            ..
-        } => {
-            let mut s = format!("fence {} {op} {domain} -> {result}", kebab(phase));
-            if let Some(n) = acted_by {
-                let _ = write!(s, " by {}", names.node(*n));
-            }
-            let _ = write!(s, " ({duration_ms} ms, from {source})");
-            if let Some(d) = detail {
-                let _ = write!(s, ": {d}");
-            }
-            s
-        }
-        EventKind::NetworkHook {
-            network,
-            op,
-            subop,
-            port,
-            replay,
-            error,
-            ..
-        } => {
-            let mut s = format!("hook network {network} {op}");
-            if !subop.is_empty() && subop != "-" {
-                let _ = write!(s, "/{subop}");
-            }
-            if let Some(p) = port {
-                if let Some(o) = &p.owner {
-                    let _ = write!(s, " vm {o}");
-                }
-                if let Some(m) = &p.mac {
-                    let _ = write!(s, " mac {m}");
-                }
-            }
-            if *replay {
-                s.push_str(" (replayed at libvirtd start)");
-            }
-            if let Some(e) = error {
-                let _ = write!(s, ": unparsed: {e}");
-            }
-            s
-        }
-        EventKind::Network {
-            action, network, ..
-        } => format!("network {} {network}", kebab(action)),
-    };
-    format!("{t} {at:<10} {body}")
+    let d = display::describe(&e.kind, &|n| names.node(n));
+    format!("{t} {at:<10} {} {}", d.symbol, d.text)
 }
 
-fn kebab<T: serde::Serialize>(v: &T) -> String {
-    serde_json::to_value(v)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_default()
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    fn parse(s: &str) -> Result<Config, ConfigError> {
+        Config::parse(s, Path::new("/etc/fenceline/test.toml"))
+    }
+
+    /// The console's settings are checked where the console is built, with
+    /// the config's file:line:key errors.
+    #[test]
+    fn console_section_is_validated_with_line_and_key() {
+        let c = parse(
+            "[console]\ntheme = \"light\"\n[console.keys]\nfence-off = \"ctrl-k\"\nquit = [\"q\", \"Q\"]\n",
+        )
+        .unwrap();
+        assert!(console_keymap(&c).is_ok());
+        assert!(console_theme(&c, None).is_ok());
+        let c = parse("[console]\ntheme = \"solarized\"\n").unwrap();
+        let msg = console_theme(&c, None).unwrap_err();
+        assert!(
+            msg.starts_with(
+                "config error: /etc/fenceline/test.toml:2: key `console.theme`: no theme `solarized`"
+            ),
+            "{msg}"
+        );
+        assert!(console_theme(&c, Some("light")).is_ok(), "--theme wins");
+        let c = parse("[console.keys]\nhelp = \"?\"\nreboot = \"q\"\n").unwrap();
+        assert_eq!(
+            console_keymap(&c).unwrap_err().to_string(),
+            "/etc/fenceline/test.toml:3: key `console.keys`: key `q` is bound to both `quit` and `reboot` (Main screen); unbind one of them"
+        );
+        let c = parse("[console.keys]\nfence = \"x\"\n").unwrap();
+        let e = console_keymap(&c).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains(":2: key `console.keys`: `fence` is not a console action"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn an_event_line_is_time_node_and_the_shared_wording() {
+        let e = Event {
+            seq: 1,
+            time: 0,
+            node: Some(2),
+            kind: fenceline_proto::api::EventKind::Membership {
+                action: fenceline_proto::api::MembershipAction::Joined,
+                nodeid: Some(3),
+                name: None,
+                detail: None,
+            },
+        };
+        assert_eq!(
+            render_event(&e, &Names::default()),
+            "1970-01-01T00:00:00.000Z node2      + node3 joined"
+        );
+    }
 }

@@ -314,9 +314,8 @@ fn run(cli: Cli) -> Result<(), ExitCode> {
             theme,
         } => {
             let cfg = load_config(cfg_path)?;
+            let keymap = console_keymap(&cfg)?;
             let theme = console_theme(theme, &cfg)?;
-            let keymap = fenceline::ui::keymap::Keymap::with_overrides(&cfg.console.keys)
-                .expect("the config loader validated the keymap");
             fenceline::demo::run(fenceline::demo::DemoOptions {
                 nodes,
                 duration: duration.map(std::time::Duration::from_secs),
@@ -374,8 +373,7 @@ fn console(
     print_keys: bool,
 ) -> Result<(), ExitCode> {
     let cfg = load_config(cfg_path)?;
-    let keymap = fenceline::ui::keymap::Keymap::with_overrides(&cfg.console.keys)
-        .expect("the config loader validated the keymap");
+    let keymap = console_keymap(&cfg)?;
     if print_keys {
         print!("{}", keymap.markdown());
         return Ok(());
@@ -400,14 +398,16 @@ fn console_theme(
     flag: Option<String>,
     cfg: &Config,
 ) -> Result<fenceline::ui::theme::Theme, ExitCode> {
-    let name = flag.unwrap_or_else(|| cfg.console.theme.clone());
-    let theme = fenceline::ui::theme::Theme::load(&name).map_err(|e| {
+    cli::console_theme(cfg, flag.as_deref()).map_err(|e| {
         eprintln!("fenceline: {e}");
         ExitCode::from(exit::USAGE)
-    })?;
-    Ok(if fenceline::ui::theme::Theme::no_color_requested() {
-        theme.monochrome()
-    } else {
-        theme
+    })
+}
+
+/// `[console.keys]`, checked when a console starts (never by the daemon).
+fn console_keymap(cfg: &Config) -> Result<fenceline::ui::keymap::Keymap, ExitCode> {
+    cli::console_keymap(cfg).map_err(|e| {
+        eprintln!("fenceline: config error: {e}");
+        ExitCode::from(exit::USAGE)
     })
 }

@@ -6,6 +6,8 @@
 
 pub mod api;
 pub mod backoff;
+pub mod display;
 pub mod domxml;
 pub mod fence_xvm;
+pub mod paths;
 pub mod ratelimit;

@@ -16,8 +16,10 @@
 
 pub mod app;
 #[doc(hidden)]
+#[cfg(any(test, feature = "fixtures"))]
 pub mod fixtures;
 pub mod keymap;
+pub mod layout;
 pub mod source;
 pub mod theme;
 pub mod view;

@@ -2,7 +2,8 @@
 //! `watch` (snapshots as they change, coalesced by the daemon) and an
 //! `events --follow` (backlog, then live), turned into [`Msg`]s. When either
 //! stream fails both are dropped, the app hears [`Msg::Disconnected`], and the
-//! source reconnects with backoff (200 ms doubling to 5 s) until cancelled.
+//! source reconnects with backoff (200 ms doubling to 5 s, ±20 % jitter) until
+//! cancelled.
 //! Fence requests go out on their own short connection.
 
 use std::path::{Path, PathBuf};
@@ -14,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use super::app::{FenceOutcome, Msg};
 use crate::engine::control::client::{Client, WATCH_READ_TIMEOUT};
 use fenceline_proto::api::{FenceOp, Reply, Request};
+use fenceline_proto::backoff::Backoff;
 
 /// Coalescing interval asked of the daemon's `watch`.
 pub const WATCH_INTERVAL_MS: u64 = 50;
@@ -25,27 +27,27 @@ pub const FENCE_WAIT: Duration =
 
 /// Runs until `cancel` or until the app stops listening.
 pub async fn run(socket: PathBuf, tx: mpsc::Sender<Msg>, cancel: CancellationToken) {
-    let mut backoff = BACKOFF_FIRST;
+    let mut backoff = Backoff::with_entropy(BACKOFF_FIRST, BACKOFF_MAX);
     loop {
         let (reason, was_up) = match attach(&socket, &tx, &cancel).await {
             Ok(()) => return,
             Err(e) => e,
         };
         if was_up {
-            backoff = BACKOFF_FIRST;
+            backoff.reset();
         }
+        let delay = backoff.next_delay();
         let msg = Msg::Disconnected {
             reason,
-            retry_in_ms: u64::try_from(backoff.as_millis()).unwrap_or(u64::MAX),
+            retry_in_ms: u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
         };
         if tx.send(msg).await.is_err() {
             return;
         }
         tokio::select! {
             _ = cancel.cancelled() => return,
-            _ = tokio::time::sleep(backoff) => {}
+            _ = tokio::time::sleep(delay) => {}
         }
-        backoff = (backoff * 2).min(BACKOFF_MAX);
     }
 }
 

@@ -21,7 +21,7 @@ use fenceline_proto::api::{Millis, PortView};
 use hookdata::HookArgs;
 
 /// The hook socket when neither the config nor `FENCELINE_HOOK_SOCKET` says otherwise.
-pub const DEFAULT_HOOK_SOCKET: &str = "/run/fenceline/hook.sock";
+pub use fenceline_proto::paths::DEFAULT_HOOK_SOCKET;
 /// Environment variable naming the hook socket (for `fenceline hook`).
 pub const HOOK_SOCKET_ENV: &str = "FENCELINE_HOOK_SOCKET";
 /// Version of [`HookReport`] this build writes and reads.

@@ -6,10 +6,11 @@ use ratatui::layout::Rect;
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Clear, Paragraph, Wrap};
 
-use super::super::app::{App, Confirm, op_label, state_label};
+use super::super::app::{App, Confirm};
 use super::super::keymap::Action;
 use super::super::theme::Theme;
 use fenceline_proto::api::FenceOp;
+use fenceline_proto::display::{op_label, state_label};
 
 fn consequence(op: FenceOp) -> &'static str {
     match op {

@@ -6,9 +6,10 @@ use ratatui::layout::Rect;
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Paragraph, Wrap};
 
-use super::super::app::{App, Pane, op_label, state_label};
+use super::super::app::{App, Pane};
 use super::super::theme::Theme;
 use fenceline_proto::api::{DaemonKind, FenceResult, NodeView, Snapshot};
+use fenceline_proto::display::{op_label, state_label};
 
 pub fn draw(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
     if app.focus == Pane::Nodes

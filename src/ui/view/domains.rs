@@ -6,8 +6,9 @@ use ratatui::layout::{Constraint, Rect};
 use ratatui::text::Span;
 use ratatui::widgets::{Cell, Paragraph, Row, Table, TableState};
 
-use super::super::app::{App, Pane, SortKey, state_label};
+use super::super::app::{App, Pane, SortKey};
 use super::super::theme::Theme;
+use fenceline_proto::display::state_label;
 
 pub fn draw(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
     let focused = app.focus == Pane::Domains;

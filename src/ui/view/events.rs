@@ -7,11 +7,9 @@ use ratatui::style::Style;
 use ratatui::text::{Line, Span};
 use ratatui::widgets::Paragraph;
 
-use super::super::app::{App, Entry, Level, Pane, op_label, state_label};
+use super::super::app::{App, Entry, Level, Pane};
 use super::super::theme::Theme;
-use fenceline_proto::api::{
-    DaemonAction, DomainAction, EventKind, FenceResult, MembershipAction, NetworkAction,
-};
+use fenceline_proto::display::{self, Tone};
 
 pub fn draw(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
     let focused = app.focus == Pane::Events;
@@ -72,173 +70,14 @@ fn describe(e: &Entry, app: &App, theme: &Theme) -> (&'static str, Style, String
         }
         Entry::Event(ev) => ev,
     };
-    let node = |id: Option<u32>| id.map(|n| app.node_name(n)).unwrap_or_default();
-    match &ev.kind {
-        EventKind::Membership {
-            action,
-            nodeid,
-            detail,
-            ..
-        } => {
-            let who = node(*nodeid);
-            let why = detail
-                .as_deref()
-                .map(|d| format!(" ({d})"))
-                .unwrap_or_default();
-            let (sym, style, what) = match action {
-                MembershipAction::Joined => ("+", theme.ok, format!("{who} joined")),
-                MembershipAction::Left => ("−", theme.danger, format!("{who} LEFT")),
-                MembershipAction::Quorate => ("✓", theme.ok, "quorate".to_string()),
-                MembershipAction::QuorumLost => ("✗", theme.danger, "QUORUM LOST".to_string()),
-                MembershipAction::DaemonJoined => {
-                    ("+", theme.base, format!("daemon on {who} joined"))
-                }
-                MembershipAction::DaemonLeft => ("−", theme.warn, format!("daemon on {who} left")),
-                MembershipAction::CorosyncUp => ("✓", theme.ok, "corosync up".to_string()),
-                MembershipAction::CorosyncLost => ("✗", theme.danger, "corosync LOST".to_string()),
-            };
-            (sym, style, format!("{what}{why}"))
-        }
-        EventKind::Domain {
-            action,
-            name,
-            state,
-            previous,
-            owner,
-            previous_owner,
-            detail,
-            ..
-        } => {
-            let (sym, style) = super::state_symbol(*state, theme);
-            let st = state_label(*state);
-            let mut t = match action {
-                DomainAction::Appeared => format!("{name} appeared, {st}"),
-                DomainAction::State => match previous {
-                    Some(p) if p != state => {
-                        format!("{name} {st} (was {})", state_label(*p))
-                    }
-                    _ => format!("{name} {st}"),
-                },
-                DomainAction::Owner => format!("{name} owner changed"),
-                DomainAction::Removed => format!("{name} removed"),
-                DomainAction::Purged => format!("{name} purged (its host left)"),
-                DomainAction::Conflict => {
-                    return (
-                        "!!",
-                        theme.conflict,
-                        format!(
-                            "{name} CONFLICT: running on several hosts{}",
-                            detail
-                                .as_deref()
-                                .map(|d| format!(" ({d})"))
-                                .unwrap_or_default()
-                        ),
-                    );
-                }
-                DomainAction::ConflictResolved => format!("{name} conflict resolved"),
-                DomainAction::Rebooted => format!("{name} rebooted"),
-            };
-            match (owner, previous_owner) {
-                (Some(o), Some(p)) if o != p => {
-                    t.push_str(&format!(" on {} (was {})", node(Some(*o)), node(Some(*p))))
-                }
-                (Some(o), _) => t.push_str(&format!(" on {}", node(Some(*o)))),
-                (None, Some(p)) => t.push_str(&format!(" (was on {})", node(Some(*p)))),
-                (None, None) => {}
-            }
-            if let Some(d) = detail {
-                t.push_str(&format!(": {d}"));
-            }
-            (sym, style, t)
-        }
-        EventKind::Daemon {
-            action,
-            uri,
-            detail,
-        } => {
-            let uri = uri.as_deref().unwrap_or("");
-            let why = detail
-                .as_deref()
-                .map(|d| format!(": {d}"))
-                .unwrap_or_default();
-            match action {
-                DaemonAction::LibvirtConnected => {
-                    ("✓", theme.ok, format!("libvirt connected {uri}{why}"))
-                }
-                DaemonAction::LibvirtLost => {
-                    ("✗", theme.danger, format!("libvirt LOST {uri}{why}"))
-                }
-                DaemonAction::Dropped => ("⚠", theme.warn, format!("dropped{why}")),
-                DaemonAction::Started => ("·", theme.base, format!("daemon started{why}")),
-                DaemonAction::Stopping => ("·", theme.warn, format!("daemon stopping{why}")),
-            }
-        }
-        EventKind::Fence {
-            op,
-            domain,
-            source,
-            acted_by,
-            result,
-            duration_ms,
-            detail,
-            ..
-        } => {
-            let ok = matches!(result, FenceResult::Ok | FenceResult::Off);
-            let by = acted_by
-                .map(|n| format!(" by {}", node(Some(n))))
-                .unwrap_or_default();
-            let why = detail
-                .as_deref()
-                .map(|d| format!(": {d}"))
-                .unwrap_or_default();
-            (
-                if ok { "»" } else { "✗" },
-                if ok { theme.warn } else { theme.danger },
-                format!(
-                    "fence {} {domain} → {result}{by} ({duration_ms} ms, from {source}){why}",
-                    op_label(*op)
-                ),
-            )
-        }
-        EventKind::NetworkHook {
-            network,
-            op,
-            subop,
-            port,
-            replay,
-            error,
-            ..
-        } => {
-            let mut t = format!("hook network {network} {op}");
-            if !subop.is_empty() && subop != "-" {
-                t.push_str(&format!("/{subop}"));
-            }
-            if let Some(p) = port {
-                if let Some(o) = &p.owner {
-                    t.push_str(&format!(" vm {o}"));
-                }
-                if let Some(m) = &p.mac {
-                    t.push_str(&format!(" mac {m}"));
-                }
-            }
-            if *replay {
-                t.push_str(" (replayed)");
-            }
-            match error {
-                Some(e) => ("⚠", theme.warn, format!("{t}: unparsed: {e}")),
-                None => ("↯", theme.base, t),
-            }
-        }
-        EventKind::Network {
-            action, network, ..
-        } => {
-            let (sym, style, verb) = match action {
-                NetworkAction::Defined => ("+", theme.base, "defined"),
-                NetworkAction::Undefined => ("−", theme.base, "undefined"),
-                NetworkAction::Started => ("▲", theme.ok, "started"),
-                NetworkAction::Stopped => ("▼", theme.warn, "stopped"),
-            };
-            (sym, style, format!("network {network} {verb}"))
-        }
-    }
+    let d = display::describe(&ev.kind, &|n| app.node_name(n));
+    let style = match d.tone {
+        Tone::Base => theme.base,
+        Tone::Ok => theme.ok,
+        Tone::Warn => theme.warn,
+        Tone::Danger => theme.danger,
+        Tone::Conflict => theme.conflict,
+        Tone::State(s) => super::state_symbol(s, theme).1,
+    };
+    (d.symbol, style, d.text)
 }

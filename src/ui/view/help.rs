@@ -56,7 +56,7 @@ pub fn lines<'a>(app: &App, theme: &Theme) -> Vec<Line<'a>> {
     ] {
         let (sym, style) = super::state_symbol(s, theme);
         states.push(Span::styled(
-            format!("{sym} {}  ", super::super::app::state_label(s)),
+            format!("{sym} {}  ", fenceline_proto::display::state_label(s)),
             style,
         ));
     }

@@ -1,0 +1,280 @@
+//! Plain-text descriptions shared by the CLI and the console: one wording
+//! per event kind, state and operation, and one way to write an age. The CLI
+//! prints them; the console styles them by their [`Tone`]. Pure.
+
+use crate::api::{
+    DaemonAction, DomainAction, DomainState, EventKind, FenceOp, FenceResult, MembershipAction,
+    Millis, NetworkAction, NodeId,
+};
+
+/// What an event means for the operator; the console picks a colour per tone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tone {
+    Base,
+    Ok,
+    Warn,
+    Danger,
+    Conflict,
+    /// The colour of a domain state.
+    State(DomainState),
+}
+
+/// One event as a symbol, a tone and a line of text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Described {
+    pub symbol: &'static str,
+    pub tone: Tone,
+    pub text: String,
+}
+
+impl Described {
+    fn new(symbol: &'static str, tone: Tone, text: String) -> Self {
+        Self { symbol, tone, text }
+    }
+}
+
+/// "3s", "5m", "2h", "4d".
+pub fn age(now: Millis, since: Millis) -> String {
+    let s = now.saturating_sub(since) / 1000;
+    match s {
+        0..=59 => format!("{s}s"),
+        60..=3599 => format!("{}m", s / 60),
+        3600..=86399 => format!("{}h", s / 3600),
+        _ => format!("{}d", s / 86400),
+    }
+}
+
+/// A domain state as people say it ("shut off", not "shutoff").
+pub fn state_label(s: DomainState) -> &'static str {
+    match s {
+        DomainState::Shutoff => "shut off",
+        other => other.as_str(),
+    }
+}
+
+/// The one-character symbol of a domain state.
+pub fn state_symbol(s: DomainState) -> &'static str {
+    match s {
+        DomainState::Running => "●",
+        DomainState::Paused => "‖",
+        DomainState::Shutoff => "○",
+        DomainState::Crashed => "✗",
+        DomainState::Blocked => "◌",
+        DomainState::Shutdown => "↓",
+        DomainState::Pmsuspended => "z",
+        DomainState::Nostate => "?",
+    }
+}
+
+/// A fence operation as a verb phrase ("fence off", "reboot", "start").
+pub fn op_label(op: FenceOp) -> &'static str {
+    match op {
+        FenceOp::Off => "fence off",
+        FenceOp::Reboot => "reboot",
+        FenceOp::On => "start",
+        FenceOp::Status => "status",
+        FenceOp::Monitor => "monitor",
+        FenceOp::List => "list",
+        FenceOp::Null => "null",
+    }
+}
+
+/// " (detail)" or "".
+fn paren(detail: &Option<String>) -> String {
+    detail
+        .as_deref()
+        .map(|d| format!(" ({d})"))
+        .unwrap_or_default()
+}
+
+/// ": detail" or "".
+fn colon(detail: &Option<String>) -> String {
+    detail
+        .as_deref()
+        .map(|d| format!(": {d}"))
+        .unwrap_or_default()
+}
+
+/// One event kind in words; `node` names a node id.
+pub fn describe(kind: &EventKind, node: &dyn Fn(NodeId) -> String) -> Described {
+    let node = |id: Option<NodeId>| id.map(node).unwrap_or_default();
+    match kind {
+        EventKind::Membership {
+            action,
+            nodeid,
+            detail,
+            ..
+        } => {
+            let who = node(*nodeid);
+            let (sym, tone, what) = match action {
+                MembershipAction::Joined => ("+", Tone::Ok, format!("{who} joined")),
+                MembershipAction::Left => ("−", Tone::Danger, format!("{who} LEFT")),
+                MembershipAction::Quorate => ("✓", Tone::Ok, "quorate".to_string()),
+                MembershipAction::QuorumLost => ("✗", Tone::Danger, "QUORUM LOST".to_string()),
+                MembershipAction::DaemonJoined => {
+                    ("+", Tone::Base, format!("daemon on {who} joined"))
+                }
+                MembershipAction::DaemonLeft => ("−", Tone::Warn, format!("daemon on {who} left")),
+                MembershipAction::CorosyncUp => ("✓", Tone::Ok, "corosync up".to_string()),
+                MembershipAction::CorosyncLost => ("✗", Tone::Danger, "corosync LOST".to_string()),
+            };
+            Described::new(sym, tone, format!("{what}{}", paren(detail)))
+        }
+        EventKind::Domain {
+            action,
+            name,
+            state,
+            previous,
+            owner,
+            previous_owner,
+            detail,
+            ..
+        } => {
+            let st = state_label(*state);
+            let mut t = match action {
+                DomainAction::Appeared => format!("{name} appeared, {st}"),
+                DomainAction::State => match previous {
+                    Some(p) if p != state => {
+                        format!("{name} {st} (was {})", state_label(*p))
+                    }
+                    _ => format!("{name} {st}"),
+                },
+                DomainAction::Owner => format!("{name} owner changed"),
+                DomainAction::Removed => format!("{name} removed"),
+                DomainAction::Purged => format!("{name} purged (its host left)"),
+                DomainAction::Conflict => {
+                    return Described::new(
+                        "!!",
+                        Tone::Conflict,
+                        format!("{name} CONFLICT: running on several hosts{}", paren(detail)),
+                    );
+                }
+                DomainAction::ConflictResolved => format!("{name} conflict resolved"),
+                DomainAction::Rebooted => format!("{name} rebooted"),
+            };
+            match (owner, previous_owner) {
+                (Some(o), Some(p)) if o != p => {
+                    t.push_str(&format!(" on {} (was {})", node(Some(*o)), node(Some(*p))))
+                }
+                (Some(o), _) => t.push_str(&format!(" on {}", node(Some(*o)))),
+                (None, Some(p)) => t.push_str(&format!(" (was on {})", node(Some(*p)))),
+                (None, None) => {}
+            }
+            t.push_str(&colon(detail));
+            Described::new(state_symbol(*state), Tone::State(*state), t)
+        }
+        EventKind::Daemon {
+            action,
+            uri,
+            detail,
+        } => {
+            let uri = uri.as_deref().unwrap_or("");
+            let why = colon(detail);
+            let (sym, tone, text) = match action {
+                DaemonAction::LibvirtConnected => {
+                    ("✓", Tone::Ok, format!("libvirt connected {uri}{why}"))
+                }
+                DaemonAction::LibvirtLost => {
+                    ("✗", Tone::Danger, format!("libvirt LOST {uri}{why}"))
+                }
+                DaemonAction::Dropped => ("⚠", Tone::Warn, format!("dropped{why}")),
+                DaemonAction::Started => ("·", Tone::Base, format!("daemon started{why}")),
+                DaemonAction::Stopping => ("·", Tone::Warn, format!("daemon stopping{why}")),
+            };
+            Described::new(sym, tone, text)
+        }
+        EventKind::Fence {
+            op,
+            domain,
+            source,
+            acted_by,
+            result,
+            duration_ms,
+            detail,
+            ..
+        } => {
+            let ok = matches!(result, FenceResult::Ok | FenceResult::Off);
+            let by = acted_by
+                .map(|n| format!(" by {}", node(Some(n))))
+                .unwrap_or_default();
+            Described::new(
+                if ok { "»" } else { "✗" },
+                if ok { Tone::Warn } else { Tone::Danger },
+                format!(
+                    "fence {} {domain} → {result}{by} ({duration_ms} ms, from {source}){}",
+                    op_label(*op),
+                    colon(detail)
+                ),
+            )
+        }
+        EventKind::NetworkHook {
+            network,
+            op,
+            subop,
+            port,
+            replay,
+            error,
+            ..
+        } => {
+            let mut t = format!("hook network {network} {op}");
+            if !subop.is_empty() && subop != "-" {
+                t.push_str(&format!("/{subop}"));
+            }
+            if let Some(p) = port {
+                if let Some(o) = &p.owner {
+                    t.push_str(&format!(" vm {o}"));
+                }
+                if let Some(m) = &p.mac {
+                    t.push_str(&format!(" mac {m}"));
+                }
+            }
+            if *replay {
+                t.push_str(" (replayed)");
+            }
+            match error {
+                Some(e) => Described::new("⚠", Tone::Warn, format!("{t}: unparsed: {e}")),
+                None => Described::new("↯", Tone::Base, t),
+            }
+        }
+        EventKind::Network {
+            action, network, ..
+        } => {
+            let (sym, tone, verb) = match action {
+                NetworkAction::Defined => ("+", Tone::Base, "defined"),
+                NetworkAction::Undefined => ("−", Tone::Base, "undefined"),
+                NetworkAction::Started => ("▲", Tone::Ok, "started"),
+                NetworkAction::Stopped => ("▼", Tone::Warn, "stopped"),
+            };
+            Described::new(sym, tone, format!("network {network} {verb}"))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ages() {
+        assert_eq!(age(61_000, 1_000), "1m");
+        assert_eq!(age(1_000, 5_000), "0s");
+        assert_eq!(age(3 * 86_400_000, 0), "3d");
+    }
+
+    #[test]
+    fn a_domain_event_reads_the_same_everywhere() {
+        let kind = EventKind::Domain {
+            action: DomainAction::State,
+            uuid: String::new(),
+            name: "web1".into(),
+            state: DomainState::Shutoff,
+            previous: Some(DomainState::Running),
+            owner: None,
+            previous_owner: Some(2),
+            detail: None,
+        };
+        let d = describe(&kind, &|n| format!("kvm{n}"));
+        assert_eq!(d.text, "web1 shut off (was running) (was on kvm2)");
+        assert_eq!((d.symbol, d.tone), ("○", Tone::State(DomainState::Shutoff)));
+    }
+}

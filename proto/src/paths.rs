@@ -1,0 +1,4 @@
+//! Well-known paths shared by the daemon, the hook and the config.
+
+/// The hook socket when neither the config nor `FENCELINE_HOOK_SOCKET` says otherwise.
+pub const DEFAULT_HOOK_SOCKET: &str = "/run/fenceline/hook.sock";

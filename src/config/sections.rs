@@ -1,0 +1,273 @@
+//! The sections of the TOML config and their defaults.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use super::{DEFAULT_LOG_FILE, DEFAULT_READONLY_SOCKET, DEFAULT_SOCKET};
+
+/// How fence requests are carried out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum FenceBackend {
+    /// Route through the cluster over CPG `fence-agents` (fence_virtd's cpg backend).
+    #[default]
+    Cpg,
+    /// Act on this host's VMs only, no routing (fence_virtd's libvirt backend).
+    Libvirt,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FencingSection {
+    pub backend: FenceBackend,
+    /// How long a requester waits for the acting node's reply (off, on, status).
+    pub timeout_secs: u64,
+    /// How long a reboot may take end to end (destroy, stopped event, start).
+    pub reboot_timeout_secs: u64,
+    /// fence_virtd's old rule: the highest node id answers "off" for a VM
+    /// nobody knows even WITHOUT quorum. Unsafe in a partition; off by default.
+    pub unknown_vm_without_quorum: bool,
+    /// Append-only JSON-lines audit log of every fence request (fsync'd).
+    /// Empty = no audit file (events still carry every request).
+    pub audit_log: PathBuf,
+}
+
+pub const DEFAULT_AUDIT_LOG: &str = "/var/log/fenceline/audit.jsonl";
+
+impl Default for FencingSection {
+    fn default() -> Self {
+        Self {
+            backend: FenceBackend::Cpg,
+            timeout_secs: 20,
+            reboot_timeout_secs: 60,
+            unknown_vm_without_quorum: false,
+            audit_log: DEFAULT_AUDIT_LOG.into(),
+        }
+    }
+}
+
+/// fence_xvm / fence_virt listeners; an absent section is off.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ListenersSection {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub multicast: Option<MulticastListener>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tcp: Option<TcpListenerConf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vsock: Option<VsockListener>,
+}
+
+pub const DEFAULT_KEY_FILE: &str = "/etc/cluster/fence_xvm.key";
+
+/// Hash names as fence_virt.conf spells them: none, sha1, sha256, sha512.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum HashName {
+    None,
+    Sha1,
+    #[default]
+    Sha256,
+    Sha512,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MulticastListener {
+    /// The group to join: 225.0.0.12 (IPv4) or ff05::3:1 (IPv6).
+    pub address: String,
+    pub port: u16,
+    /// Join on this interface only; absent = the kernel's choice.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub interface: Option<String>,
+    pub key_file: PathBuf,
+    /// The weakest packet hash accepted.
+    pub hash: HashName,
+    /// The challenge/response hash.
+    pub auth: HashName,
+}
+
+impl Default for MulticastListener {
+    fn default() -> Self {
+        Self {
+            address: "225.0.0.12".into(),
+            port: 1229,
+            interface: None,
+            key_file: DEFAULT_KEY_FILE.into(),
+            hash: HashName::Sha256,
+            auth: HashName::Sha256,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TcpListenerConf {
+    /// 127.0.0.1 or ::1 by default; an IPv6 address listens on IPv6.
+    pub address: String,
+    pub port: u16,
+    pub key_file: PathBuf,
+    pub hash: HashName,
+    /// Used as configured (fence_virtd's tcp listener ignores it: its bug).
+    pub auth: HashName,
+}
+
+impl Default for TcpListenerConf {
+    fn default() -> Self {
+        Self {
+            address: "127.0.0.1".into(),
+            port: 1229,
+            key_file: DEFAULT_KEY_FILE.into(),
+            hash: HashName::Sha256,
+            auth: HashName::Sha256,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VsockListener {
+    pub port: u32,
+    pub key_file: PathBuf,
+    pub hash: HashName,
+    pub auth: HashName,
+}
+
+impl Default for VsockListener {
+    fn default() -> Self {
+        Self {
+            port: 1229,
+            key_file: DEFAULT_KEY_FILE.into(),
+            hash: HashName::Sha256,
+            auth: HashName::Sha256,
+        }
+    }
+}
+
+/// One fence_virtd permission group.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PermissionGroup {
+    pub name: String,
+    /// VM names or UUIDs this group may fence (case-insensitive).
+    pub uuid: Vec<String>,
+    /// Sources (client IPs, vsock CIDs) in this group.
+    pub ip: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum NameMode {
+    #[default]
+    Name,
+    Uuid,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LibvirtSection {
+    /// One or more libvirt URIs on this host.
+    pub uris: Vec<String>,
+    /// Whether fence requests name VMs by name or by UUID (fence_virtd's `name_mode`).
+    pub name_mode: NameMode,
+    /// Seconds between full re-listings (reconcile); at least 30.
+    pub reconcile_secs: u64,
+}
+
+impl Default for LibvirtSection {
+    fn default() -> Self {
+        Self {
+            uris: vec!["qemu:///system".into()],
+            name_mode: NameMode::Name,
+            reconcile_secs: 60,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ControlSection {
+    /// Read-write socket, mode 0600.
+    pub socket: PathBuf,
+    /// Read-only socket, mode 0666.
+    pub readonly_socket: PathBuf,
+}
+
+impl Default for ControlSection {
+    fn default() -> Self {
+        Self {
+            socket: DEFAULT_SOCKET.into(),
+            readonly_socket: DEFAULT_READONLY_SOCKET.into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSection {
+    /// Log file (appended); empty string = stderr only.
+    pub file: PathBuf,
+    /// A tracing filter, e.g. "info" or "fenceline=debug".
+    pub level: String,
+}
+
+impl Default for LogSection {
+    fn default() -> Self {
+        Self {
+            file: DEFAULT_LOG_FILE.into(),
+            level: "info".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EventsSection {
+    /// How many recent events the daemon keeps for `fenceline events`.
+    pub capacity: usize,
+}
+
+impl Default for EventsSection {
+    fn default() -> Self {
+        Self { capacity: 1000 }
+    }
+}
+
+/// The libvirt network hook (`fenceline hook`, `fenceline install-hook`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HooksSection {
+    /// Unix datagram socket the daemon receives hook events on (mode 0600).
+    pub socket: PathBuf,
+    /// Hook events queued between the socket and the engine; a burst beyond
+    /// it is dropped and counted (`dropped_hook_events`).
+    pub queue: usize,
+}
+
+impl Default for HooksSection {
+    fn default() -> Self {
+        Self {
+            socket: fenceline_proto::paths::DEFAULT_HOOK_SOCKET.into(),
+            queue: 4096,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CorosyncSection {
+    /// fence_virtd's CPG group; change only for tests.
+    pub fence_group: String,
+    /// fenceline's own CPG group.
+    pub own_group: String,
+}
+
+impl Default for CorosyncSection {
+    fn default() -> Self {
+        Self {
+            fence_group: "fence-agents".into(),
+            own_group: "fenceline".into(),
+        }
+    }
+}

@@ -1,0 +1,237 @@
+use std::path::{Path, PathBuf};
+
+use super::*;
+
+fn parse(s: &str) -> Result<Config, ConfigError> {
+    Config::parse(s, Path::new("/etc/fenceline/test.toml"))
+}
+
+#[test]
+fn contract_example_parses() {
+    let c = parse(
+        r#"
+[libvirt]
+uris = ["qemu:///system"]          # one or more
+name_mode = "name"                 # or "uuid"
+[control]
+socket = "/run/fenceline/fenceline.sock"
+readonly_socket = "/run/fenceline/fenceline-ro.sock"
+[log]
+file = "/var/log/fenceline/fenceline.log"
+"#,
+    )
+    .unwrap();
+    assert_eq!(c, Config::default());
+}
+
+#[test]
+fn empty_file_is_all_defaults() {
+    assert_eq!(parse("").unwrap(), Config::default());
+}
+
+#[test]
+fn unknown_key_names_file_line_and_key() {
+    let e = parse("[libvirt]\nuris = [\"test:///default\"]\nurl = \"x\"\n").unwrap_err();
+    let msg = e.to_string();
+    assert!(msg.starts_with("/etc/fenceline/test.toml:3:"), "{msg}");
+    assert!(msg.contains("libvirt.url"), "{msg}");
+    assert!(msg.contains("unknown field"), "{msg}");
+}
+
+#[test]
+fn wrong_type_names_the_key() {
+    let e = parse("[events]\ncapacity = \"lots\"\n").unwrap_err();
+    let msg = e.to_string();
+    assert!(msg.contains(":2:"), "{msg}");
+    assert!(msg.contains("events.capacity"), "{msg}");
+}
+
+#[test]
+fn bad_name_mode_is_refused() {
+    let e = parse("[libvirt]\nname_mode = \"both\"\n").unwrap_err();
+    assert!(e.to_string().contains("libvirt.name_mode"), "{e}");
+}
+
+#[test]
+fn semantic_errors_name_the_key_and_line() {
+    let e = parse("[libvirt]\nuris = []\n").unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "/etc/fenceline/test.toml:2: key `libvirt.uris`: needs at least one URI"
+    );
+    let e = parse("[control]\nsocket = \"rel.sock\"\n").unwrap_err();
+    assert!(e.to_string().contains("control.socket"), "{e}");
+    let e = parse("[libvirt]\nreconcile_secs = 1\n").unwrap_err();
+    assert!(
+        e.to_string().contains(":2: key `libvirt.reconcile_secs`"),
+        "{e}"
+    );
+    let e = parse("[libvirt]\nuris = [\"a:///\", \"a:///\"]\n").unwrap_err();
+    assert!(e.to_string().contains("twice"), "{e}");
+}
+
+#[test]
+fn console_section_is_plain_data() {
+    let c = parse(
+            "[console]\ntheme = \"light\"\n[console.keys]\nfence-off = \"ctrl-k\"\nquit = [\"q\", \"Q\"]\n",
+        )
+        .unwrap();
+    assert_eq!(c.console.theme, "light");
+    assert_eq!(c.console.keys.len(), 2);
+    // What a theme or a binding means is the console's business: the
+    // daemon starts with a theme it could not load.
+    let c = parse("[console]\ntheme = \"/missing.toml\"\n").unwrap();
+    assert_eq!(c.console.theme, "/missing.toml");
+    assert!(parse("[console.keys]\nfence = \"x\"\n").is_ok());
+    let e = parse("[console]\ncolour = \"x\"\n").unwrap_err();
+    assert!(e.to_string().contains("console.colour"), "{e}");
+}
+
+#[test]
+fn hooks_section() {
+    let c = parse("[hooks]\nsocket = \"/run/fenceline/hook.sock\"\n").unwrap();
+    assert_eq!(c, Config::default());
+    let c = parse("[hooks]\nsocket = \"/tmp/h.sock\"\nqueue = 10\n").unwrap();
+    assert_eq!(c.hooks.socket, PathBuf::from("/tmp/h.sock"));
+    assert_eq!(c.hooks.queue, 10);
+    let e = parse("[hooks]\nsocket = \"h.sock\"\n").unwrap_err();
+    assert!(e.to_string().contains(":2: key `hooks.socket`"), "{e}");
+    let e = parse("[hooks]\nsocket = \"/run/fenceline/fenceline.sock\"\n").unwrap_err();
+    assert!(e.to_string().contains("must differ"), "{e}");
+    let e = parse("[hooks]\nqueue = 0\n").unwrap_err();
+    assert!(e.to_string().contains("hooks.queue"), "{e}");
+    let e = parse("[hooks]\nsockets = \"/x\"\n").unwrap_err();
+    assert!(e.to_string().contains("hooks.sockets"), "{e}");
+}
+
+#[test]
+fn syntax_error_has_a_line() {
+    let e = parse("[libvirt\nuris = 1\n").unwrap_err();
+    assert!(e.to_string().contains("test.toml:1:"), "{e}");
+}
+
+#[test]
+fn fencing_sections_parse() {
+    let c = parse(
+        r#"
+[fencing]
+backend = "libvirt"
+timeout_secs = 30
+audit_log = ""
+[listeners.multicast]
+address = "ff05::3:1"
+interface = "br0"
+key_file = "/etc/cluster/fence_xvm.key"
+hash = "sha512"
+auth = "sha1"
+[listeners.tcp]
+address = "::1"
+port = 1230
+[listeners.vsock]
+port = 1231
+[[groups]]
+name = "web"
+uuid = ["web1", "8f1e0001-0000-4000-8000-000000000011"]
+ip = ["10.0.0.1", "3"]
+"#,
+    )
+    .unwrap();
+    assert_eq!(c.fencing.backend, FenceBackend::Libvirt);
+    let m = c.listeners.multicast.as_ref().unwrap();
+    assert_eq!((m.hash, m.auth), (HashName::Sha512, HashName::Sha1));
+    assert_eq!(m.port, 1229, "defaults fill the rest");
+    assert_eq!(c.listeners.tcp.as_ref().unwrap().port, 1230);
+    assert_eq!(c.listeners.vsock.as_ref().unwrap().port, 1231);
+    assert_eq!(c.groups.len(), 1);
+    // An empty table enables a listener with every default.
+    let c = parse("[listeners.multicast]\n").unwrap();
+    assert_eq!(c.listeners.multicast, Some(MulticastListener::default()));
+    assert_eq!(c.listeners.tcp, None);
+}
+
+#[test]
+fn fencing_errors_name_the_key_and_line() {
+    let cases: &[(&str, &str)] = &[
+        (
+            "[fencing]\ntimeout_secs = 0\n",
+            ":2: key `fencing.timeout_secs`",
+        ),
+        (
+            "[fencing]\nreboot_timeout_secs = 10000\n",
+            ":2: key `fencing.reboot_timeout_secs`",
+        ),
+        (
+            "[fencing]\naudit_log = \"audit.jsonl\"\n",
+            ":2: key `fencing.audit_log`: `audit.jsonl` must be an absolute path",
+        ),
+        (
+            "[listeners.multicast]\naddress = \"10.0.0.1\"\n",
+            ":2: key `listeners.multicast.address`: 10.0.0.1 is not a multicast address",
+        ),
+        (
+            "[listeners.multicast]\naddress = \"x\"\n",
+            "`x` is not an IP address",
+        ),
+        (
+            "[listeners.multicast]\nport = 0\n",
+            ":2: key `listeners.multicast.port`",
+        ),
+        (
+            "[listeners.multicast]\ninterface = \"\"\n",
+            "key `listeners.multicast.interface`",
+        ),
+        (
+            "[listeners.multicast]\nkey_file = \"k.key\"\n",
+            ":2: key `listeners.multicast.key_file`: `k.key` must be an absolute path",
+        ),
+        (
+            "[listeners.tcp]\naddress = \"localhost\"\n",
+            "key `listeners.tcp.address`: `localhost` is not an IP address",
+        ),
+        ("[listeners.tcp]\nport = 0\n", "key `listeners.tcp.port`"),
+        (
+            "[listeners.vsock]\nport = 0\n",
+            "key `listeners.vsock.port`",
+        ),
+        (
+            "[listeners.vsock]\nkey_file = \"rel\"\n",
+            "key `listeners.vsock.key_file`",
+        ),
+        (
+            "[[groups]]\nname = \"a\"\nuuid = [\"vm\"]\nip = [\"1.1.1.1\"]\n[[groups]]\nname = \"b\"\nuuid = [\"vm\"]\n",
+            ":5: key `groups[1].ip`: group `b` has no `ip` entries",
+        ),
+        (
+            "[[groups]]\nip = [\"1.1.1.1\"]\n",
+            ":1: key `groups[0].uuid`: group #1 has no `uuid` entries",
+        ),
+        (
+            "[[groups]]\nip = [\"1.1.1.1\"]\nuuid = [\" \"]\n",
+            "key `groups[0].uuid`: group #1 has an empty entry",
+        ),
+    ];
+    for (text, want) in cases {
+        let e = parse(text).expect_err(text).to_string();
+        assert!(e.contains(want), "{text:?}: got {e:?}, want {want:?}");
+    }
+    // Unknown keys and hash names are refused by the parser.
+    let e = parse("[listeners.multicast]\nhash = \"md5\"\n").unwrap_err();
+    assert!(e.to_string().contains("listeners.multicast.hash"), "{e}");
+    let e = parse("[listeners.tcp]\nfamily = \"ipv6\"\n").unwrap_err();
+    assert!(e.to_string().contains("unknown field"), "{e}");
+    let e = parse("[fencing]\nbackend = \"xen\"\n").unwrap_err();
+    assert!(e.to_string().contains("fencing.backend"), "{e}");
+}
+
+#[test]
+fn missing_explicit_file_is_an_error_but_missing_default_is_not() {
+    let e = Config::load(Some(Path::new("/nonexistent/fenceline.toml"))).unwrap_err();
+    assert!(e.to_string().contains("/nonexistent/fenceline.toml"));
+}
+
+#[test]
+fn shipped_example_config_is_the_defaults() {
+    let text = include_str!("../../contrib/fenceline.toml");
+    let c = Config::parse(text, Path::new("contrib/fenceline.toml")).unwrap();
+    assert_eq!(c, Config::default());
+}
