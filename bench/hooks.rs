@@ -60,7 +60,7 @@ fn main() -> Result<()> {
     // The hook talks to node 1's daemon through the socket path as seen from
     // here, so nothing but the hook process itself is timed (no nsenter).
     let sock = lab.node_path(1, "/run/fenceline/hook.sock")?;
-    let xml = include_bytes!("../src/engine/hooks/testdata/updated.xml");
+    let xml = include_bytes!("../proto/src/hook/testdata/updated.xml");
     // What the installed wrapper runs: the small `fenceline-hook` binary.
     let hook_bin = bin.with_file_name("fenceline-hook");
     if !hook_bin.exists() {

@@ -3,5 +3,5 @@
 # time and hook → peer event latency on a 2-node lab. Knob: ROUNDS.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release --quiet --bin fenceline --bin fenceline-hook --example bench_hooks
+cargo build --release --quiet -p fenceline -p fenceline-hook --bin fenceline --bin fenceline-hook --example bench_hooks
 FENCELINE_BIN="$PWD/target/release/fenceline" exec target/release/examples/bench_hooks

@@ -6,7 +6,7 @@ set -euo pipefail
 
 FENCELINE_PACKAGES=(
   # build: -sys crates link these
-  pkg-config libvirt-dev
+  pkg-config binutils libvirt-dev
   libcorosync-common-dev libcpg-dev libcfg-dev libcmap-dev libquorum-dev libvotequorum-dev
   # the sandbox lab: real corosync, libvirtd, qemu, fence_virtd, tmux
   corosync libvirt-daemon libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients

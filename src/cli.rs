@@ -6,10 +6,10 @@ use std::fmt::Write as _;
 use std::io::Write as _;
 use std::path::Path;
 
-use crate::config::{Config, ConfigError};
 use crate::engine::control::client::{Client, ClientError};
 use crate::ui::keymap::Keymap;
 use crate::ui::theme::Theme;
+use fenceline_config::{Config, ConfigError};
 use fenceline_proto::api::{
     DaemonKind, Event, FenceOp, FenceResult, Millis, NodeId, Reply, Request, Snapshot, rfc3339,
 };

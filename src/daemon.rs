@@ -11,7 +11,6 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
-use crate::config::{Config, FenceBackend, HashName};
 use crate::engine::fence::listeners::{KeySettings, ListenerSettings};
 use crate::engine::fence::multicast::MulticastSettings;
 use crate::engine::fence::perm::PermissionGroup;
@@ -22,6 +21,7 @@ use crate::engine::{
     AuditSink, EFFECT_CAPACITY, EffectRoutes, FENCE_ACT_CAPACITY, INPUT_CAPACITY, InputTx, control,
     corosync, fence, hooks, libvirt, spawn_state_with,
 };
+use fenceline_config::{Config, FenceBackend, HashName};
 use fenceline_proto::api::now_millis;
 use fenceline_proto::fence_xvm::HashType;
 

@@ -2,12 +2,12 @@
 //! corosync cluster. See ARCHITECTURE.md for the module map and invariants.
 
 pub mod cli;
-pub mod config;
+
 pub mod daemon;
 #[cfg(feature = "lab")]
 pub mod demo;
 pub mod engine;
-pub mod fence_virt_conf;
+
 pub mod hook;
 #[cfg(feature = "lab")]
 pub mod sandbox;

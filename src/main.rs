@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use fenceline::cli::{self, exit};
-use fenceline::config::Config;
+use fenceline_config::Config;
 
 #[derive(Parser)]
 #[command(
@@ -200,11 +200,13 @@ fn run(cli: Cli) -> Result<(), ExitCode> {
         Command::Daemon { fence_virt_conf } => {
             let cfg = match &fence_virt_conf {
                 Some(fvc) => {
-                    let (cfg, notes) = fenceline::fence_virt_conf::daemon_config(cfg_path, fvc)
-                        .map_err(|e| {
-                            eprintln!("fenceline: config error: {e}");
-                            ExitCode::from(exit::USAGE)
-                        })?;
+                    let (cfg, notes) = fenceline_config::fence_virt_conf::daemon_config(
+                        cfg_path, fvc,
+                    )
+                    .map_err(|e| {
+                        eprintln!("fenceline: config error: {e}");
+                        ExitCode::from(exit::USAGE)
+                    })?;
                     for n in notes {
                         eprintln!("fenceline: {}: {n}", fvc.display());
                     }
@@ -234,9 +236,9 @@ fn run(cli: Cli) -> Result<(), ExitCode> {
             object,
             args,
         } => {
-            let socket = fenceline::hook::hook_socket(socket.as_deref(), cfg_path);
+            let socket = fenceline_hook::hook_socket(socket.as_deref(), cfg_path);
             // Always 0: a failing hook would abort libvirt's operation.
-            let _ = fenceline::hook::run_hook(&socket, &object, &args);
+            let _ = fenceline_hook::run_hook(&socket, &object, &args);
             Ok(())
         }
         Command::InstallHook {
@@ -290,7 +292,7 @@ fn run(cli: Cli) -> Result<(), ExitCode> {
         }
         Command::Config {
             command: ConfigCommand::ImportFenceVirt { path },
-        } => match fenceline::fence_virt_conf::load(&path) {
+        } => match fenceline_config::fence_virt_conf::load(&path) {
             Ok(imported) => {
                 print!("{}", imported.to_toml());
                 Ok(())

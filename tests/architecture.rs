@@ -409,6 +409,7 @@ fn target_file(path: &[String]) -> Option<String> {
         Some("crate") => ("src", &path[1..]),
         Some("fenceline_proto") => ("proto/src", &path[1..]),
         Some("fenceline_hook") => ("hook/src", &path[1..]),
+        Some("fenceline_config") => ("config/src", &path[1..]),
         Some("fenceline") => ("src", &path[1..]),
         _ => return None,
     };
@@ -437,6 +438,8 @@ fn module_of(file: &str) -> Vec<String> {
         ("fenceline_proto", r)
     } else if let Some(r) = file.strip_prefix("hook/src/") {
         ("fenceline_hook", r)
+    } else if let Some(r) = file.strip_prefix("config/src/") {
+        ("fenceline_config", r)
     } else {
         ("crate", file.strip_prefix("src/").unwrap_or(file))
     };
@@ -484,6 +487,8 @@ fn check_file(layers: &[Layer], file: &str, src: &str) -> Vec<Finding> {
         "fenceline_proto"
     } else if file.starts_with("hook/") {
         "fenceline_hook"
+    } else if file.starts_with("config/") {
+        "fenceline_config"
     } else {
         "crate"
     };
@@ -539,7 +544,7 @@ fn sources() -> Vec<String> {
         }
     }
     let mut files = Vec::new();
-    for base in ["src", "proto/src", "hook/src"] {
+    for base in ["src", "proto/src", "hook/src", "config/src"] {
         walk(&root().join(base), &mut files);
     }
     let root_s = format!("{}/", root().to_string_lossy());
@@ -655,10 +660,7 @@ fn checker_catches_a_forbidden_import_in_every_form() {
         ("src/ui/view/x.rs", "use crate::{engine::{model}, ui::app};"),
         ("src/ui/view/x.rs", "fn f() { crate::cli::age(1); }"),
         ("src/config.rs", "use crate::ui::theme::Theme;"),
-        (
-            "src/engine/libvirt/worker.rs",
-            "use crate::engine::corosync::own;",
-        ),
+        ("src/engine/libvirt/worker.rs", "use crate::engine::corosync::driver;"),
         (
             "src/engine/libvirt/worker.rs",
             "use super::super::corosync;",
@@ -748,6 +750,61 @@ fn checker_counts_lines_of_non_test_files_only() {
 fn a_file_outside_every_layer_is_reported() {
     let l = toy_layers();
     assert!(!check_file(&l, "elsewhere/x.rs", "").is_empty());
+}
+
+/// The pure crates, the hook and the fuzz targets build without libvirt's
+/// or corosync's development libraries: none of them depends, even
+/// indirectly, on `virt` or `rust-corosync` (or on the main crate, which
+/// does).
+#[test]
+fn the_pure_crates_and_the_fuzz_targets_need_no_libvirt_or_corosync() {
+    for krate in ["fenceline-proto", "fenceline-config", "fenceline-hook"] {
+        let out = std::process::Command::new(env!("CARGO"))
+            .args([
+                "tree",
+                "--offline",
+                "-p",
+                krate,
+                "-e",
+                "normal,build",
+                "--prefix",
+                "none",
+            ])
+            .current_dir(root())
+            .output()
+            .expect("cargo tree");
+        assert!(
+            out.status.success(),
+            "cargo tree -p {krate}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let tree = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            tree.starts_with(krate),
+            "unexpected tree for {krate}:\n{tree}"
+        );
+        for bad in ["virt ", "virt-sys ", "rust-corosync ", "fenceline v"] {
+            assert!(
+                !tree.lines().any(|l| l.starts_with(bad)),
+                "{krate} depends on {bad}:\n{tree}"
+            );
+        }
+    }
+    let fuzz: toml::Table = std::fs::read_to_string(root().join("fuzz/Cargo.toml"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    let deps = fuzz["dependencies"].as_table().unwrap();
+    for (name, spec) in deps {
+        if let Some(path) = spec.get("path").and_then(|p| p.as_str()) {
+            assert!(
+                ["../proto", "../config"].contains(&path),
+                "the fuzz crate depends on {name} at {path}: fuzz only the pure crates"
+            );
+        } else {
+            assert_eq!(name, "libfuzzer-sys", "unexpected fuzz dependency {name}");
+        }
+    }
 }
 
 /// `rust-version` in Cargo.toml is a promise: every package the lock

@@ -20,9 +20,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use fenceline::engine::InputTx;
-use fenceline::engine::corosync::{self, CorosyncConfig, own};
+use fenceline::engine::corosync::{self, CorosyncConfig};
 use fenceline::engine::model::{Effect, Group, Input, LocalDomain, OwnMessage, VmRecord};
 use fenceline_proto::api::DomainState;
+use fenceline_proto::own;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 

@@ -28,13 +28,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use fenceline::config::{Config, HashName, MulticastListener, PermissionGroup, TcpListenerConf};
 use fenceline::engine::fence::audit;
 use fenceline::engine::fence::auth::client_handshake;
 use fenceline::engine::fence::listeners::{self, FenceService};
 use fenceline::engine::model::{DropKind, Input};
 use fenceline::engine::{FenceAnswer, FenceCall, InputTx};
 use fenceline::sandbox::{lab_test_guard, wait_until};
+use fenceline_config::{Config, HashName, MulticastListener, PermissionGroup, TcpListenerConf};
 use fenceline_proto::api::{
     Counters, DomainState, DomainView, Event, EventKind, FenceOp, FenceResult, Link, Snapshot,
 };

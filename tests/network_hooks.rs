@@ -261,11 +261,11 @@ fn hook_events_cross_the_cluster_with_ports_and_replays() {
 /// Sends `n` hook reports (what `fenceline hook` sends) to `sock`, each
 /// with the hook's 1 s limit; returns how many could not be delivered.
 fn blast(sock: &std::path::Path, thread: usize, n: usize) -> u64 {
-    use fenceline::engine::hooks::{HookReport, hookdata::HookArgs};
+    use fenceline_proto::hook::{HookReport, data::HookArgs};
     let s = std::os::unix::net::UnixDatagram::unbound().unwrap();
     s.connect(sock).unwrap();
     s.set_write_timeout(Some(Duration::from_secs(1))).unwrap();
-    let xml = include_bytes!("../src/engine/hooks/testdata/updated.xml");
+    let xml = include_bytes!("../proto/src/hook/testdata/updated.xml");
     let mut failed = 0;
     for k in 0..n {
         let extra = format!("{thread}-{k}");
@@ -313,7 +313,7 @@ fn hook_never_blocks_libvirt_and_bad_input_and_bursts_end_clearly() {
         return;
     }
     let lab = lab();
-    let good = include_bytes!("../src/engine/hooks/testdata/updated.xml");
+    let good = include_bytes!("../proto/src/hook/testdata/updated.xml");
 
     // 1. Malformed XML: exit 0, a raw event with the parse error everywhere.
     let (rc, err, took) = run_hook(

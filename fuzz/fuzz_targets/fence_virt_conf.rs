@@ -5,8 +5,8 @@
 
 use std::path::Path;
 
-use fenceline::config::Config;
-use fenceline::fence_virt_conf::{import_nodes, parse};
+use fenceline_config::Config;
+use fenceline_config::fence_virt_conf::{import_nodes, parse};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -3,12 +3,12 @@
 //! the report built from them always fits one datagram and decodes back.
 #![no_main]
 
-use fenceline::engine::hooks::hookdata::{self, HookArgs, MAX_FIELD};
-use fenceline::engine::hooks::{HookReport, MAX_DATAGRAM};
+use fenceline_proto::hook::data::{self, HookArgs, MAX_FIELD};
+use fenceline_proto::hook::{HookReport, MAX_DATAGRAM};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    if let Ok(d) = hookdata::parse(data, "net") {
+    if let Ok(d) = data::parse(data, "net") {
         for f in [&d.network.name, &d.network.uuid, &d.network.bridge]
             .into_iter()
             .flatten()
@@ -18,7 +18,7 @@ fuzz_target!(|data: &[u8]| {
         assert!(d.domain_ports.len() <= 64);
     }
     if let Ok(text) = std::str::from_utf8(data) {
-        let _ = hookdata::parse_port(text);
+        let _ = data::parse_port(text);
     }
     let args = HookArgs::parse(&["net", "port-created", "begin", "-"]).unwrap();
     let r = HookReport::build(&args, Ok(data), 1);

@@ -6,8 +6,13 @@
 
 pub mod api;
 pub mod backoff;
+pub mod cpg;
 pub mod display;
 pub mod domxml;
+pub mod fence_virt_conf;
 pub mod fence_xvm;
+pub mod hook;
+pub mod messages;
+pub mod own;
 pub mod paths;
 pub mod ratelimit;

@@ -23,7 +23,7 @@ const BACKOFF_FIRST: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// How long a fence request may take: the engine's own limit plus margin.
 pub const FENCE_WAIT: Duration =
-    Duration::from_secs(crate::engine::FENCE_CALL_LIMIT.as_secs() + 10);
+    Duration::from_secs(fenceline_proto::api::FENCE_CALL_LIMIT.as_secs() + 10);
 
 /// Runs until `cancel` or until the app stops listening.
 pub async fn run(socket: PathBuf, tx: mpsc::Sender<Msg>, cancel: CancellationToken) {

@@ -2,10 +2,10 @@
 //! the model's [`Input`]s, and from the model's fence payloads back to
 //! `fence-agents` frames.
 
-use super::fence_agents::{self, FenceAgentsMsg, FenceReq, Frame};
-use super::own;
 use crate::engine::model::{FenceWire, Group, GroupMember, Input};
 use fenceline_proto::api::NodeId;
+use fenceline_proto::cpg::{self, FenceAgentsMsg, FenceReq, Frame};
+use fenceline_proto::own;
 
 pub(super) fn fence_req(w: FenceWire) -> FenceReq {
     FenceReq {
@@ -43,7 +43,7 @@ pub(super) fn deliver_input(
     data: &[u8],
 ) -> Result<Option<Input>, String> {
     match group {
-        Group::FenceAgents => match fence_agents::parse(data) {
+        Group::FenceAgents => match cpg::parse(data) {
             Ok(frame) => Ok(fence_agents_input(at, from, pid, frame)),
             Err(e) => Err(e.to_string()),
         },

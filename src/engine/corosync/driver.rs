@@ -13,12 +13,12 @@ use tokio_util::sync::CancellationToken;
 use super::callbacks::{Raw, take_pending};
 use super::conversions::{deliver_input, fence_req, group_change_input, group_key};
 use super::error::CorosyncError;
-use super::fence_agents::{self, FenceAgentsMsg, Frame};
-use super::own;
 use super::session::{SendError, Session, UpInfo};
 use super::{CorosyncConfig, InputTx};
 use crate::engine::model::{DropKind, Effect, Group, Input, VmRecord};
 use fenceline_proto::api::{NodeId, now_millis};
+use fenceline_proto::cpg::{self, FenceAgentsMsg, Frame};
+use fenceline_proto::own;
 
 /// First reconnect delay.
 pub(super) const RECONNECT_MIN: Duration = Duration::from_millis(200);
@@ -378,10 +378,10 @@ impl Driver {
                 fence_seqno = Some(seqno);
                 let frame = Frame {
                     seqno,
-                    target: fence_agents::NODE_ID_NONE,
+                    target: cpg::NODE_ID_NONE,
                     msg: FenceAgentsMsg::Request(fence_req(body)),
                 };
-                match fence_agents::encode(&frame) {
+                match cpg::encode(&frame) {
                     Ok(b) => (Group::FenceAgents, vec![b]),
                     Err(e) => return self.fence_send_failed(seqno, e.to_string()).await,
                 }
@@ -396,7 +396,7 @@ impl Driver {
                     target,
                     msg: FenceAgentsMsg::Reply(fence_req(body)),
                 };
-                match fence_agents::encode(&frame) {
+                match cpg::encode(&frame) {
                     Ok(b) => (Group::FenceAgents, vec![b]),
                     Err(e) => {
                         tracing::error!(error = %e, seqno, target, "cannot encode a fence REPLY; dropped");
@@ -502,7 +502,7 @@ impl Driver {
         let mut out = Vec::with_capacity(records.len());
         for rec in records {
             let name = rec.name.clone();
-            match fence_agents::encode(&Frame::store_vm(rec)) {
+            match cpg::encode(&Frame::store_vm(rec)) {
                 Ok(b) => out.push(b),
                 Err(e) => {
                     if let Some(suppressed) = self.encode_warn.allow((), Instant::now()) {

@@ -35,8 +35,6 @@ mod callbacks;
 mod conversions;
 mod driver;
 mod error;
-pub mod fence_agents;
-pub mod own;
 mod session;
 #[cfg(test)]
 mod tests;

@@ -3,8 +3,8 @@ use std::time::Instant;
 use super::callbacks::{Raw, push, take_pending};
 use super::conversions::{fence_agents_input, group_key};
 use super::driver::{RECONNECT_MAX, RECONNECT_MIN, WARN_INTERVAL, reconnect_backoff, warn_limit};
-use super::fence_agents::Frame;
 use crate::engine::model::{Group, Input, VmRecord};
+use fenceline_proto::cpg::Frame;
 
 #[test]
 fn reconnect_backoff_doubles_within_the_jitter() {

@@ -21,10 +21,10 @@ use tokio::net::UnixDatagram;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::{HookReport, MAX_DATAGRAM};
 use crate::engine::InputTx;
 use crate::engine::model::{DropKind, Input};
 use fenceline_proto::api::now_millis;
+use fenceline_proto::hook::{HookReport, MAX_DATAGRAM};
 use fenceline_proto::ratelimit::RateLimit;
 
 /// Settings of the intake.
@@ -215,7 +215,7 @@ async fn forward(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::hooks::hookdata::HookArgs;
+    use fenceline_proto::hook::data::HookArgs;
 
     async fn recv_input(rx: &mut mpsc::Receiver<Input>) -> Input {
         tokio::time::timeout(Duration::from_secs(5), rx.recv())

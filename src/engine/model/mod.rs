@@ -29,7 +29,6 @@ mod fence;
 mod input;
 mod local;
 mod membership;
-mod messages;
 mod networks;
 mod snapshot;
 #[cfg(test)]
@@ -42,8 +41,10 @@ use membership::NodeRec;
 pub use domains::DomKey;
 pub use effect::{Effect, Notice};
 pub use fence::{FenceAct, FenceRules, FenceWire, MAX_CPG_VM_NAME, Route};
+pub use fenceline_proto::messages::{
+    HookCall, LocalDomain, MAX_ANNOUNCED_PORTS, OwnMessage, PeerInfo, VmRecord,
+};
 pub use input::{DropKind, Group, GroupMember, Input, NetInfo};
-pub use messages::{HookCall, LocalDomain, MAX_ANNOUNCED_PORTS, OwnMessage, PeerInfo, VmRecord};
 pub use networks::port_key;
 
 /// Tunables of the model.

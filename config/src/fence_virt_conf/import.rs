@@ -4,12 +4,12 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::config::{
+use crate::{
     ConfigError, FenceBackend, HashName, ListenersSection, MulticastListener, NameMode,
     PermissionGroup, TcpListenerConf, VsockListener,
 };
 
-use super::syntax::{FvcError, Node, Pos, end_pos, parse};
+use fenceline_proto::fence_virt_conf::{FvcError, Node, Pos, end_pos, parse};
 
 /// fence_virt.conf mapped onto fenceline's settings.
 #[derive(Debug, Clone, PartialEq)]

@@ -14,13 +14,13 @@
 //!   `<name>`/`<uuid>` and its `<interface>`s whose `<source network=..>` is
 //!   this network (MAC, interface type).
 //!
-//! The XML itself is read by [`fenceline_proto::domxml`], which the libvirt
+//! The XML itself is read by [`crate::domxml`], which the libvirt
 //! driver's port listings share.
 
-use fenceline_proto::api::PortView;
-use fenceline_proto::domxml;
+use crate::api::PortView;
+use crate::domxml;
 
-pub use fenceline_proto::domxml::{MAX_FIELD, MAX_INPUT, NetworkInfo, ParseError, cap, parse_port};
+pub use crate::domxml::{MAX_FIELD, MAX_INPUT, NetworkInfo, ParseError, cap, parse_port};
 
 /// Longest raw excerpt kept with a parse error.
 pub const MAX_EXCERPT: usize = 512;

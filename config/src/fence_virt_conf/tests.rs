@@ -1,7 +1,7 @@
 use super::*;
 use std::path::Path;
 
-use crate::config::{
+use crate::{
     Config, FenceBackend, HashName, ListenersSection, MulticastListener, NameMode, PermissionGroup,
     TcpListenerConf, VsockListener,
 };

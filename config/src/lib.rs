@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 mod console;
 mod errors;
+pub mod fence_virt_conf;
 mod sections;
 #[cfg(test)]
 mod tests;
@@ -21,7 +22,7 @@ pub use errors::{ConfigError, find_key_line};
 pub use sections::*;
 
 /// Where the daemon looks when `--config` is not given.
-pub const DEFAULT_CONFIG_PATH: &str = "/etc/fenceline/fenceline.toml";
+pub use fenceline_proto::paths::DEFAULT_CONFIG_PATH;
 pub const DEFAULT_SOCKET: &str = "/run/fenceline/fenceline.sock";
 pub const DEFAULT_READONLY_SOCKET: &str = "/run/fenceline/fenceline-ro.sock";
 pub const DEFAULT_LOG_FILE: &str = "/var/log/fenceline/fenceline.log";

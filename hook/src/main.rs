@@ -30,7 +30,7 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let object = args.remove(0);
-    let socket = fenceline::hook::hook_socket(socket.as_deref(), config.as_deref());
-    let _ = fenceline::hook::run_hook(&socket, &object, &args);
+    let socket = fenceline_hook::hook_socket(socket.as_deref(), config.as_deref());
+    let _ = fenceline_hook::run_hook(&socket, &object, &args);
     ExitCode::SUCCESS
 }

@@ -19,14 +19,13 @@
 //! Rooms: `syntax` (the grammar: text to a tree of [`Node`]s, pure, no
 //! fenceline types), `import` (the tree to fenceline's settings, with notes
 //! about what is accepted but unused) and `apply` (the imported settings
-//! into a [`Config`](crate::config::Config), and printed as fenceline TOML).
+//! into a [`Config`](crate::Config), and printed as fenceline TOML).
 
 mod apply;
 mod import;
-mod syntax;
 #[cfg(test)]
 mod tests;
 
 pub use apply::daemon_config;
+pub use fenceline_proto::fence_virt_conf::{FvcError, Node, Pos, parse};
 pub use import::{Imported, import, import_nodes, in_file, load};
-pub use syntax::{FvcError, Node, Pos, parse};

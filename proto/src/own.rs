@@ -23,7 +23,7 @@
 
 use thiserror::Error;
 
-use crate::engine::model::{LocalDomain, OwnMessage};
+use crate::messages::{LocalDomain, OwnMessage};
 
 /// Header magic.
 pub const MAGIC: [u8; 4] = *b"FNLN";
@@ -175,8 +175,8 @@ pub fn encode_chunked(msg: &OwnMessage, max: usize) -> Result<Vec<Vec<u8>>, Wire
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::model::PeerInfo;
-    use fenceline_proto::api::{DomainState, LibvirtHealth};
+    use crate::api::{DomainState, LibvirtHealth};
+    use crate::messages::PeerInfo;
 
     fn dom(i: usize) -> LocalDomain {
         LocalDomain {
@@ -212,13 +212,13 @@ mod tests {
             OwnMessage::InventoryEnd { generation: 7 },
             OwnMessage::NetEvent {
                 time: 1_700_000_000_123,
-                event: Box::new(fenceline_proto::api::EventKind::NetworkHook {
+                event: Box::new(crate::api::EventKind::NetworkHook {
                     network: "net1".into(),
                     op: "port-created".into(),
                     subop: "begin".into(),
                     network_uuid: Some("62dbb43f-eb39-4879-8478-d0df01188bd5".into()),
                     bridge: Some("br1".into()),
-                    port: Some(fenceline_proto::api::PortView {
+                    port: Some(crate::api::PortView {
                         owner: Some("vm1".into()),
                         mac: Some("52:54:00:aa:bb:01".into()),
                         ..Default::default()
@@ -228,7 +228,7 @@ mod tests {
                 }),
             },
             OwnMessage::NetState {
-                network: Box::new(fenceline_proto::api::NetworkView {
+                network: Box::new(crate::api::NetworkView {
                     node: 1,
                     name: "net1".into(),
                     uuid: "62dbb43f-eb39-4879-8478-d0df01188bd5".into(),

@@ -6,9 +6,7 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use crate::config::{
-    Config, ConfigError, FenceBackend, ListenersSection, NameMode, PermissionGroup,
-};
+use crate::{Config, ConfigError, FenceBackend, ListenersSection, NameMode, PermissionGroup};
 
 use super::import::{Imported, load};
 

@@ -1,11 +1,9 @@
 //! The data fenceline's CPG messages carry, as the model reads and writes
 //! it: STORE_VM records (fence_virtd's format), the own group's messages, and
 //! the hook call the hook intake hands over. Plain data: it depends on
-//! nothing but [`fenceline_proto::api`] (and is meant to move there).
+//! nothing but [`crate::api`] (and is meant to move there).
 
-use fenceline_proto::api::{
-    DomainState, EventKind, LibvirtHealth, Millis, NetworkView, NodeId, PortView,
-};
+use crate::api::{DomainState, EventKind, LibvirtHealth, Millis, NetworkView, NodeId, PortView};
 
 /// Ports of one network carried in one [`OwnMessage::NetState`]; a network
 /// with more is announced with the first ones (a node with more than this

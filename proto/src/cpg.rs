@@ -47,8 +47,8 @@
 
 use thiserror::Error;
 
-use crate::engine::model::VmRecord;
-use fenceline_proto::api::DomainState;
+use crate::api::DomainState;
+use crate::messages::VmRecord;
 
 /// Size of the `wire_msg` header.
 pub const HEADER_LEN: usize = 16;
