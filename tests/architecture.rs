@@ -660,7 +660,10 @@ fn checker_catches_a_forbidden_import_in_every_form() {
         ("src/ui/view/x.rs", "use crate::{engine::{model}, ui::app};"),
         ("src/ui/view/x.rs", "fn f() { crate::cli::age(1); }"),
         ("src/config.rs", "use crate::ui::theme::Theme;"),
-        ("src/engine/libvirt/worker.rs", "use crate::engine::corosync::driver;"),
+        (
+            "src/engine/libvirt/worker.rs",
+            "use crate::engine::corosync::driver;",
+        ),
         (
             "src/engine/libvirt/worker.rs",
             "use super::super::corosync;",

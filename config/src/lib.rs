@@ -22,7 +22,7 @@ pub use errors::{ConfigError, find_key_line};
 pub use sections::*;
 
 /// Where the daemon looks when `--config` is not given.
-pub use fenceline_proto::paths::DEFAULT_CONFIG_PATH;
+use fenceline_proto::paths::DEFAULT_CONFIG_PATH;
 pub const DEFAULT_SOCKET: &str = "/run/fenceline/fenceline.sock";
 pub const DEFAULT_READONLY_SOCKET: &str = "/run/fenceline/fenceline-ro.sock";
 pub const DEFAULT_LOG_FILE: &str = "/var/log/fenceline/fenceline.log";

@@ -16,9 +16,10 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use fenceline_proto::api::now_millis;
-use fenceline_proto::hook::data::{self, HookArgs};
-use fenceline_proto::hook::{DEFAULT_HOOK_SOCKET, HOOK_SOCKET_ENV, HookReport};
+use fenceline_proto::hook::data::HookArgs;
+use fenceline_proto::hook::{HOOK_SOCKET_ENV, HookReport};
 use fenceline_proto::paths::DEFAULT_CONFIG_PATH;
+use fenceline_proto::paths::DEFAULT_HOOK_SOCKET;
 
 /// Everything the hook does (read stdin, parse, send) ends within this.
 pub const HOOK_DEADLINE: Duration = Duration::from_secs(1);
@@ -112,7 +113,7 @@ pub fn run_hook(socket: &Path, object: &str, args: &[String]) -> HookOutcome {
 }
 
 /// Reads stdin until EOF or `until`, keeping at most one byte more than
-/// [`data::MAX_INPUT`] (the rest is read and discarded, so libvirt's
+/// [`fenceline_proto::domxml::MAX_INPUT`] (the rest is read and discarded, so libvirt's
 /// writer never sees a broken pipe).
 fn read_stdin(until: Instant) -> Result<Vec<u8>, String> {
     let mut stdin = std::io::stdin().lock();
@@ -133,7 +134,7 @@ fn read_stdin(until: Instant) -> Result<Vec<u8>, String> {
         match stdin.read(&mut buf) {
             Ok(0) => return Ok(kept),
             Ok(n) => {
-                let room = (data::MAX_INPUT + 1).saturating_sub(kept.len());
+                let room = (fenceline_proto::domxml::MAX_INPUT + 1).saturating_sub(kept.len());
                 kept.extend_from_slice(&buf[..n.min(room)]);
             }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}

@@ -89,7 +89,7 @@ impl FenceAnswer {
     }
 }
 
-pub use fenceline_proto::api::FENCE_CALL_LIMIT;
+use fenceline_proto::api::FENCE_CALL_LIMIT;
 
 /// Queries the state task answers.
 pub(super) enum Query {

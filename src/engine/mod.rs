@@ -15,7 +15,7 @@ pub mod model;
 mod handle;
 mod state;
 
-pub use handle::{EngineHandle, FENCE_CALL_LIMIT, FenceAnswer, FenceCall, InputTx};
+pub use handle::{EngineHandle, FenceAnswer, FenceCall, InputTx};
 pub use state::{AuditSink, EffectRoutes, FENCE_ACT_CAPACITY, spawn_state, spawn_state_with};
 
 /// Capacity of the driver → engine input channel.

@@ -20,7 +20,7 @@
 use crate::api::PortView;
 use crate::domxml;
 
-pub use crate::domxml::{MAX_FIELD, MAX_INPUT, NetworkInfo, ParseError, cap, parse_port};
+use crate::domxml::{MAX_INPUT, NetworkInfo, ParseError, cap};
 
 /// Longest raw excerpt kept with a parse error.
 pub const MAX_EXCERPT: usize = 512;
@@ -139,6 +139,7 @@ pub fn excerpt(input: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domxml::{MAX_FIELD, parse_port};
 
     // Captured from a private libvirtd 9.0.0 (Debian 12) running the network
     // hook as a capture script: net-start, a qemu domain with one interface,

@@ -19,7 +19,6 @@ use crate::messages::HookCall;
 use data::HookArgs;
 
 /// The hook socket when neither the config nor `FENCELINE_HOOK_SOCKET` says otherwise.
-pub use crate::paths::DEFAULT_HOOK_SOCKET;
 /// Environment variable naming the hook socket (for `fenceline hook`).
 pub const HOOK_SOCKET_ENV: &str = "FENCELINE_HOOK_SOCKET";
 /// Version of [`HookReport`] this build writes and reads.
@@ -84,7 +83,7 @@ impl HookReport {
         let input = match stdin {
             Ok(i) => i,
             Err(e) => {
-                r.error = Some(data::cap(&format!("cannot read stdin: {e}")));
+                r.error = Some(crate::domxml::cap(&format!("cannot read stdin: {e}")));
                 return r;
             }
         };
@@ -97,7 +96,7 @@ impl HookReport {
             Err(e) => {
                 let raw = match e {
                     // An excerpt of 1 MiB of junk says nothing more than its start.
-                    data::ParseError::Empty => String::new(),
+                    crate::domxml::ParseError::Empty => String::new(),
                     _ => format!("; raw: {}", data::excerpt(input)),
                 };
                 r.error = Some(format!("{e}{raw}"));
@@ -178,7 +177,7 @@ mod tests {
             e.starts_with("bad XML") && e.contains("raw: <hookData><oops"),
             "{e}"
         );
-        let big = vec![b'<'; data::MAX_INPUT + 10];
+        let big = vec![b'<'; crate::domxml::MAX_INPUT + 10];
         let r = HookReport::build(&args("started"), Ok(&big), 1);
         let e = r.error.clone().unwrap();
         assert!(e.contains("exceeds the limit"), "{e}");
@@ -191,7 +190,7 @@ mod tests {
     #[test]
     fn worst_case_report_fits_a_datagram() {
         // Every field at its cap, all escaped to \u00XX by JSON.
-        let long = "\u{1}".repeat(data::MAX_FIELD);
+        let long = "\u{1}".repeat(crate::domxml::MAX_FIELD);
         let a = HookArgs::parse(&[long.as_str(), &long, &long, &long]).unwrap();
         let port = format!(
             "<networkport><uuid>{long}</uuid><owner><name>{long}</name><uuid>{long}</uuid></owner>\
@@ -206,7 +205,9 @@ mod tests {
         // XML 1.0 refuses &#1;: the worst case is then the raw excerpt.
         let n = r.encode().len();
         assert!(n < MAX_DATAGRAM, "{n}");
-        let junk: Vec<u8> = (0..data::MAX_INPUT).map(|i| (i % 32) as u8).collect();
+        let junk: Vec<u8> = (0..crate::domxml::MAX_INPUT)
+            .map(|i| (i % 32) as u8)
+            .collect();
         let r = HookReport::build(&a, Ok(&junk), u64::MAX);
         let n = r.encode().len();
         assert!(n < MAX_DATAGRAM, "{n}");

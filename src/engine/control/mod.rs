@@ -11,6 +11,3 @@
 pub mod client;
 mod framing;
 pub mod server;
-
-/// The line limits (now in `fenceline_proto::api`; re-exported for existing users).
-pub use fenceline_proto::api::{MAX_REPLY_LINE, MAX_REQUEST_LINE};

@@ -11,7 +11,6 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::{TcpListener, TcpStream};
 
 use super::listeners::{KeySettings, Origin};
-pub use super::stream::REQUEST_READ_TIMEOUT;
 use super::stream::StreamListener;
 
 /// The TCP listener's settings (`[listeners.tcp]`).

@@ -122,7 +122,7 @@ impl std::fmt::Display for DomainRef {
     }
 }
 
-pub use fenceline_proto::api::is_canonical_uuid;
+use fenceline_proto::api::is_canonical_uuid;
 
 /// Fencing primitives, run on the URI's worker thread.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -109,7 +109,7 @@ pub fn clock(ms: Millis) -> String {
     format!("{:02}:{:02}:{:02}", s / 3600, (s / 60) % 60, s % 60)
 }
 
-pub use fenceline_proto::display::age;
+use fenceline_proto::display::age;
 
 /// Cuts `s` to `width` display columns, ending in "…" when cut.
 pub fn fit(s: &str, width: usize) -> String {
