@@ -11,6 +11,7 @@ pub mod display;
 pub mod domxml;
 pub mod fence_virt_conf;
 pub mod fence_xvm;
+pub mod framing;
 pub mod hook;
 pub mod messages;
 pub mod own;
