@@ -62,7 +62,7 @@ pub fn build(seed: u64, faults: bool) -> Schedule {
                 uuid: format!("5e1f0000-0000-4000-8000-{k:012x}"),
                 on,
                 last_all_off: None,
-                changed: 0,
+                migrated: None,
             });
         }
     }

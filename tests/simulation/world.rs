@@ -49,8 +49,8 @@ pub struct Vm {
     pub on: BTreeMap<NodeId, DomainState>,
     /// The last instant it was inactive everywhere (None: never seen so).
     pub last_all_off: Option<Millis>,
-    /// Instant of the last change, for the trace.
-    pub changed: Millis,
+    /// Instant of the last live migration.
+    pub migrated: Option<Millis>,
 }
 
 impl Vm {
@@ -188,6 +188,8 @@ pub struct Req {
     pub answer: Option<(Millis, FenceResult, Option<NodeId>, Option<String>)>,
     /// The CPG header seqno of its REQUEST.
     pub seqno: Option<u32>,
+    /// Where the VM ran when it was submitted, and what was wrong there.
+    pub situation: String,
     /// The daemon that took it died first: nobody can answer (the client's
     /// connection died with it).
     pub orphaned: bool,
@@ -197,6 +199,8 @@ pub struct Req {
 pub enum VKind {
     /// "ok" for off/reboot or "off" for status while the VM ran all along.
     Wrong,
+    /// A fenceline node started a VM (on, reboot) that was running elsewhere.
+    DoubleStart,
     Late,
     Unanswered,
     Twice,
@@ -241,6 +245,9 @@ pub struct World {
     submitting: Option<u64>,
     /// Why a node replied: (requester, seqno) → the rule, from its map.
     reasons: BTreeMap<(NodeId, u32), String>,
+    /// The rule each node saw when a REQUEST was delivered to it:
+    /// (node, requester, seqno) → the rule.
+    decided: BTreeMap<(NodeId, NodeId, u32), String>,
 }
 
 fn result_name(r: FenceResult) -> &'static str {
@@ -288,6 +295,7 @@ impl World {
             trace: None,
             submitting: None,
             reasons: BTreeMap::new(),
+            decided: BTreeMap::new(),
         }
     }
 
@@ -564,7 +572,10 @@ impl World {
                 target,
                 body,
             } => {
-                let why = self.reply_rule(host, &body.vm_name);
+                let why = match self.decided.remove(&(host, target, seqno)) {
+                    Some(w) => w,
+                    None => self.reply_rule(host, &body.vm_name),
+                };
                 self.reasons.insert((target, seqno), why);
                 self.log(|_| {
                     let r = u8::try_from(body.response)
@@ -668,12 +679,16 @@ impl World {
                     from,
                     msg: m.clone(),
                 },
-                Cpg::Request { seqno, body } => Input::FenceCpgRequest {
-                    at,
-                    from,
-                    seqno: *seqno,
-                    body: body.clone(),
-                },
+                Cpg::Request { seqno, body } => {
+                    let rule = self.reply_rule(h, &body.vm_name);
+                    self.decided.insert((h, from, *seqno), rule);
+                    Input::FenceCpgRequest {
+                        at,
+                        from,
+                        seqno: *seqno,
+                        body: body.clone(),
+                    }
+                }
                 Cpg::Reply {
                     seqno,
                     target,
@@ -695,7 +710,14 @@ impl World {
         let Cpg::Request { seqno, body } = msg else {
             return;
         };
-        let Some(op) = u8::try_from(body.request).ok().and_then(FenceOp::from_raw) else {
+        // It acts wherever it defines the VM (a shut-off copy answers too),
+        // but it is never asked to start one here: its `on` of a copy is
+        // fence_virtd's own split brain, not the router's.
+        let Some(op) = u8::try_from(body.request)
+            .ok()
+            .and_then(FenceOp::from_raw)
+            .filter(|op| *op != FenceOp::On)
+        else {
             return;
         };
         let Some(vm) = self
@@ -1059,6 +1081,7 @@ impl World {
                 }
                 self.set_state(vm, to, DomainState::Running);
                 self.set_state(vm, from, DomainState::Shutoff);
+                self.vms[vm].migrated = Some(self.now);
             }
         }
     }
@@ -1069,7 +1092,6 @@ impl World {
         let v = &mut self.vms[vm];
         let was_active = v.active();
         v.on.insert(host, state);
-        v.changed = now;
         if was_active != v.active() {
             v.last_all_off = Some(now);
         }
@@ -1150,6 +1172,7 @@ impl World {
                 (FenceOp::On, Some(v), Some(s)) => {
                     if !s.is_active() {
                         self.set_state(v, host, DomainState::Running);
+                        self.check_double_start(v, host, fvd_reply.is_some());
                     }
                     (FenceResult::Ok, None)
                 }
@@ -1157,6 +1180,7 @@ impl World {
                     if s.is_active() {
                         self.set_state(v, host, DomainState::Shutoff);
                         self.set_state(v, host, DomainState::Running);
+                        self.check_double_start(v, host, fvd_reply.is_some());
                         (FenceResult::Ok, None)
                     } else {
                         (FenceResult::Ok, Some("it was shut off".into()))
@@ -1216,6 +1240,19 @@ impl World {
         }
     }
 
+    fn check_double_start(&mut self, vm: usize, host: NodeId, by_fence_virtd: bool) {
+        let on = self.vms[vm].active_hosts();
+        if on.len() > 1 && !by_fence_virtd {
+            let name = self.vms[vm].name.clone();
+            self.report.violations.push(Violation {
+                kind: VKind::DoubleStart,
+                at: self.now,
+                text: format!("n{host} started {name}, which now runs on {on:?}"),
+                signature: "a fence action started a VM that runs elsewhere".into(),
+            });
+        }
+    }
+
     fn submit(&mut self, host: NodeId, op: FenceOp, vm: String) {
         let i = self.h(host);
         let Some(pid) = self.pid_of(host) else {
@@ -1225,6 +1262,10 @@ impl World {
             return;
         }
         let id = self.requests.len() as u64 + 1;
+        let situation = match self.vms.iter().find(|v| v.name == vm) {
+            Some(v) => self.situation(v, host),
+            None => String::new(),
+        };
         let wait = if op == FenceOp::Reboot {
             self.cfg.fence.reboot_timeout_ms
         } else {
@@ -1241,6 +1282,7 @@ impl World {
                 deadline: self.now + wait,
                 answer: None,
                 seqno: None,
+                situation,
                 orphaned: false,
             },
         );
@@ -1293,6 +1335,7 @@ impl World {
         r.answer = Some((now, result, acted_by, detail.clone()));
         let (op, at, deadline, host, vm_name, seqno) =
             (r.op, r.at, r.deadline, r.host, r.vm.clone(), r.seqno);
+        let situation = r.situation.clone();
         self.report.answered += 1;
         if result == FenceResult::Fail {
             self.report.refusals += 1;
@@ -1337,7 +1380,16 @@ impl World {
                     detail.as_deref().unwrap_or("no detail")
                 ),
             };
-            let signature = self.signature(op, result, &rule, vm, host);
+            let claim = match op {
+                FenceOp::Status => format!("status -> {}", result_name(result)),
+                _ => format!("off/reboot -> {}", result_name(result)),
+            };
+            let situation = if vm.migrated.is_some_and(|t| t >= at) {
+                "it migrated during the request"
+            } else {
+                situation.as_str()
+            };
+            let signature = format!("{claim} by {rule}; {situation}");
             self.report.violations.push(Violation {
                 kind: VKind::Wrong,
                 at: now,
@@ -1379,16 +1431,9 @@ impl World {
         }
     }
 
-    /// Names the rule that answered and what is wrong with the host where
-    /// the VM really runs.
-    fn signature(
-        &self,
-        op: FenceOp,
-        result: FenceResult,
-        rule: &str,
-        vm: &Vm,
-        requester: NodeId,
-    ) -> String {
+    /// What is wrong with the host(s) where the VM runs, as the requester
+    /// submits (the migration case is decided at the answer).
+    fn situation(&self, vm: &Vm, requester: NodeId) -> String {
         let rc = self.hosts[self.h(requester)].comp;
         let mut runs = Vec::new();
         for h in vm.active_hosts() {
@@ -1406,21 +1451,20 @@ impl World {
                     })
                 });
             let why = match &host.daemon {
-                None => "its daemon is down",
-                Some(_) if host.kind == Kind::FenceVirtd => "it is a fence_virtd peer",
-                Some(_) if !host.corosync => "its corosync is down",
-                Some(_) if host.comp != rc => "it is partitioned away",
-                Some(d) if !d.connected => "its restarted daemon has not joined yet",
-                Some(_) if !host.libvirt => "its libvirt is down",
-                Some(_) if local_active == Some(false) => "its daemon has not listed it yet",
-                Some(_) => "all is well now",
+                Some(_) if host.kind == Kind::FenceVirtd => "a fence_virtd peer holds it",
+                None => "the owner's daemon left the group: its VMs were purged",
+                Some(d) if !d.connected => "the owner's daemon left the group: its VMs were purged",
+                Some(_) if !host.corosync || host.comp != rc => {
+                    "the owner left the membership (corosync down or partition): its VMs were purged"
+                }
+                Some(_) if !host.libvirt || local_active == Some(false) => {
+                    "the owner's daemon (re)started without libvirt: its inventory was incomplete"
+                }
+                Some(_) => "the owner is healthy now (an earlier fault)",
             };
             runs.push(why);
         }
-        let claim = match op {
-            FenceOp::Status => format!("status -> {}", result_name(result)),
-            _ => format!("off/reboot -> {}", result_name(result)),
-        };
-        format!("{claim} by {rule}; the VM runs where {}", runs.join(" / "))
+        runs.dedup();
+        runs.join(" / ")
     }
 }
