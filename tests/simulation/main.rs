@@ -27,9 +27,71 @@ use world::{Report, VKind};
 /// Schedules per test by default: 15 to 25 s of a debug build on one core.
 const DEFAULT_SCHEDULES: u64 = 10_000;
 
-/// Seeds that failed once, with the class they show (see the module docs of
-/// `world` for the rules). They fail today: the router has no truth rule.
-const REGRESSIONS: &[(u64, bool, &str)] = &[];
+/// Seeds that failed once: (seed, with faults, the class it shows). A
+/// fault-free seed must also be answered without a refusal. They fail today:
+/// the router has no truth rule (issue 12).
+const REGRESSIONS: &[(u64, bool, &str)] = &[
+    (
+        1679,
+        true,
+        "the owner's daemon crashed: its VMs were purged; the lowest node with a shut-off copy answers off -> ok",
+    ),
+    (
+        2211,
+        true,
+        "the owner's daemon crashed: its VMs were purged; nobody knows the VM and the highest node answers reboot -> ok",
+    ),
+    (
+        3065,
+        true,
+        "the owner's daemon crashed: its VMs were purged; the highest node answers status -> off",
+    ),
+    (
+        4885,
+        true,
+        "the owner is partitioned away: the quorate majority purged its VMs and answers reboot -> ok (unknown-VM rule)",
+    ),
+    (
+        6268,
+        true,
+        "the owner is partitioned away: the majority's shut-off copy answers off -> ok",
+    ),
+    (
+        1960,
+        true,
+        "the owner's daemon started while libvirtd was down: its empty inventory dropped its VMs; reboot -> ok and status -> off by the unknown-VM rule",
+    ),
+    (
+        413,
+        true,
+        "the owner's daemon restarted while libvirtd was down: a shut-off copy elsewhere answers off -> ok",
+    ),
+    (
+        8717,
+        true,
+        "live migration during the request: the source destroys its copy, now shut off, and answers off -> ok",
+    ),
+    (
+        6219,
+        true,
+        "live migration during the request: the source answers status -> off",
+    ),
+    (
+        7719,
+        true,
+        "mixed cluster, the owner's daemon crashed: a fence_virtd peer's shut-off copy answers status -> off and is taken",
+    ),
+    (
+        2253,
+        true,
+        "partition: for `on` the majority starts its shut-off copy while the VM runs in the minority (double start)",
+    ),
+    (
+        132,
+        false,
+        "fault-free, two concurrent off: the requester waits 20 s for the holder its map named at submit while another node acted and replied",
+    ),
+];
 
 fn env_u64(name: &str) -> Option<u64> {
     std::env::var(name).ok().and_then(|v| v.trim().parse().ok())
@@ -214,7 +276,8 @@ fn faults() {
 fn regressions() {
     let mut failed = Vec::new();
     for &(seed, faults, what) in REGRESSIONS {
-        if !run(seed, faults, false).report.violations.is_empty() {
+        let r = run(seed, faults, false).report;
+        if !r.violations.is_empty() || (!faults && r.refusals > 0) {
             failed.push(format!("{what}\n{}", explain(seed, faults, 120)));
         }
     }
