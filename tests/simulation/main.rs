@@ -297,3 +297,14 @@ fn replay() {
         "seed {seed} violates the properties"
     );
 }
+
+#[test]
+fn a_seed_reproduces_its_run() {
+    for (seed, faults) in [(1679, true), (7, false), (2253, true)] {
+        let a = run(seed, faults, true);
+        let b = run(seed, faults, true);
+        assert_eq!(a.trace, b.trace, "seed {seed}: two runs differ");
+        assert_eq!(a.report.steps, b.report.steps);
+        assert!(!a.trace.is_empty());
+    }
+}
