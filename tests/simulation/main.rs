@@ -221,7 +221,7 @@ fn sweep(faults: bool) -> Sweep {
     }
     sw.secs = t0.elapsed().as_secs_f64();
     println!(
-        "{} {} schedules in {:.1} s ({:.0}/s, {} steps): {} requests, {} refusals ({} schedules with a refusal), {} wrong answers, {} unanswered, {} late, {} failing schedules",
+        "{} {} schedules in {:.1} s ({:.0}/s, {} steps): {} requests, {} refusals ({} schedules with a refusal), {} wrong answers or double starts, {} unanswered, {} late, {} failing schedules",
         k,
         if faults { "faulty" } else { "fault-free" },
         sw.secs,

@@ -544,15 +544,7 @@ impl World {
                         body.vm_name
                     )
                 });
-                self.mcast(
-                    host,
-                    Group::FenceAgents,
-                    Cpg::Reply {
-                        seqno,
-                        target,
-                        body,
-                    },
-                );
+                self.reply(host, seqno, target, body);
             }
             Effect::FenceAct(act) => {
                 let pid = self.pid_of(host).unwrap_or(0);
@@ -653,20 +645,7 @@ impl World {
                 let i = self.h(host);
                 self.hosts[i].libvirt = false;
                 if let Some(pid) = self.pid_of(host) {
-                    let t = self.lib_time(host, 30);
-                    self.push(
-                        t,
-                        Ev::Input {
-                            host,
-                            pid,
-                            input: Input::LibvirtLink {
-                                at: t,
-                                uri: URI.into(),
-                                connected: false,
-                                error: Some("End of file while reading data".into()),
-                            },
-                        },
-                    );
+                    self.libvirt_lost(host, pid, 30, "End of file while reading data");
                 }
             }
             Action::LibvirtUp { host } => {

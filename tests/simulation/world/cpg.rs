@@ -4,6 +4,15 @@
 use super::*;
 
 impl World {
+    pub(super) fn reply(&mut self, host: NodeId, seqno: u32, target: NodeId, body: FenceWire) {
+        let msg = Cpg::Reply {
+            seqno,
+            target,
+            body,
+        };
+        self.mcast(host, Group::FenceAgents, msg);
+    }
+
     pub(super) fn mcast(&mut self, host: NodeId, group: Group, msg: Cpg) {
         let i = self.h(host);
         let connected =
@@ -308,20 +317,7 @@ impl World {
                 let t = self.lib_time(host, 400);
                 self.push(t, Ev::List { host, pid });
             } else {
-                let t = self.lib_time(host, 50);
-                self.push(
-                    t,
-                    Ev::Input {
-                        host,
-                        pid,
-                        input: Input::LibvirtLink {
-                            at: t,
-                            uri: URI.into(),
-                            connected: false,
-                            error: Some("Failed to connect socket".into()),
-                        },
-                    },
-                );
+                self.libvirt_lost(host, pid, 50, "Failed to connect socket");
             }
         }
         if self.hosts[i].corosync {

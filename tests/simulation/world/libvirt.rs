@@ -4,6 +4,24 @@
 use super::*;
 
 impl World {
+    /// The worker reports the connection down (or never up).
+    pub(super) fn libvirt_lost(&mut self, host: NodeId, pid: u32, max_delay: Millis, error: &str) {
+        let t = self.lib_time(host, max_delay);
+        self.push(
+            t,
+            Ev::Input {
+                host,
+                pid,
+                input: Input::LibvirtLink {
+                    at: t,
+                    uri: URI.into(),
+                    connected: false,
+                    error: Some(error.into()),
+                },
+            },
+        );
+    }
+
     /// Changes the truth and lets `host`'s libvirt report it.
     pub(super) fn set_state(&mut self, vm: usize, host: NodeId, state: DomainState) {
         let now = self.now;
@@ -129,15 +147,7 @@ impl World {
                     "a fence_virtd peer answered from its own libvirt".into(),
                 );
                 body.response = i32::from(result.as_raw());
-                self.mcast(
-                    host,
-                    Group::FenceAgents,
-                    Cpg::Reply {
-                        seqno,
-                        target,
-                        body,
-                    },
-                );
+                self.reply(host, seqno, target, body);
             }
             None => {
                 let t = self.now + self.rng.range(0, 20);
