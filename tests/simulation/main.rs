@@ -87,6 +87,11 @@ const REGRESSIONS: &[(u64, bool, &str)] = &[
         "partition: for `on` the majority starts its shut-off copy while the VM runs in the minority (double start)",
     ),
     (
+        34144,
+        false,
+        "fault-free, concurrent reboot and off: the reboot's momentary stop reaches the maps; the lowest node with a shut-off copy answers off -> ok while the rebooted VM runs",
+    ),
+    (
         132,
         false,
         "fault-free, two concurrent off: the requester waits 20 s for the holder its map named at submit while another node acted and replied",

@@ -63,6 +63,7 @@ pub fn build(seed: u64, faults: bool) -> Schedule {
                 on,
                 last_all_off: None,
                 migrated: None,
+                rebooted: None,
             });
         }
     }

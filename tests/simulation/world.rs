@@ -57,6 +57,8 @@ pub struct Vm {
     pub last_all_off: Option<Millis>,
     /// Instant of the last live migration.
     pub migrated: Option<Millis>,
+    /// Instant of the last reboot by a fence action.
+    pub rebooted: Option<Millis>,
 }
 
 impl Vm {

@@ -187,6 +187,8 @@ impl World {
             };
             let situation = if vm.migrated.is_some_and(|t| t >= at) {
                 "it migrated during the request"
+            } else if vm.rebooted.is_some_and(|t| t + 1_000 >= at) {
+                "a fence reboot stopped and restarted it just before: the maps saw it shut off"
             } else {
                 situation.as_str()
             };
@@ -239,18 +241,16 @@ impl World {
         let mut runs = Vec::new();
         for h in vm.active_hosts() {
             let host = &self.hosts[self.h(h)];
-            let local_active = host
-                .daemon
-                .as_ref()
-                .and_then(|d| d.model.as_ref())
-                .map(|m| {
-                    m.snapshot(self.now).domains.iter().any(|d| {
-                        d.name == vm.name
-                            && d.placements
-                                .iter()
-                                .any(|p| p.nodeid == h && p.state.is_active())
-                    })
-                });
+            // Is the VM in its own daemon's map at all (listed)?
+            let listed =
+                host.daemon
+                    .as_ref()
+                    .and_then(|d| d.model.as_ref())
+                    .map(|m| {
+                        m.snapshot(self.now).domains.iter().any(|d| {
+                            d.name == vm.name && d.placements.iter().any(|p| p.nodeid == h)
+                        })
+                    });
             let why = match &host.daemon {
                 Some(_) if host.kind == Kind::FenceVirtd => "a fence_virtd peer holds it",
                 None => "the owner's daemon left the group: its VMs were purged",
@@ -258,10 +258,10 @@ impl World {
                 Some(_) if !host.corosync || host.comp != rc => {
                     "the owner left the membership (corosync down or partition): its VMs were purged"
                 }
-                Some(_) if !host.libvirt || local_active == Some(false) => {
+                Some(_) if !host.libvirt || listed == Some(false) => {
                     "the owner's daemon (re)started without libvirt: its inventory was incomplete"
                 }
-                Some(_) => "the owner is healthy now (an earlier fault)",
+                Some(_) => "the owner is healthy (a stale map elsewhere)",
             };
             runs.push(why);
         }

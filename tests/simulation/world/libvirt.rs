@@ -116,6 +116,7 @@ impl World {
                     if s.is_active() {
                         self.set_state(v, host, DomainState::Shutoff);
                         self.set_state(v, host, DomainState::Running);
+                        self.vms[v].rebooted = Some(self.now);
                         self.check_double_start(v, host, fvd_reply.is_some());
                         (FenceResult::Ok, None)
                     } else {
