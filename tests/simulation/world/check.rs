@@ -1,5 +1,18 @@
 //! The properties: every fence answer is checked against the truth at the
 //! moment it is given, and wrong answers are classified.
+//!
+//! - **Wrong.** "ok" for off or reboot, or "off" for status, while the truth
+//!   has the VM active on some host at the answer *and* it was active on some
+//!   host at every instant since the request was submitted. (A VM that was
+//!   off everywhere for an instant after the submit, e.g. destroyed and
+//!   started again by the reboot itself or by a concurrent `on`, makes the
+//!   claim true at that instant.)
+//! - **DoubleStart.** A fenceline fence action (on, reboot) started a VM that
+//!   runs on another host.
+//! - **Late / Unanswered / Twice.** Every request gets exactly one answer
+//!   within its timeout plus [`MARGIN_MS`], unless the daemon that took it
+//!   died first (its client's connection died with it).
+//! - Refusals (`fail`) are counted, not wrong.
 
 use super::*;
 
