@@ -2,8 +2,8 @@
 //! fence_virtd peer), the start-up, then bursts of concurrent fence requests
 //! and, unless fault-free, a few faults, each with its repair.
 
-use fenceline::config::Config;
 use fenceline::engine::model::ModelConfig;
+use fenceline_config::Config;
 use fenceline_proto::api::{DomainState, FenceOp, Millis, NodeId};
 
 use crate::rng::Rng;
