@@ -15,29 +15,27 @@
 //! engine). Everything on the wire is real.
 //!
 //! Needs root (namespaces); skipped otherwise, like the lab tests.
-#![cfg(feature = "lab")]
+#![cfg(all(feature = "lab", feature = "fixtures"))]
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::io::Read;
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use fenceline::engine::fence::audit;
 use fenceline::engine::fence::auth::client_handshake;
-use fenceline::engine::fence::listeners::{self, FenceService};
+use fenceline::engine::fence::listeners;
+use fenceline::engine::fence::listeners::testing::{Recorder, domain};
 use fenceline::engine::model::{DropKind, Input};
-use fenceline::engine::{FenceAnswer, FenceCall, InputTx};
+use fenceline::engine::{FenceCall, InputTx};
 use fenceline::sandbox::{lab_test_guard, wait_until};
 use fenceline_config::{Config, HashName, MulticastListener, PermissionGroup, TcpListenerConf};
-use fenceline_proto::api::{
-    Counters, DomainState, DomainView, Event, EventKind, FenceOp, FenceResult, Link, Snapshot,
-};
+use fenceline_proto::api::{DomainState, DomainView, Event, EventKind, FenceOp, FenceResult};
 use fenceline_proto::fence_xvm::{FenceRequest, HashType};
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::io::AsyncReadExt;
@@ -52,91 +50,13 @@ const U1: &str = "8f1e0001-0000-4000-8000-000000000011";
 const U2: &str = "8f1e0001-0000-4000-8000-000000000022";
 const U3: &str = "8f1e0001-0000-4000-8000-000000000033";
 
-/// The stand-in for the engine (see the module comment).
-#[derive(Clone, Default)]
-struct Recorder {
-    calls: Arc<Mutex<Vec<FenceCall>>>,
-    domains: Arc<Vec<DomainView>>,
-    /// Answer per domain (default ok).
-    answers: Arc<HashMap<String, FenceResult>>,
-    /// How long the "engine" takes per domain (default at once).
-    delays: Arc<HashMap<String, Duration>>,
-}
-
-impl Recorder {
-    fn calls(&self) -> Vec<FenceCall> {
-        self.calls.lock().unwrap().clone()
-    }
-}
-
-impl FenceService for Recorder {
-    fn fence(&self, call: FenceCall) -> impl Future<Output = FenceAnswer> + Send {
-        let result = self
-            .answers
-            .get(&call.domain)
-            .copied()
-            .unwrap_or(FenceResult::Ok);
-        let delay = self.delays.get(&call.domain).copied();
-        self.calls.lock().unwrap().push(call);
-        async move {
-            if let Some(d) = delay {
-                tokio::time::sleep(d).await;
-            }
-            FenceAnswer {
-                result,
-                acted_by: Some(1),
-                duration_ms: 1,
-                detail: None,
-            }
-        }
-    }
-
-    fn snapshot(&self) -> Arc<Snapshot> {
-        Arc::new(Snapshot {
-            version: 1,
-            generated_at: 0,
-            cluster_name: Some("test".into()),
-            local_nodeid: Some(1),
-            quorate: true,
-            expected_votes: None,
-            total_votes: None,
-            quorum: None,
-            stale: false,
-            corosync: Link {
-                connected: true,
-                since: 0,
-                error: None,
-            },
-            nodes: vec![],
-            domains: (*self.domains).clone(),
-            libvirt: vec![],
-            networks: vec![],
-            counters: Counters::default(),
-            daemon_version: "test".into(),
-        })
-    }
-}
-
-fn dom(name: &str, uuid: &str, state: DomainState, owner: u32) -> DomainView {
-    DomainView {
-        name: name.into(),
-        uuid: uuid.into(),
-        state,
-        owner: Some(owner),
-        since: 0,
-        uri: None,
-        conflict: false,
-        placements: vec![],
-    }
-}
-
 /// vm1 running on node 1, vm2 shut off on node 2 (the whole cluster's map),
 /// and a VM whose name is longer than a record's field.
 fn cluster_map() -> Vec<DomainView> {
     vec![
-        dom("vm1", U1, DomainState::Running, 1),
-        dom("vm2", U2, DomainState::Shutoff, 2),
-        dom(&"long-name-".repeat(8), U3, DomainState::Paused, 3),
+        domain("vm1", U1, DomainState::Running, 1),
+        domain("vm2", U2, DomainState::Shutoff, 2),
+        domain(&"long-name-".repeat(8), U3, DomainState::Paused, 3),
     ]
 }
 

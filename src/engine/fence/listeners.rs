@@ -24,8 +24,8 @@
 mod answer;
 mod refusal;
 mod request;
-#[cfg(test)]
-pub(crate) mod testing;
+#[cfg(any(test, feature = "fixtures"))]
+pub mod testing;
 #[cfg(test)]
 mod tests;
 

@@ -1,31 +1,52 @@
 //! A recording stand-in for the engine: the listener tests check what the
 //! listeners hand to the engine, not the engine's routing (tested with
-//! the engine). Used in unit tests here and mirrored in
-//! tests/fence_listeners.rs.
+//! the engine). Used by the unit tests here and by tests/fence_listeners.rs
+//! (through the `fixtures` feature).
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use super::FenceService;
 use crate::engine::{FenceAnswer, FenceCall};
 use fenceline_proto::api::{Counters, DomainState, DomainView, FenceResult, Link, Snapshot};
 
+/// The stand-in for the engine: records every call, answers per domain.
 #[derive(Clone, Default)]
 pub struct Recorder {
     pub calls: Arc<Mutex<Vec<FenceCall>>>,
     pub domains: Arc<Vec<DomainView>>,
-    pub answer: Option<FenceResult>,
+    /// Answer per domain (default ok).
+    pub answers: Arc<HashMap<String, FenceResult>>,
+    /// How long the "engine" takes per domain (default at once).
+    pub delays: Arc<HashMap<String, Duration>>,
+}
+
+impl Recorder {
+    /// The calls recorded so far.
+    pub fn calls(&self) -> Vec<FenceCall> {
+        self.calls.lock().unwrap().clone()
+    }
 }
 
 impl FenceService for Recorder {
     fn fence(&self, call: FenceCall) -> impl Future<Output = FenceAnswer> + Send {
+        let result = self
+            .answers
+            .get(&call.domain)
+            .copied()
+            .unwrap_or(FenceResult::Ok);
+        let delay = self.delays.get(&call.domain).copied();
         self.calls.lock().unwrap().push(call);
-        let result = self.answer.unwrap_or(FenceResult::Ok);
         async move {
+            if let Some(d) = delay {
+                tokio::time::sleep(d).await;
+            }
             FenceAnswer {
                 result,
                 acted_by: Some(1),
-                duration_ms: 0,
+                duration_ms: 1,
                 detail: None,
             }
         }
@@ -35,7 +56,7 @@ impl FenceService for Recorder {
         Arc::new(Snapshot {
             version: 1,
             generated_at: 0,
-            cluster_name: None,
+            cluster_name: Some("test".into()),
             local_nodeid: Some(1),
             quorate: true,
             expected_votes: None,
@@ -57,12 +78,13 @@ impl FenceService for Recorder {
     }
 }
 
-pub fn domain(name: &str, uuid: &str, state: DomainState) -> DomainView {
+/// A domain in the cluster's map, owned by node `owner`.
+pub fn domain(name: &str, uuid: &str, state: DomainState, owner: u32) -> DomainView {
     DomainView {
         name: name.into(),
         uuid: uuid.into(),
         state,
-        owner: Some(1),
+        owner: Some(owner),
         since: 0,
         uri: None,
         conflict: false,

@@ -8,6 +8,7 @@ use fenceline_proto::api::{DomainState, FenceOp, FenceResult};
 use fenceline_proto::fence_xvm::{
     self, FenceRequest, HOST_STATE_END, HostState, REQ_LEN, RESP_HOSTLIST,
 };
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use tokio::io::AsyncReadExt;
 
@@ -71,7 +72,7 @@ async fn exchange(c: &Common<Recorder>, raw: &[u8; REQ_LEN], from: &str) -> Vec<
 #[tokio::test]
 async fn fence_ops_reach_the_engine_with_the_source() {
     let rec = Recorder {
-        answer: Some(FenceResult::Off),
+        answers: Arc::new(HashMap::from([("vm1".to_string(), FenceResult::Off)])),
         ..Default::default()
     };
     let (c, _irx) = common(rec.clone(), &[], HashType::Sha256);
@@ -113,9 +114,9 @@ async fn list_sends_every_visible_vm_then_the_terminator_and_zero() {
     let long = "n".repeat(70);
     let rec = Recorder {
         domains: Arc::new(vec![
-            domain("web1", "u-web1", DomainState::Running),
-            domain("db1", "u-db1", DomainState::Paused),
-            domain(&long, "u-long", DomainState::Shutoff),
+            domain("web1", "u-web1", DomainState::Running, 1),
+            domain("db1", "u-db1", DomainState::Paused, 1),
+            domain(&long, "u-long", DomainState::Shutoff, 1),
         ]),
         ..Default::default()
     };
@@ -147,8 +148,8 @@ async fn list_sends_every_visible_vm_then_the_terminator_and_zero() {
 async fn groups_deny_without_calling_the_engine_and_filter_the_list() {
     let rec = Recorder {
         domains: Arc::new(vec![
-            domain("web1", "u-web1", DomainState::Running),
-            domain("db1", "u-db1", DomainState::Running),
+            domain("web1", "u-web1", DomainState::Running, 1),
+            domain("db1", "u-db1", DomainState::Running, 1),
         ]),
         ..Default::default()
     };
