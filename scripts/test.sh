@@ -1,19 +1,25 @@
 #!/usr/bin/env bash
-# Installs what is missing, then runs every check: rustfmt, clippy, unit tests,
-# the real-cluster integration tests (as root: network namespaces, corosync,
-# private libvirtds, fence_virtd) and the fuzz targets' smoke runs.
+# Installs what is missing, then runs every check: rustfmt, clippy, the
+# architecture test (tests/architecture.rs: layers, 800-line rooms, dependency
+# trees, toolchain floor), unit tests, the deterministic simulation of the
+# fence router (tests/simulation), the real-cluster integration tests (as
+# root: network namespaces, corosync, private libvirtds, fence_virtd) and the
+# fuzz targets' smoke runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/deps.sh
 fenceline_install_deps
 
 export CARGO_TERM_COLOR=never
-echo "== cargo fmt --check"
-cargo fmt --check
-echo "== cargo clippy --workspace --all-targets -- -D warnings"
-cargo clippy --workspace --all-targets -- -D warnings
+echo "== cargo fmt --all --check"
+cargo fmt --all --check
+echo "== cargo clippy --workspace --all-targets --all-features -- -D warnings"
+cargo clippy --workspace --all-targets --all-features -- -D warnings
+# The product without the lab (a distribution build) builds on its own.
+echo "== cargo check -p fenceline --no-default-features"
+cargo check -p fenceline --no-default-features --all-targets
 echo "== cargo build"
-cargo build --workspace --all-targets
+cargo build --workspace --all-targets --all-features
 # Leftovers of an earlier run that was killed (only fenceline-lab prefixed
 # namespaces and PIDs recorded by that lab are touched).
 ./target/debug/fenceline lab cleanup || true
@@ -22,7 +28,7 @@ echo "== cargo test"
 # and three daemons on a 2-core machine.
 test_log=$(mktemp)
 trap 'rm -f "$test_log"' EXIT
-cargo test --workspace --all-targets -- --test-threads=2 2>&1 | tee "$test_log"
+cargo test --workspace --all-targets --all-features -- --test-threads=2 2>&1 | tee "$test_log"
 test "${PIPESTATUS[0]}" -eq 0
 passed=$(awk '/^test result:/ {s += $4} END {print s + 0}' "$test_log")
 failed=$(awk '/^test result:/ {s += $6} END {print s + 0}' "$test_log")
