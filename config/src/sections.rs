@@ -86,6 +86,10 @@ pub struct MulticastListener {
     pub hash: HashName,
     /// The challenge/response hash.
     pub auth: HashName,
+    /// Networks (CIDR) connect-backs may go to; empty = any address that
+    /// is not loopback, link-local, unspecified, multicast or broadcast.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub callback_networks: Vec<String>,
 }
 
 impl Default for MulticastListener {
@@ -97,6 +101,7 @@ impl Default for MulticastListener {
             key_file: DEFAULT_KEY_FILE.into(),
             hash: HashName::Sha256,
             auth: HashName::Sha256,
+            callback_networks: Vec::new(),
         }
     }
 }

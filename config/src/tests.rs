@@ -144,6 +144,12 @@ ip = ["10.0.0.1", "3"]
     assert_eq!(c.listeners.vsock.as_ref().unwrap().port, 1231);
     assert_eq!(c.groups.len(), 1);
     // An empty table enables a listener with every default.
+    let c = parse(
+        "[listeners.multicast]\ncallback_networks = [\"10.0.0.0/24\", \"fd00:1::/64\", \"127.0.0.1\"]\n",
+    )
+    .unwrap();
+    let m = c.listeners.multicast.as_ref().unwrap();
+    assert_eq!(m.callback_networks.len(), 3);
     let c = parse("[listeners.multicast]\n").unwrap();
     assert_eq!(c.listeners.multicast, Some(MulticastListener::default()));
     assert_eq!(c.listeners.tcp, None);
@@ -183,6 +189,14 @@ fn fencing_errors_name_the_key_and_line() {
         (
             "[listeners.multicast]\nkey_file = \"k.key\"\n",
             ":2: key `listeners.multicast.key_file`: `k.key` must be an absolute path",
+        ),
+        (
+            "[listeners.multicast]\nport = 1229\ncallback_networks = [\"10.0.0.0/24\", \"10.1.0.1/16\"]\n",
+            ":3: key `listeners.multicast.callback_networks`: `10.1.0.1/16` has host bits set",
+        ),
+        (
+            "[listeners.multicast]\ncallback_networks = [\"fd00::/200\"]\n",
+            ":2: key `listeners.multicast.callback_networks`: `fd00::/200`: the prefix length",
         ),
         (
             "[listeners.tcp]\naddress = \"localhost\"\n",

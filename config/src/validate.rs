@@ -183,6 +183,10 @@ impl Config {
                 ));
             }
             key_file(s, &m.key_file)?;
+            for n in &m.callback_networks {
+                fenceline_proto::cidr::Cidr::parse(n)
+                    .map_err(|e| invalid(s, "callback_networks", e))?;
+            }
         }
         if let Some(t) = &self.listeners.tcp {
             let s = "listeners.tcp";

@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod backoff;
+pub mod cidr;
 pub mod cpg;
 pub mod display;
 pub mod domxml;

@@ -32,6 +32,7 @@ fn debian_shipped_config() {
                 key_file: "/etc/fence_virt.key".into(),
                 hash: HashName::Sha256,
                 auth: HashName::Sha256,
+                callback_networks: vec![],
             }),
             tcp: None,
             vsock: None,
