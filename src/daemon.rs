@@ -247,6 +247,7 @@ impl From<&Config> for ListenerSettings {
                 port: m.port,
                 interface: m.interface.clone(),
                 key: key(&m.key_file, m.hash, m.auth),
+                callback_networks: m.callback_networks.clone(),
             }),
             tcp: l.tcp.as_ref().map(|t| TcpSettings {
                 address: t.address.clone(),

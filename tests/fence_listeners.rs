@@ -362,9 +362,13 @@ fn call(op: FenceOp, domain: &str, source: &str) -> FenceCall {
     }
 }
 
+/// The lab's clients and the listener share one namespace (loopback only,
+/// plus fd00:1::1 for IPv6), so the connect-back to 127.0.0.1 must be named
+/// explicitly.
 fn mcast_cfg(key: &Path) -> MulticastListener {
     MulticastListener {
         key_file: key.to_path_buf(),
+        callback_networks: vec!["127.0.0.1".into(), "fd00:1::/64".into()],
         ..Default::default()
     }
 }
@@ -1059,4 +1063,185 @@ fn listener_settings_that_cannot_work_stop_the_start() {
             && err.contains("not supported"),
         "{err}"
     );
+}
+
+// ---------------------------------------------------------------------------
+// Attacks with real sockets: each must fail, be counted, and never reach the
+// engine stand-in.
+
+/// A namespace with multicast and tcp (port 1230) on one key, the README's
+/// old example.
+fn mcast_tcp_ns(rec: Recorder) -> Ns {
+    Ns::start(rec, Setup::default(), |c, key| {
+        c.listeners.multicast = Some(mcast_cfg(key));
+        c.listeners.tcp = Some(tcp_cfg(key));
+    })
+}
+
+/// A stream request (callback fields zero), signed with fresh random bytes.
+fn stream_signed(key: &[u8], op: FenceOp, domain: &str, seq: u32) -> Vec<u8> {
+    let mut r = FenceRequest::new(op, domain, seq).unwrap();
+    let mut random = [0u8; 6];
+    std::fs::File::open("/dev/urandom")
+        .unwrap()
+        .read_exact(&mut random)
+        .unwrap();
+    r.sign(key, HashType::Sha256, random).unwrap();
+    r.encode().unwrap().to_vec()
+}
+
+/// A TCP connection to the tcp listener (127.0.0.1:1230) made inside the
+/// namespace, usable from `rt`.
+fn tcp_connect(ns: &Ns, rt: &tokio::runtime::Runtime) -> tokio::net::TcpStream {
+    let s = ns.inside(|| std::net::TcpStream::connect("127.0.0.1:1230").unwrap());
+    s.set_nonblocking(true).unwrap();
+    let _g = rt.enter();
+    tokio::net::TcpStream::from_std(s).unwrap()
+}
+
+/// Everything the daemon writes until it closes (or 3 s pass).
+async fn read_rest(s: &mut tokio::net::TcpStream) -> Vec<u8> {
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(3), s.read_to_end(&mut out)).await;
+    out
+}
+
+#[test]
+fn late_replays_of_a_captured_datagram_are_refused() {
+    guard!("late_replays_of_a_captured_datagram_are_refused");
+    let rec = recorder();
+    let ns = mcast_ns(rec.clone());
+    let key = std::fs::read(ns.key()).unwrap();
+    // The attacker captured a request that was answered.
+    let captured = signed(&key, FenceOp::Off, "vm1", 4711, HashType::Sha256);
+    assert_eq!(
+        hand_client(&ns, &captured, &key, Duration::from_secs(3)),
+        Some(vec![0])
+    );
+    assert_eq!(rec.calls().len(), 1);
+    let base = ns.wait_drops(0);
+    // 1 s later: the hosts whose connect-back was not taken used to answer.
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        hand_client(&ns, &captured, &key, Duration::from_secs(2)),
+        None
+    );
+    assert_eq!(ns.wait_drops(base + 1), base + 1, "the replay is counted");
+    // After fence_virtd's 10 s window (all hosts used to answer "ok").
+    std::thread::sleep(Duration::from_secs(9));
+    assert_eq!(
+        hand_client(&ns, &captured, &key, Duration::from_secs(2)),
+        None
+    );
+    assert_eq!(ns.wait_drops(base + 2), base + 2);
+    assert_eq!(rec.calls().len(), 1, "the engine was called once");
+    // Real retransmissions stay distinct: two fence_xvm runs, both answered.
+    for _ in 0..2 {
+        let o = xvm(&ns, "status", Some("vm1"), &[]);
+        assert_eq!(o.code, Some(0), "{o:?}");
+    }
+    assert_eq!(rec.calls().len(), 3);
+}
+
+#[test]
+fn a_multicast_packet_relayed_to_tcp_gets_no_answer() {
+    guard!("a_multicast_packet_relayed_to_tcp_gets_no_answer");
+    let rec = recorder();
+    let ns = mcast_tcp_ns(rec.clone());
+    let key = std::fs::read(ns.key()).unwrap();
+    // A fresh multicast packet from the victim, relayed to tcp by a guest
+    // without the key, offering the victim's challenge C.
+    let fresh = signed(&key, FenceOp::Off, "vm1", 99, HashType::Sha256);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut s = tcp_connect(&ns, &rt);
+    let got = rt.block_on(async {
+        use tokio::io::AsyncWriteExt;
+        s.write_all(&fresh).await.unwrap();
+        let _ = s.write_all(&[0x42; 64]).await;
+        read_rest(&mut s).await
+    });
+    assert!(got.is_empty(), "no SHA(key‖C) for the relay: {got:?}");
+    assert!(ns.wait_drops(1) >= 1, "the relay is counted");
+    assert!(rec.calls().is_empty());
+    // The real multicast request is not spoiled by the relayed copy.
+    assert_eq!(
+        hand_client(&ns, &fresh, &key, Duration::from_secs(3)),
+        Some(vec![0])
+    );
+    assert_eq!(rec.calls().len(), 1);
+}
+
+#[test]
+fn a_reflected_challenge_gets_no_answer() {
+    guard!("a_reflected_challenge_gets_no_answer");
+    let rec = recorder();
+    let ns = mcast_tcp_ns(rec.clone());
+    let key = std::fs::read(ns.key()).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (mut a, mut b) = (tcp_connect(&ns, &rt), tcp_connect(&ns, &rt));
+    let (r1, r2) = (
+        stream_signed(&key, FenceOp::Off, "vm1", 1),
+        stream_signed(&key, FenceOp::Off, "vm1", 2),
+    );
+    let (answer_b, rest_a) = rt.block_on(async {
+        use tokio::io::AsyncWriteExt;
+        // Connection A: request, any challenge, then the daemon's challenge D.
+        a.write_all(&r1).await.unwrap();
+        a.write_all(&[0x11; 64]).await.unwrap();
+        let mut ans = [0u8; 64];
+        a.read_exact(&mut ans).await.unwrap();
+        let mut d = [0u8; 64];
+        a.read_exact(&mut d).await.unwrap();
+        // Connection B: another request, offering D as its challenge.
+        b.write_all(&r2).await.unwrap();
+        b.write_all(&d).await.unwrap();
+        let answer_b = read_rest(&mut b).await;
+        // Without SHA(key‖D), A has nothing to answer with.
+        let _ = a.write_all(&[0u8; 64]).await;
+        (answer_b, read_rest(&mut a).await)
+    });
+    assert!(answer_b.is_empty(), "D was answered: {answer_b:?}");
+    assert!(rest_a.is_empty(), "{rest_a:?}");
+    assert!(ns.wait_drops(2) >= 2, "both refusals counted");
+    assert!(rec.calls().is_empty());
+}
+
+#[test]
+fn connect_backs_to_loopback_are_refused_by_default() {
+    guard!("connect_backs_to_loopback_are_refused_by_default");
+    let rec = recorder();
+    let ns = Ns::start(rec.clone(), Setup::default(), |c, key| {
+        c.listeners.multicast = Some(MulticastListener {
+            callback_networks: vec![],
+            ..mcast_cfg(key)
+        });
+    });
+    let key = std::fs::read(ns.key()).unwrap();
+    let probe = signed(&key, FenceOp::Status, "vm1", 5, HashType::Sha256);
+    assert_eq!(hand_client(&ns, &probe, &key, Duration::from_secs(2)), None);
+    assert_eq!(ns.wait_drops(1), 1, "the refused destination is counted");
+    assert!(rec.calls().is_empty());
+}
+
+#[test]
+fn callback_networks_limit_connect_backs() {
+    guard!("callback_networks_limit_connect_backs");
+    let rec = recorder();
+    let ns = Ns::start(rec.clone(), Setup::default(), |c, key| {
+        c.listeners.multicast = Some(MulticastListener {
+            callback_networks: vec!["10.0.0.0/24".into()],
+            ..mcast_cfg(key)
+        });
+    });
+    let key = std::fs::read(ns.key()).unwrap();
+    let probe = signed(&key, FenceOp::Status, "vm1", 6, HashType::Sha256);
+    assert_eq!(hand_client(&ns, &probe, &key, Duration::from_secs(2)), None);
+    assert_eq!(ns.wait_drops(1), 1);
+    assert!(rec.calls().is_empty());
 }

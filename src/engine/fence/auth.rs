@@ -12,6 +12,7 @@ use std::time::Duration;
 use rand::RngCore;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+use super::guard::Challenges;
 use fenceline_proto::fence_xvm::{CHALLENGE_LEN, HashType, response, response_ok};
 
 /// fence_virtd's limit for each read or write of the handshake.
@@ -35,6 +36,10 @@ pub enum AuthError {
     /// Our answer was refused (client side only): the daemon has another key.
     #[error("the daemon's answer to our challenge is wrong (wrong key or auth hash)")]
     DaemonFailed,
+    /// The client's challenge is one of our own outstanding challenges: an
+    /// attempt to have us answer it for another connection (reflection).
+    #[error("the client's challenge is one of our own outstanding challenges (reflection)")]
+    Reflected,
 }
 
 async fn read64<S: AsyncRead + Unpin>(
@@ -76,17 +81,34 @@ fn challenge() -> [u8; CHALLENGE_LEN] {
 
 /// The daemon's side: answer the client's challenge, then challenge it.
 /// `limit` applies to each read and write ([`AUTH_IO_TIMEOUT`] in the
-/// listeners).
+/// listeners). Checks reflection against this call's own challenge only;
+/// the listeners use [`daemon_handshake_guarded`] with the process-wide set.
 pub async fn daemon_handshake<S: AsyncRead + AsyncWrite + Unpin>(
     s: &mut S,
     auth: HashType,
     key: &[u8],
     limit: Duration,
 ) -> Result<(), AuthError> {
+    daemon_handshake_guarded(s, auth, key, limit, &Challenges::default()).await
+}
+
+/// [`daemon_handshake`], refusing a client challenge that is one of the
+/// `outstanding` daemon challenges (ours are added there from before they
+/// are sent until the answer is read or the handshake ends).
+pub async fn daemon_handshake_guarded<S: AsyncRead + AsyncWrite + Unpin>(
+    s: &mut S,
+    auth: HashType,
+    key: &[u8],
+    limit: Duration,
+    outstanding: &Challenges,
+) -> Result<(), AuthError> {
     if auth == HashType::None {
         return Ok(());
     }
     let theirs = read64(s, "reading the client's challenge", limit).await?;
+    if outstanding.is_ours(&theirs) {
+        return Err(AuthError::Reflected);
+    }
     write64(
         s,
         "answering the client's challenge",
@@ -95,6 +117,7 @@ pub async fn daemon_handshake<S: AsyncRead + AsyncWrite + Unpin>(
     )
     .await?;
     let ours = challenge();
+    let _pending = outstanding.issue(ours);
     write64(s, "sending our challenge", &ours, limit).await?;
     let answer = read64(s, "reading the client's answer", limit).await?;
     if response_ok(auth, key, &ours, &answer) {
@@ -208,6 +231,37 @@ mod tests {
         let hex: String = ans[..32].iter().map(|b| format!("{b:02x}")).collect();
         assert_eq!(hex, want);
         assert_eq!(ans[32..], [0u8; 32]);
+    }
+
+    #[tokio::test]
+    async fn a_reflected_challenge_gets_no_answer() {
+        // Connection A is waiting for the answer to our challenge; the
+        // attacker offers that challenge as its own on connection B.
+        let set = Challenges::default();
+        let (mut a, mut a_peer) = tokio::io::duplex(1024);
+        let (mut b, mut b_peer) = tokio::io::duplex(1024);
+        let set_a = set.clone();
+        let conn_a = tokio::spawn(async move {
+            daemon_handshake_guarded(&mut a, HashType::Sha256, KEY, SHORT, &set_a).await
+        });
+        a_peer.write_all(&[3u8; 64]).await.unwrap();
+        let mut buf = [0u8; 64];
+        a_peer.read_exact(&mut buf).await.unwrap();
+        let mut ours = [0u8; 64];
+        a_peer.read_exact(&mut ours).await.unwrap();
+        assert!(set.is_ours(&ours));
+        b_peer.write_all(&ours).await.unwrap();
+        let r = daemon_handshake_guarded(&mut b, HashType::Sha256, KEY, SHORT, &set).await;
+        assert!(matches!(r, Err(AuthError::Reflected)), "{r:?}");
+        // Nothing was written on B.
+        drop(b);
+        let mut rest = Vec::new();
+        b_peer.read_to_end(&mut rest).await.unwrap();
+        assert!(rest.is_empty());
+        // A fails (no answer) and its challenge leaves the set.
+        drop(a_peer);
+        assert!(conn_a.await.unwrap().is_err());
+        assert!(set.is_empty());
     }
 
     #[tokio::test]

@@ -38,6 +38,7 @@ use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
 use super::audit::AuditTx;
+use super::guard::Guard;
 use super::multicast::MulticastSettings;
 use super::perm::{PermissionGroup, Permissions};
 use super::tcp::TcpSettings;
@@ -110,7 +111,7 @@ pub fn spawn<S: FenceService>(
     // leaves nothing running behind the error.
     let mc = match &cfg.multicast {
         Some(m) => Some((
-            m,
+            (m, super::multicast::callback_networks(m)?),
             load_key("multicast", &m.key.key_file)?,
             super::multicast::bind(m).context("multicast listener")?,
         )),
@@ -133,9 +134,19 @@ pub fn spawn<S: FenceService>(
         None => None,
     };
 
+    warn_shared_key(
+        mc.as_ref().map(|(_, k, _)| k),
+        [
+            tcp.as_ref().map(|(_, k, _)| k),
+            vs.as_ref().map(|(_, k, _)| k),
+        ],
+    );
+    // One record of verified requests and one set of outstanding
+    // challenges for the whole process, whatever listener a copy reaches.
+    let guard = Arc::new(Guard::default());
     let perms = Arc::new(Permissions::new(&cfg.groups));
     let common = |name: &'static str, key: Arc<[u8]>, ks: &KeySettings| {
-        Common::new(
+        Common::with_guard(
             name,
             key,
             ks.hash,
@@ -145,16 +156,26 @@ pub fn spawn<S: FenceService>(
             input_tx.clone(),
             audit.clone(),
             cancel.clone(),
+            guard.clone(),
         )
     };
     let mut tasks = Vec::new();
-    if let Some((m, key, sock)) = mc {
+    if let Some(((m, allow), key, sock)) = mc {
         tracing::info!(
             group = %m.address, port = m.port, interface = m.interface.as_deref().unwrap_or("(any)"),
             hash = ?m.key.hash, auth = ?m.key.auth, "fence multicast listener ready"
         );
+        if !allow.is_empty() {
+            let nets: Vec<String> = allow.iter().map(|c| c.to_string()).collect();
+            tracing::info!(networks = %nets.join(", "), "multicast connect-backs limited to callback_networks");
+        }
         let c = common("multicast", key, &m.key);
-        tasks.push(tokio::spawn(super::multicast::run(sock, c, cancel.clone())));
+        tasks.push(tokio::spawn(super::multicast::run(
+            sock,
+            c,
+            allow,
+            cancel.clone(),
+        )));
     }
     if let Some((t, key, l)) = tcp {
         tracing::info!(address = %t.address, port = t.port, hash = ?t.key.hash, auth = ?t.key.auth, "fence tcp listener ready");
@@ -178,6 +199,28 @@ pub fn spawn<S: FenceService>(
         tracing::info!(groups = cfg.groups.len(), "fence permission groups active");
     }
     Ok(tasks)
+}
+
+/// One key on multicast and on tcp/vsock lets anyone on the multicast
+/// network who captures a signed packet (no key needed) try it on the
+/// stream listeners; the listener binding, the replay record and the
+/// challenge check refuse what is known, but separate keys remove the whole
+/// class. Warned loudly, not refused: the README's example once did it.
+fn warn_shared_key(multicast: Option<&Arc<[u8]>>, streams: [Option<&Arc<[u8]>>; 2]) {
+    let Some(mk) = multicast else { return };
+    for (name, k) in ["tcp", "vsock"].into_iter().zip(streams) {
+        if k.is_some_and(|k| k[..] == mk[..]) {
+            tracing::warn!(
+                listener = name,
+                "SECURITY: the multicast listener and the {name} listener use the same fence key. \
+                 Multicast packets cross the bridge in the clear, so any guest there can capture \
+                 signed requests and offer them, or their challenge/response, to the {name} \
+                 listener without knowing the key. fenceline refuses multicast-format requests \
+                 on {name}, every exact replay and reflected challenges, but give {name} a key \
+                 of its own (listeners.{name}.key_file)."
+            );
+        }
+    }
 }
 
 fn load_key(listener: &str, path: &Path) -> anyhow::Result<Arc<[u8]>> {

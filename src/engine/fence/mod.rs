@@ -7,6 +7,7 @@
 
 pub mod audit;
 pub mod auth;
+pub mod guard;
 pub mod history;
 pub mod key;
 pub mod listeners;

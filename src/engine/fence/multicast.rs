@@ -11,7 +11,9 @@ use socket2::{Domain, InterfaceIndexOrAddress, Protocol, Socket, Type};
 use tokio::net::{TcpSocket, TcpStream, UdpSocket};
 use tokio_util::sync::CancellationToken;
 
+use super::guard::callback_allowed;
 use super::listeners::{Common, FenceService, KeySettings, Origin, Refusal};
+use fenceline_proto::cidr::Cidr;
 
 /// The multicast listener's settings (`[listeners.multicast]`).
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -22,6 +24,10 @@ pub struct MulticastSettings {
     /// Join on this interface only; absent = the kernel's choice.
     pub interface: Option<String>,
     pub key: KeySettings,
+    /// When not empty, connect-backs go only to addresses inside these
+    /// networks (CIDR strings, `callback_networks`); loopback and link-local
+    /// need an entry of their own (see [`callback_allowed`]).
+    pub callback_networks: Vec<String>,
 }
 
 /// fence_virtd's connect-back limit.
@@ -41,6 +47,17 @@ pub fn interface_index(name: &str) -> anyhow::Result<u32> {
         );
     }
     Ok(idx)
+}
+
+/// The parsed `callback_networks`, or an error naming the bad entry.
+pub fn callback_networks(cfg: &MulticastSettings) -> anyhow::Result<Arc<[Cidr]>> {
+    cfg.callback_networks
+        .iter()
+        .map(|s| {
+            Cidr::parse(s)
+                .map_err(|e| anyhow::anyhow!("listeners.multicast.callback_networks: {e}"))
+        })
+        .collect()
 }
 
 /// Binds the group's port, joins the group (on `interface` if given).
@@ -94,11 +111,12 @@ pub fn bind(cfg: &MulticastSettings) -> anyhow::Result<UdpSocket> {
     Ok(UdpSocket::from_std(sock.into())?)
 }
 
-/// Reads datagrams until cancelled; each valid request is handled on its
-/// own task.
+/// Reads datagrams until cancelled; each valid request whose callback
+/// destination `allow` admits is handled on its own task.
 pub(crate) async fn run<S: FenceService>(
     sock: UdpSocket,
     common: Arc<Common<S>>,
+    allow: Arc<[Cidr]>,
     cancel: CancellationToken,
 ) {
     let mut buf = vec![0u8; RECV_BUF];
@@ -126,6 +144,10 @@ pub(crate) async fn run<S: FenceService>(
             common.refuse(&from_label, &Refusal::NoCallback);
             continue;
         };
+        if let Err(why) = callback_allowed(callback, &allow) {
+            common.refuse(&from_label, &Refusal::Destination(why));
+            continue;
+        }
         let guard = match common.begin(&req, Some(callback)) {
             Ok(g) => g,
             Err(why) => {

@@ -26,6 +26,13 @@ pub(crate) enum Refusal {
     Garbage(String),
     Signature(fence_xvm::VerifyError),
     Duplicate,
+    /// An exact copy of a request verified earlier (any listener).
+    Replay(Duration),
+    /// A request in another listener's format (callback fields set on
+    /// tcp/vsock).
+    WrongListener,
+    /// A connect-back destination the rules refuse.
+    Destination(String),
     InFlight,
     Busy,
     NoCallback,
@@ -44,6 +51,15 @@ impl std::fmt::Display for Refusal {
             Refusal::Garbage(why) => write!(f, "malformed request: {why}"),
             Refusal::Signature(e) => write!(f, "signature refused: {e}"),
             Refusal::Duplicate => f.write_str("duplicate of a request answered in the last 10 s"),
+            Refusal::Replay(age) => write!(
+                f,
+                "replay: an exact copy of a request verified {} s ago",
+                age.as_secs()
+            ),
+            Refusal::WrongListener => f.write_str(
+                "a multicast request (callback address set) sent to a tcp/vsock listener",
+            ),
+            Refusal::Destination(why) => write!(f, "connect-back refused: {why}"),
             Refusal::InFlight => f.write_str("duplicate of a request still being handled"),
             Refusal::Busy => write!(f, "{MAX_CONCURRENT} requests already in progress"),
             Refusal::NoCallback => f.write_str("no usable callback address in the request"),
@@ -113,6 +129,18 @@ impl Refusals {
             listener,
             drops: DropCounter::spawn(input_tx, cancel),
             log: Mutex::new(RateLimit::new(Duration::from_secs(1), LOGS_PER_SECOND)),
+        }
+    }
+
+    /// Logs a warning under the same rate limit, without counting a drop.
+    pub(crate) fn warn(&self, msg: &str) {
+        let allowed = self
+            .log
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .allow((), Instant::now());
+        if allowed.is_some() {
+            tracing::warn!(listener = self.listener, "{msg}");
         }
     }
 

@@ -12,7 +12,8 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use super::super::audit::AuditTx;
-use super::super::auth::{AUTH_IO_TIMEOUT, daemon_handshake};
+use super::super::auth::{AUTH_IO_TIMEOUT, daemon_handshake_guarded};
+use super::super::guard::{Admit, Guard};
 use super::super::history::{History, InFlight, InFlightGuard, RequestKey};
 use super::super::perm::Permissions;
 use super::refusal::{Refusal, Refusals};
@@ -30,9 +31,32 @@ pub(crate) struct FlightKey {
     pub callback: Option<SocketAddr>,
 }
 
+/// Which request format a listener takes: multicast requests carry the
+/// callback address, port and family; tcp and vsock requests have them all
+/// zero (what fence_virt sends). A request is refused on the other kind of
+/// listener, so a multicast packet cannot be relayed to tcp/vsock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Binding {
+    Callback,
+    Stream,
+}
+
+impl Binding {
+    /// `tcp` and `vsock` are stream listeners; anything else calls back.
+    pub(crate) fn of(listener: &str) -> Self {
+        match listener {
+            "tcp" | "vsock" => Binding::Stream,
+            _ => Binding::Callback,
+        }
+    }
+}
+
 /// What one listener shares between its requests.
 pub(crate) struct Common<S> {
     pub name: &'static str,
+    binding: Binding,
+    /// Shared by all listeners of the process.
+    guard: Arc<Guard>,
     key: Arc<[u8]>,
     hash: HashType,
     auth: HashType,
@@ -54,6 +78,8 @@ pub(crate) struct Origin {
 }
 
 impl<S: FenceService> Common<S> {
+    /// A listener with a guard of its own (unit tests).
+    #[cfg(test)]
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         name: &'static str,
@@ -66,8 +92,38 @@ impl<S: FenceService> Common<S> {
         audit: Option<AuditTx>,
         cancel: CancellationToken,
     ) -> Arc<Self> {
+        Self::with_guard(
+            name,
+            key,
+            hash,
+            auth,
+            perms,
+            svc,
+            input_tx,
+            audit,
+            cancel,
+            Arc::new(Guard::default()),
+        )
+    }
+
+    /// [`Common::new`] with the process-wide [`Guard`] the listeners share.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn with_guard(
+        name: &'static str,
+        key: Arc<[u8]>,
+        hash: HashType,
+        auth: HashType,
+        perms: Arc<Permissions>,
+        svc: S,
+        input_tx: InputTx,
+        audit: Option<AuditTx>,
+        cancel: CancellationToken,
+        guard: Arc<Guard>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             name,
+            binding: Binding::of(name),
+            guard,
             key,
             hash,
             auth,
@@ -87,11 +143,34 @@ impl<S: FenceService> Common<S> {
     }
 
     /// Steps before any connection work: exact length, parse, signature,
-    /// history. Returns the parsed request.
+    /// the listener's format, the process-wide record of verified requests
+    /// (an exact copy is a replay; a new one is recorded now, before any
+    /// connect-back or handshake), then fence_virtd's 10 s history (the
+    /// same op/seqno/domain, as a retransmission with fresh random bytes
+    /// has, already answered). Returns the parsed request.
     pub(crate) fn check(&self, raw: &[u8]) -> Result<FenceRequest, Refusal> {
         let bytes: &[u8; REQ_LEN] = raw.try_into().map_err(|_| Refusal::Length(raw.len()))?;
         fence_xvm::verify(bytes, Some(&self.key), self.hash).map_err(Refusal::Signature)?;
         let req = FenceRequest::parse(bytes).map_err(|e| Refusal::Garbage(e.to_string()))?;
+        match self.binding {
+            Binding::Callback if req.callback().is_none() => return Err(Refusal::NoCallback),
+            Binding::Stream
+                if req.family != 0 || req.port != 0 || req.address.iter().any(|b| *b != 0) =>
+            {
+                return Err(Refusal::WrongListener);
+            }
+            _ => {}
+        }
+        // Only requests in this listener's format are recorded, so a copy
+        // relayed to the wrong listener cannot spoil the real one.
+        match self.guard.admit(bytes, Instant::now()) {
+            (Admit::Replay { age }, _, _) => return Err(Refusal::Replay(age)),
+            (Admit::NewEvicting, len, evictions) => self.refusals.warn(&format!(
+                "the record of verified fence requests is full ({len} entries): the oldest \
+                 are forgotten before their hour is up ({evictions} evictions so far)"
+            )),
+            (Admit::New, _, _) => {}
+        }
         let key = RequestKey::new(req.request, req.seqno, &req.domain);
         if self
             .history
@@ -127,7 +206,14 @@ impl<S: FenceService> Common<S> {
         req: &FenceRequest,
         origin: &Origin,
     ) {
-        if let Err(e) = daemon_handshake(stream, self.auth, &self.key, AUTH_IO_TIMEOUT).await {
+        let handshake = daemon_handshake_guarded(
+            stream,
+            self.auth,
+            &self.key,
+            AUTH_IO_TIMEOUT,
+            &self.guard.challenges,
+        );
+        if let Err(e) = handshake.await {
             self.refuse(&origin.label, &Refusal::Handshake(e.to_string()));
             return;
         }

@@ -2,6 +2,7 @@ use super::answer::field;
 use super::testing::*;
 use super::*;
 use crate::engine::fence::auth::client_handshake;
+use crate::engine::fence::guard::Guard;
 use crate::engine::fence::perm::PermissionGroup;
 use crate::engine::model::{DropKind, Input};
 use fenceline_proto::api::{DomainState, FenceOp, FenceResult};
@@ -38,6 +39,15 @@ fn signed(op: FenceOp, domain: &str, seq: u32) -> [u8; REQ_LEN] {
     let mut r = FenceRequest::new(op, domain, seq).unwrap();
     r.set_callback("127.0.0.1:1229".parse().unwrap());
     r.sign(KEY, HashType::Sha256, [1, 2, 3, 4, 5, 6]).unwrap();
+    r.encode().unwrap()
+}
+
+/// What a real client's retransmission is: the same request signed again
+/// with fresh random bytes.
+fn resigned(op: FenceOp, domain: &str, seq: u32) -> [u8; REQ_LEN] {
+    let mut r = FenceRequest::new(op, domain, seq).unwrap();
+    r.set_callback("127.0.0.1:1229".parse().unwrap());
+    r.sign(KEY, HashType::Sha256, [9, 8, 7, 6, 5, 4]).unwrap();
     r.encode().unwrap()
 }
 
@@ -103,6 +113,7 @@ async fn null_monitor_and_unknown_are_answered_here() {
     );
     let mut unknown = FenceRequest::new(FenceOp::Null, "x", 3).unwrap();
     unknown.request = 7; // metadata: never sent by the client
+    unknown.set_callback("127.0.0.1:1229".parse().unwrap());
     unknown.sign(KEY, HashType::Sha256, [0; 6]).unwrap();
     let raw = unknown.encode().unwrap();
     assert_eq!(exchange(&c, &raw, "1.1.1.1").await, vec![1]);
@@ -190,7 +201,9 @@ async fn answered_requests_are_duplicates_for_ten_seconds() {
     let (c, _irx) = common(rec.clone(), &[], HashType::Sha256);
     let raw = signed(FenceOp::Off, "vm1", 77);
     exchange(&c, &raw, "1.1.1.1").await;
-    assert_eq!(c.check(&raw), Err(Refusal::Duplicate));
+    assert!(matches!(c.check(&raw), Err(Refusal::Replay(_))));
+    let again = resigned(FenceOp::Off, "vm1", 77);
+    assert_eq!(c.check(&again), Err(Refusal::Duplicate));
     let upper = signed(FenceOp::Off, "VM1", 77);
     assert_eq!(c.check(&upper), Err(Refusal::Duplicate));
     assert!(c.check(&signed(FenceOp::On, "vm1", 77)).is_ok());
@@ -212,7 +225,57 @@ async fn a_failed_handshake_is_not_recorded_and_not_dispatched() {
     let o = origin("1.1.1.1");
     tokio::join!(c.serve(&mut a, &req, &o), client);
     assert!(rec.calls.lock().unwrap().is_empty());
-    assert!(c.check(&raw).is_ok(), "a retransmission is tried again");
+    assert!(
+        matches!(c.check(&raw), Err(Refusal::Replay(_))),
+        "recorded when verified, not after the handshake"
+    );
+    let retransmission = resigned(FenceOp::Off, "vm1", 5);
+    assert!(
+        c.check(&retransmission).is_ok(),
+        "a retransmission is tried again"
+    );
+}
+
+#[tokio::test]
+async fn requests_are_bound_to_their_listener_and_replays_cross_listeners() {
+    let (itx, _irx) = InputTx::channel(64);
+    let guard = Arc::new(Guard::default());
+    let make = |name| {
+        Common::with_guard(
+            name,
+            KEY.into(),
+            HashType::Sha256,
+            HashType::Sha256,
+            Arc::new(Permissions::default()),
+            Recorder::default(),
+            itx.clone(),
+            None,
+            CancellationToken::new(),
+            guard.clone(),
+        )
+    };
+    let (mc, tcp, vsock) = (make("multicast"), make("tcp"), make("vsock"));
+    // A multicast packet relayed to tcp/vsock: refused, and not recorded
+    // (the real multicast listener still takes it).
+    let mc_raw = signed(FenceOp::Off, "vm1", 1);
+    assert_eq!(tcp.check(&mc_raw), Err(Refusal::WrongListener));
+    assert_eq!(vsock.check(&mc_raw), Err(Refusal::WrongListener));
+    assert!(mc.check(&mc_raw).is_ok());
+    assert!(matches!(mc.check(&mc_raw), Err(Refusal::Replay(_))));
+    // A stream request (callback fields zero) on multicast: refused.
+    let mut r = FenceRequest::new(FenceOp::Off, "vm1", 2).unwrap();
+    r.sign(KEY, HashType::Sha256, [3; 6]).unwrap();
+    let stream_raw = r.encode().unwrap();
+    assert_eq!(mc.check(&stream_raw), Err(Refusal::NoCallback));
+    // Any non-zero callback field is enough to refuse on tcp.
+    let mut p = FenceRequest::new(FenceOp::Off, "vm1", 3).unwrap();
+    p.port = 1229;
+    p.sign(KEY, HashType::Sha256, [4; 6]).unwrap();
+    assert_eq!(tcp.check(&p.encode().unwrap()), Err(Refusal::WrongListener));
+    // One record for the process: verified on tcp, a replay on vsock.
+    assert!(tcp.check(&stream_raw).is_ok());
+    assert!(matches!(vsock.check(&stream_raw), Err(Refusal::Replay(_))));
+    assert_eq!(guard.record.lock().unwrap().len(), 2);
 }
 
 #[tokio::test]
