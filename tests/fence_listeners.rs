@@ -1245,3 +1245,34 @@ fn callback_networks_limit_connect_backs() {
     assert_eq!(ns.wait_drops(1), 1);
     assert!(rec.calls().is_empty());
 }
+
+#[test]
+fn idle_connections_from_one_guest_do_not_block_fencing() {
+    guard!("idle_connections_from_one_guest_do_not_block_fencing");
+    let rec = recorder();
+    let ns = Ns::start(rec.clone(), Setup::default(), |c, key| {
+        c.listeners.tcp = Some(tcp_cfg(key));
+    });
+    // 40 connections from 127.0.0.2 that never send a request (more than
+    // the 32 serving slots); the real client comes from 127.0.0.1.
+    let idle: Vec<std::net::TcpStream> = ns.inside(|| {
+        (0..40)
+            .filter_map(|_| {
+                let s = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).unwrap();
+                let from: SocketAddr = "127.0.0.2:0".parse().unwrap();
+                s.bind(&from.into()).unwrap();
+                let to: SocketAddr = "127.0.0.1:1230".parse().unwrap();
+                s.connect(&to.into())
+                    .ok()
+                    .map(|()| std::net::TcpStream::from(s))
+            })
+            .collect()
+    });
+    assert_eq!(idle.len(), 40);
+    let o = tcp_client(&ns, "status", Some("vm1"), &[]);
+    assert_eq!(o.code, Some(0), "{o:?}");
+    assert_eq!(rec.calls().len(), 1);
+    // All but 4 were refused at once; those 4 after 1 s without a request.
+    assert_eq!(ns.wait_drops(40), 40);
+    drop(idle);
+}

@@ -35,6 +35,10 @@ pub(crate) enum Refusal {
     Destination(String),
     InFlight,
     Busy,
+    /// Too many connections of one listener still waiting for their request.
+    PreAuthBusy(usize),
+    /// Too many of those from one source.
+    SourceBusy(usize),
     NoCallback,
     ConnectBack(String),
     Handshake(String),
@@ -62,6 +66,13 @@ impl std::fmt::Display for Refusal {
             Refusal::Destination(why) => write!(f, "connect-back refused: {why}"),
             Refusal::InFlight => f.write_str("duplicate of a request still being handled"),
             Refusal::Busy => write!(f, "{MAX_CONCURRENT} requests already in progress"),
+            Refusal::PreAuthBusy(n) => {
+                write!(f, "{n} connections already waiting for their request")
+            }
+            Refusal::SourceBusy(n) => write!(
+                f,
+                "{n} connections from this source already waiting for their request"
+            ),
             Refusal::NoCallback => f.write_str("no usable callback address in the request"),
             Refusal::ConnectBack(e) => write!(f, "connect-back failed: {e}"),
             Refusal::Handshake(e) => write!(f, "challenge/response failed: {e}"),
