@@ -10,6 +10,11 @@
 //! while the first copy is still being handled waits and is then dropped. We
 //! handle requests concurrently, so [`InFlight`] drops such copies instead.
 //!
+//! Exact copies of a packet (a replay, at any age up to an hour) are refused
+//! earlier by the process-wide record in [`guard`](super::guard); this
+//! history stays because real retransmissions are re-signed with fresh
+//! random bytes and only this rule keeps one from repeating an action.
+//!
 //! Pure: the caller passes the time in.
 
 use std::collections::{HashSet, VecDeque};

@@ -2,14 +2,19 @@
 //! the engine's [`fence`](crate::engine::EngineHandle::fence) call.
 //!
 //! Each configured listener (multicast, tcp, vsock) verifies the 176-byte
-//! request, drops duplicates, runs the challenge/response, checks the
+//! request, refuses one in another listener's format, drops exact copies of
+//! any request verified in the last hour (one record for the process, see
+//! [`guard`](super::guard)) and fence_virtd-style duplicates, refuses unsafe
+//! connect-back destinations, runs the challenge/response (refusing our own
+//! outstanding challenges offered back), checks the
 //! permission groups and then answers: `null`, `monitor` and `list` here,
 //! `off`/`on`/`reboot`/`status` through the engine. Unlike fence_virtd,
 //! requests are handled concurrently (bounded by [`MAX_CONCURRENT`] per
 //! listener), so one slow request does not block the others.
 //!
 //! Everything refused before any action (bad or weaker hash, duplicate,
-//! truncated, garbage, failed connect-back or challenge, no free slot) is
+//! replay, wrong listener, refused destination, truncated, garbage, failed
+//! connect-back or challenge, no free slot) is
 //! logged with its reason and source and counted as `dropped_fence_packets`
 //! (at most one engine input per second per listener).
 //!

@@ -208,7 +208,7 @@ mod tests {
     async fn a_request_over_the_stream_is_served_with_the_cid_as_source() {
         let rec = Recorder::default();
         let (itx, _irx) = InputTx::channel(16);
-        let common = Common::new(
+        let common = Common::with_guard(
             "vsock",
             KEY.into(),
             HashType::Sha256,
@@ -218,6 +218,7 @@ mod tests {
             itx,
             None,
             CancellationToken::new(),
+            Arc::new(crate::engine::fence::guard::Guard::default()),
         );
         let (mut daemon_side, mut client) = pair();
         let origin = Origin {

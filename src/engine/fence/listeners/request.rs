@@ -78,35 +78,8 @@ pub(crate) struct Origin {
 }
 
 impl<S: FenceService> Common<S> {
-    /// A listener with a guard of its own (unit tests).
-    #[cfg(test)]
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn new(
-        name: &'static str,
-        key: Arc<[u8]>,
-        hash: HashType,
-        auth: HashType,
-        perms: Arc<Permissions>,
-        svc: S,
-        input_tx: InputTx,
-        audit: Option<AuditTx>,
-        cancel: CancellationToken,
-    ) -> Arc<Self> {
-        Self::with_guard(
-            name,
-            key,
-            hash,
-            auth,
-            perms,
-            svc,
-            input_tx,
-            audit,
-            cancel,
-            Arc::new(Guard::default()),
-        )
-    }
-
-    /// [`Common::new`] with the process-wide [`Guard`] the listeners share.
+    /// One listener; `guard` is the process-wide [`Guard`] all listeners
+    /// share (a test may give each its own).
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn with_guard(
         name: &'static str,
@@ -148,6 +121,9 @@ impl<S: FenceService> Common<S> {
     /// connect-back or handshake), then fence_virtd's 10 s history (the
     /// same op/seqno/domain, as a retransmission with fresh random bytes
     /// has, already answered). Returns the parsed request.
+    /// Unsigned requests (hash `none`, only accepted when configured so)
+    /// are not recorded: they carry no random bytes, so a retransmission is
+    /// an exact copy, and anyone can forge them anyway.
     pub(crate) fn check(&self, raw: &[u8]) -> Result<FenceRequest, Refusal> {
         let bytes: &[u8; REQ_LEN] = raw.try_into().map_err(|_| Refusal::Length(raw.len()))?;
         fence_xvm::verify(bytes, Some(&self.key), self.hash).map_err(Refusal::Signature)?;
@@ -163,7 +139,13 @@ impl<S: FenceService> Common<S> {
         }
         // Only requests in this listener's format are recorded, so a copy
         // relayed to the wrong listener cannot spoil the real one.
-        match self.guard.admit(bytes, Instant::now()) {
+        let signed = HashType::from_raw(req.hashtype) != Some(HashType::None);
+        let admitted = if signed {
+            self.guard.admit(bytes, Instant::now())
+        } else {
+            (Admit::New, 0, 0)
+        };
+        match admitted {
             (Admit::Replay { age }, _, _) => return Err(Refusal::Replay(age)),
             (Admit::NewEvicting, len, evictions) => self.refusals.warn(&format!(
                 "the record of verified fence requests is full ({len} entries): the oldest \

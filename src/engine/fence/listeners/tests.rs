@@ -21,7 +21,7 @@ fn common(
     auth: HashType,
 ) -> (Arc<Common<Recorder>>, tokio::sync::mpsc::Receiver<Input>) {
     let (itx, irx) = InputTx::channel(64);
-    let c = Common::new(
+    let c = Common::with_guard(
         "test",
         KEY.into(),
         HashType::Sha256,
@@ -31,6 +31,7 @@ fn common(
         itx,
         None,
         CancellationToken::new(),
+        Arc::new(Guard::default()),
     );
     (c, irx)
 }
@@ -276,6 +277,32 @@ async fn requests_are_bound_to_their_listener_and_replays_cross_listeners() {
     assert!(tcp.check(&stream_raw).is_ok());
     assert!(matches!(vsock.check(&stream_raw), Err(Refusal::Replay(_))));
     assert_eq!(guard.record.lock().unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn unsigned_requests_are_not_recorded() {
+    // hash = "none" (accepted only when configured so): no random bytes,
+    // so a retransmission is an exact copy; fence_virtd's 10 s rule only.
+    let (itx, _irx) = InputTx::channel(64);
+    let guard = Arc::new(Guard::default());
+    let c = Common::with_guard(
+        "tcp",
+        KEY.into(),
+        HashType::None,
+        HashType::None,
+        Arc::new(Permissions::default()),
+        Recorder::default(),
+        itx,
+        None,
+        CancellationToken::new(),
+        guard.clone(),
+    );
+    let mut r = FenceRequest::new(FenceOp::Status, "vm1", 8).unwrap();
+    r.sign(KEY, HashType::None, [0; 6]).unwrap();
+    let raw = r.encode().unwrap();
+    assert!(c.check(&raw).is_ok());
+    assert!(c.check(&raw).is_ok(), "not answered yet: tried again");
+    assert!(guard.record.lock().unwrap().is_empty());
 }
 
 #[tokio::test]
