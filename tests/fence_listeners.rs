@@ -1276,3 +1276,44 @@ fn idle_connections_from_one_guest_do_not_block_fencing() {
     assert_eq!(ns.wait_drops(40), 40);
     drop(idle);
 }
+
+#[test]
+fn real_fence_xvm_retransmissions_are_distinct_packets() {
+    guard!("real_fence_xvm_retransmissions_are_distinct_packets");
+    // No multicast listener: nobody answers, so fence_xvm retransmits.
+    let ns = Ns::start(recorder(), Setup::default(), |c, key| {
+        c.listeners.tcp = Some(tcp_cfg(key));
+    });
+    let capture = ns.inside(|| {
+        let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)).unwrap();
+        s.set_reuse_address(true).unwrap();
+        let addr: SocketAddr = "225.0.0.12:1229".parse().unwrap();
+        s.bind(&addr.into()).unwrap();
+        s.join_multicast_v4(&Ipv4Addr::new(225, 0, 0, 12), &Ipv4Addr::UNSPECIFIED)
+            .unwrap();
+        UdpSocket::from(s)
+    });
+    capture
+        .set_read_timeout(Some(Duration::from_secs(4)))
+        .unwrap();
+    let o = xvm(&ns, "status", Some("vm1"), &["-t", "3", "-r", "10"]);
+    assert_eq!(o.code, Some(1), "nobody answers: {o:?}");
+    let mut rounds = Vec::new();
+    let mut buf = [0u8; 2048];
+    while let Ok((n, _)) = capture.recv_from(&mut buf) {
+        rounds.push(FenceRequest::parse(&buf[..n]).unwrap());
+        if rounds.len() == 3 {
+            break;
+        }
+    }
+    assert!(rounds.len() >= 2, "{} packets", rounds.len());
+    // One request (same seqno), re-signed with fresh random bytes each time:
+    // the replay record never mistakes a retransmission for a replay.
+    assert!(rounds.iter().all(|r| r.seqno == rounds[0].seqno));
+    for (i, a) in rounds.iter().enumerate() {
+        for b in &rounds[i + 1..] {
+            assert_ne!(a.random, b.random);
+            assert_ne!(a.hash, b.hash);
+        }
+    }
+}
