@@ -121,6 +121,7 @@ impl<S: FenceService> Common<S> {
     /// connect-back or handshake), then fence_virtd's 10 s history (the
     /// same op/seqno/domain, as a retransmission with fresh random bytes
     /// has, already answered). Returns the parsed request.
+    ///
     /// Unsigned requests (hash `none`, only accepted when configured so)
     /// are not recorded: they carry no random bytes, so a retransmission is
     /// an exact copy, and anyone can forge them anyway.
