@@ -94,8 +94,10 @@ ok "completions and logrotate"
 mkdir -p "$work/unit"
 sed "s|/usr/sbin/fenceline|$root/usr/sbin/fenceline|" "$root/lib/systemd/system/fenceline.service" \
   >"$work/unit/fenceline.service"
-MANPATH=$root/usr/share/man systemd-analyze verify "$work/unit/fenceline.service" ||
-  fail "systemd-analyze verify"
+# verify exits 0 on unknown keys and unparsable values: any output fails.
+out=$(MANPATH=$root/usr/share/man systemd-analyze verify "$work/unit/fenceline.service" 2>&1) ||
+  fail "systemd-analyze verify: $out"
+[ -z "$out" ] || fail "systemd-analyze verify: $out"
 ok "systemd-analyze verify; $(systemd-analyze security --offline=true "$work/unit/fenceline.service" 2>/dev/null | tail -n 1)"
 
 # Maintainer scripts: syntax, then the postinst's decisions.
