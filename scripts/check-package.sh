@@ -106,6 +106,11 @@ for s in postinst prerm postrm; do
   sh -n "$work/$s" || fail "$s: syntax"
   chmod 755 "$work/$s"
 done
+if [ "$(id -u)" -ne 0 ]; then
+  echo "package: postinst checks SKIPPED: they need root (a private mount namespace over /etc and /run)"
+  echo "package: all other checks passed"
+  exit 0
+fi
 stubs=$work/stubs
 mkdir -p "$stubs"
 cat >"$stubs/deb-systemd-helper" <<'STUB'
