@@ -11,6 +11,8 @@ FENCELINE_PACKAGES=(
   # the sandbox lab: real corosync, libvirtd, qemu, fence_virtd, tmux
   corosync libvirt-daemon libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients
   qemu-system-x86 fence-virt fence-virtd iproute2 util-linux procps tmux
+  # the package and its checks (scripts/package.sh, scripts/check-package.sh)
+  dpkg-dev lintian man-db logrotate systemd
 )
 
 fenceline_install_deps() {

@@ -2,7 +2,8 @@
 # Installs what is missing, then runs every check: rustfmt, clippy, the
 # architecture test (tests/architecture.rs: layers, 800-line rooms, dependency
 # trees, toolchain floor), unit tests, the deterministic simulation of the
-# fence router (tests/simulation), the real-cluster integration tests (as
+# fence router (tests/simulation), the Debian package (scripts/check-package.sh),
+# the real-cluster integration tests (as
 # root: network namespaces, corosync, private libvirtds, fence_virtd) and the
 # fuzz targets' smoke runs.
 set -euo pipefail
@@ -23,6 +24,10 @@ cargo build --workspace --all-targets --all-features
 # Leftovers of an earlier run that was killed (only fenceline-lab prefixed
 # namespaces and PIDs recorded by that lab are touched).
 ./target/debug/fenceline lab cleanup || true
+# The Debian package from the debug binaries just built: lintian, files,
+# modes, conffiles, man pages, completions, systemd-analyze verify, postinst.
+echo "== package"
+./scripts/check-package.sh
 echo "== cargo test"
 # Two test threads: each cluster test runs three corosyncs, three libvirtds
 # and three daemons on a 2-core machine.

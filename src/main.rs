@@ -140,6 +140,12 @@ enum Command {
         #[arg(long, value_name = "X.Y.Z")]
         libvirt_version: Option<String>,
     },
+    /// Packaging: write the man pages or the shell completions (hidden).
+    #[command(hide = true)]
+    Generate {
+        #[command(subcommand)]
+        command: GenerateCommand,
+    },
     /// Sandbox lab maintenance.
     #[cfg(feature = "lab")]
     Lab {
@@ -155,6 +161,20 @@ enum ConfigCommand {
     ImportFenceVirt {
         /// The fence_virt.conf to read.
         path: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum GenerateCommand {
+    /// Man pages (section 8): fenceline.8, one per subcommand, fenceline-hook.8.
+    Man {
+        /// Output directory (created if missing).
+        dir: PathBuf,
+    },
+    /// Completions for bash (fenceline.bash), zsh (_fenceline) and fish (fenceline.fish).
+    Completions {
+        /// Output directory (created if missing).
+        dir: PathBuf,
     },
 }
 
@@ -302,6 +322,10 @@ fn run(cli: Cli) -> Result<(), ExitCode> {
                 Err(ExitCode::from(exit::USAGE))
             }
         },
+        Command::Generate { command } => generate(command).map_err(|e| {
+            eprintln!("fenceline generate: {e}");
+            ExitCode::from(exit::UNREACHABLE)
+        }),
         Command::Console {
             socket,
             read_only,
@@ -364,6 +388,92 @@ fn run(cli: Cli) -> Result<(), ExitCode> {
                 })
         }
     }
+}
+
+/// `generate man DIR` / `generate completions DIR`: the package's man pages
+/// and completions, rendered from this parser (scripts/package.sh).
+fn generate(command: GenerateCommand) -> std::io::Result<()> {
+    use clap::CommandFactory;
+    use clap_complete::Shell;
+    let mut cmd = Cli::command();
+    cmd.build();
+    match command {
+        GenerateCommand::Man { dir } => {
+            std::fs::create_dir_all(&dir)?;
+            let page = |cmd: clap::Command, name: &str| -> std::io::Result<()> {
+                let mut buf = Vec::new();
+                clap_mangen::Man::new(cmd)
+                    .source(concat!("fenceline ", env!("CARGO_PKG_VERSION")))
+                    .section("8")
+                    .manual("fenceline")
+                    .render(&mut buf)?;
+                std::fs::write(dir.join(format!("{name}.8")), buf)
+            };
+            let subs: Vec<clap::Command> = cmd
+                .get_subcommands()
+                .filter(|s| !s.is_hide_set() && s.get_name() != "help")
+                .cloned()
+                .collect();
+            page(cmd, "fenceline")?;
+            for sub in subs {
+                let name = format!("fenceline-{}", sub.get_name());
+                page(sub, &name)?;
+            }
+            page(hook_command(), "fenceline-hook")
+        }
+        GenerateCommand::Completions { dir } => {
+            std::fs::create_dir_all(&dir)?;
+            for (shell, file) in [
+                (Shell::Bash, "fenceline.bash"),
+                (Shell::Zsh, "_fenceline"),
+                (Shell::Fish, "fenceline.fish"),
+            ] {
+                let mut buf = Vec::new();
+                clap_complete::generate(shell, &mut cmd, "fenceline", &mut buf);
+                std::fs::write(dir.join(file), buf)?;
+            }
+            Ok(())
+        }
+    }
+}
+
+/// `fenceline-hook`'s arguments (hook/src/main.rs parses them by hand to
+/// stay small), described for its man page.
+fn hook_command() -> clap::Command {
+    use clap::{Arg, Command};
+    Command::new("fenceline-hook")
+        .version(env!("CARGO_PKG_VERSION"))
+        .about("libvirt network hook: forwards one event to the fenceline daemon")
+        .long_about(
+            "Exactly `fenceline hook`, in a small binary that loads neither libvirt nor \
+             corosync libraries. libvirtd runs it as `fenceline-hook network NAME OP SUBOP \
+             EXTRA` with the hook XML on stdin; it sends one datagram to the daemon's hook \
+             socket within 1 s and always exits 0, since a failing hook would abort \
+             libvirt's operation. `fenceline install-hook` installs the wrapper that runs it.",
+        )
+        .arg(
+            Arg::new("socket")
+                .long("socket")
+                .value_name("PATH")
+                .help("Hook socket (default: $FENCELINE_HOOK_SOCKET, else `[hooks] socket`)"),
+        )
+        .arg(
+            Arg::new("config")
+                .long("config")
+                .value_name("PATH")
+                .help("Config file (default: /etc/fenceline/fenceline.toml if it exists)"),
+        )
+        .arg(
+            Arg::new("object")
+                .required(true)
+                .help("libvirt's hook object (\"network\")"),
+        )
+        .arg(
+            Arg::new("args")
+                .num_args(0..)
+                .allow_hyphen_values(true)
+                .help("NAME OP SUBOP EXTRA, as libvirt passes them"),
+        )
 }
 
 /// `console` and `monitor`: the socket and theme from flags, else the config.
