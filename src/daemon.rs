@@ -73,6 +73,10 @@ pub fn init_logging(
 /// Runs the daemon until SIGTERM or SIGINT.
 pub fn run(cfg: Config, config_path: Option<&Path>) -> anyhow::Result<()> {
     let _guard = init_logging(&cfg)?;
+    if let Some(p) = config_path {
+        crate::engine::fence::key::check_private(p, crate::engine::fence::key::Private::Config)
+            .with_context(|| format!("the config file {}", p.display()))?;
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -90,9 +94,14 @@ async fn run_async(cfg: Config, config_path: Option<&Path>) -> anyhow::Result<()
         "fenceline daemon starting"
     );
     let cancel = CancellationToken::new();
-    let sockets = control::server::bind(&cfg.control.socket, &cfg.control.readonly_socket)
-        .await
-        .context("cannot open the control sockets")?;
+    warn_unsigned(&cfg);
+    let sockets = control::server::bind_with(
+        &cfg.control.socket,
+        &cfg.control.readonly_socket,
+        socket_access(&cfg)?,
+    )
+    .await
+    .context("cannot open the control sockets")?;
     let hook_socket =
         hooks::intake::bind(&cfg.hooks.socket).context("cannot open the hook socket")?;
 
@@ -221,6 +230,71 @@ async fn run_async(cfg: Config, config_path: Option<&Path>) -> anyhow::Result<()
     Ok(())
 }
 
+/// `[control]`'s groups, resolved: a named group that does not exist stops
+/// the start; no `readonly_group` means `haclient` if it exists, else root.
+fn socket_access(cfg: &Config) -> anyhow::Result<control::access::SocketAccess> {
+    use control::access::group_gid;
+    let named = |key: &str, name: &str| {
+        group_gid(name).with_context(|| format!("control.{key}: there is no group `{name}`"))
+    };
+    let readonly_gid = match cfg.control.readonly_group.as_deref() {
+        None => group_gid(fenceline_config::DEFAULT_READONLY_GROUP),
+        Some("") => None,
+        Some(name) => Some(named("readonly_group", name)?),
+    };
+    let admin_gid = match cfg.control.admin_group.as_deref() {
+        None | Some("") => None,
+        Some(name) => Some(named("admin_group", name)?),
+    };
+    tracing::info!(
+        readonly_gid,
+        admin_gid,
+        "control sockets: read-write for root{}, read-only (0660) for root{}",
+        if admin_gid.is_some() {
+            " and admin_group"
+        } else {
+            ""
+        },
+        if readonly_gid.is_some() {
+            " and its group"
+        } else {
+            " only"
+        },
+    );
+    Ok(control::access::SocketAccess {
+        readonly_gid,
+        admin_gid,
+        max_streams_per_uid: cfg.control.max_streams_per_uid,
+    })
+}
+
+/// `hash` or `auth = "none"`: anyone who can reach the listener fences.
+fn warn_unsigned(cfg: &Config) {
+    let l = &cfg.listeners;
+    let keys = [
+        ("multicast", l.multicast.as_ref().map(|m| (m.hash, m.auth))),
+        ("tcp", l.tcp.as_ref().map(|t| (t.hash, t.auth))),
+        ("vsock", l.vsock.as_ref().map(|v| (v.hash, v.auth))),
+    ];
+    for (name, ha) in keys {
+        let Some((hash, auth)) = ha else { continue };
+        for (key, h) in [("hash", hash), ("auth", auth)] {
+            if h == HashName::None {
+                tracing::warn!(
+                    "SECURITY: listeners.{name}.{key} = \"none\": requests on the {name} listener \
+                     are not {}; anyone who can reach it can fence every VM its groups allow. \
+                     Use sha256",
+                    if key == "hash" {
+                        "signed"
+                    } else {
+                        "challenged"
+                    }
+                );
+            }
+        }
+    }
+}
+
 /// The router's rules from the config.
 pub fn fence_rules(cfg: &Config) -> FenceRules {
     FenceRules {
@@ -237,6 +311,7 @@ impl From<&Config> for ListenerSettings {
     fn from(cfg: &Config) -> Self {
         let key = |key_file: &Path, hash, auth| KeySettings {
             key_file: key_file.to_path_buf(),
+            allow_loose_mode: cfg.listeners.allow_loose_key_mode,
             hash: hash_type(hash),
             auth: hash_type(auth),
         };

@@ -99,7 +99,7 @@ fn sockets_status_events_and_hostile_input() {
     let d = Daemon::start();
     let mode = |p: PathBuf| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(d.rw()), 0o600);
-    assert_eq!(mode(d.ro()), 0o666);
+    assert_eq!(mode(d.ro()), 0o660);
 
     // The test driver's "test" domain appears; without corosync the state is stale.
     wait_for("domain `test` in status", || {
