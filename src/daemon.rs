@@ -18,8 +18,8 @@ use crate::engine::fence::tcp::TcpSettings;
 use crate::engine::fence::vsock::VsockSettings;
 use crate::engine::model::{FenceRules, ModelConfig};
 use crate::engine::{
-    AuditSink, EFFECT_CAPACITY, EffectRoutes, FENCE_ACT_CAPACITY, INPUT_CAPACITY, InputTx, control,
-    corosync, fence, hooks, libvirt, spawn_state_with,
+    AuditSink, EFFECT_CAPACITY, EffectRoutes, FENCE_ACT_CAPACITY, INPUT_CAPACITY, InputTx,
+    IntentSink, control, corosync, fence, hooks, libvirt, spawn_state_with,
 };
 use fenceline_config::{Config, FenceBackend, HashName};
 use fenceline_proto::api::now_millis;
@@ -129,9 +129,13 @@ async fn run_async(cfg: Config, config_path: Option<&Path>) -> anyhow::Result<()
         Some(w)
     };
     let audit_tx = audit.as_ref().map(|w| w.tx.clone());
+    let intent = audit_tx
+        .clone()
+        .map(|a| intent_sink(a, cfg.fencing.audit_required));
     let routes = EffectRoutes {
         corosync: eff_tx,
         fence_act: Some(act_tx),
+        intent,
         audit: audit_tx.clone().map(|a| {
             Box::new(move |ev: &fenceline_proto::api::Event| {
                 a.record(ev);
@@ -228,6 +232,35 @@ async fn run_async(cfg: Config, config_path: Option<&Path>) -> anyhow::Result<()
     }
     tracing::info!("fenceline daemon stopped");
     Ok(())
+}
+
+/// How long a local fence action waits for its intent record.
+const INTENT_WAIT: Duration = Duration::from_secs(2);
+
+/// The intent record before each local fence action: a failure refuses the
+/// action with `audit_required` (fail closed), else it is logged and the
+/// action goes ahead (the failure is counted as a lost audit record too).
+fn intent_sink(audit: fence::audit::AuditTx, required: bool) -> IntentSink {
+    Box::new(move |act| {
+        let write = || audit.intent(act, INTENT_WAIT);
+        // Off the reactor's back when the runtime allows it.
+        let r = match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+            Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(write),
+            _ => write(),
+        };
+        match r {
+            Ok(()) => Ok(()),
+            Err(e) if required => Err(format!(
+                "fencing.audit_required: the intent record could not be written ({e}); not acting"
+            )),
+            Err(e) => {
+                tracing::error!(
+                    "fence intent record not written ({e}); acting anyway (fencing.audit_required is off)"
+                );
+                Ok(())
+            }
+        }
+    })
 }
 
 /// `[control]`'s groups, resolved: a named group that does not exist stops
