@@ -94,6 +94,7 @@ async fn run_async(cfg: Config, config_path: Option<&Path>) -> anyhow::Result<()
         "fenceline daemon starting"
     );
     let cancel = CancellationToken::new();
+    let signals = Signals::install();
     warn_unsigned(&cfg);
     let sockets = control::server::bind_with(
         &cfg.control.socket,
@@ -193,7 +194,7 @@ async fn run_async(cfg: Config, config_path: Option<&Path>) -> anyhow::Result<()
         cancel.clone(),
     ));
 
-    wait_for_signal(&cancel).await;
+    signals.wait(&cancel).await;
     tracing::info!("stopping: leaving CPG, closing libvirt connections");
     cancel.cancel();
 
@@ -398,23 +399,38 @@ fn act_timeouts(cfg: &Config) -> libvirt::ActTimeouts {
     }
 }
 
-async fn wait_for_signal(cancel: &CancellationToken) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::hangup()),
-    ) else {
-        tracing::error!("cannot install signal handlers; stop with SIGKILL");
-        cancel.cancelled().await;
-        return;
-    };
-    loop {
-        tokio::select! {
-            _ = term.recv() => { tracing::info!("SIGTERM"); return; }
-            _ = int.recv() => { tracing::info!("SIGINT"); return; }
-            _ = hup.recv() => tracing::warn!("SIGHUP: reload is not supported yet; restart the daemon to apply a new config"),
-            _ = cancel.cancelled() => return,
+/// SIGTERM, SIGINT and SIGHUP, caught from before the sockets open (a
+/// SIGTERM right after the start must stop the daemon cleanly, not kill it).
+struct Signals(Option<[tokio::signal::unix::Signal; 3]>);
+
+impl Signals {
+    fn install() -> Self {
+        use tokio::signal::unix::{SignalKind, signal};
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::hangup()),
+        ) {
+            (Ok(t), Ok(i), Ok(h)) => Self(Some([t, i, h])),
+            _ => {
+                tracing::error!("cannot install signal handlers; stop with SIGKILL");
+                Self(None)
+            }
+        }
+    }
+
+    async fn wait(self, cancel: &CancellationToken) {
+        let Some([mut term, mut int, mut hup]) = self.0 else {
+            cancel.cancelled().await;
+            return;
+        };
+        loop {
+            tokio::select! {
+                _ = term.recv() => { tracing::info!("SIGTERM"); return; }
+                _ = int.recv() => { tracing::info!("SIGINT"); return; }
+                _ = hup.recv() => tracing::warn!("SIGHUP: reload is not supported yet; restart the daemon to apply a new config"),
+                _ = cancel.cancelled() => return,
+            }
         }
     }
 }
