@@ -148,4 +148,67 @@ mod tests {
         assert!(a.ends_with(b"\n"));
         cancel.cancel();
     }
+
+    /// End to end over real sockets: a uid's streams beyond the cap get
+    /// `busy`; one closed gives its slot back; plain requests are not capped.
+    #[tokio::test]
+    async fn the_stream_cap_holds_over_real_sockets() {
+        use super::super::access::SocketAccess;
+        use super::super::client::Client;
+        use super::super::server::{bind_with, serve};
+        use fenceline_proto::api::Request;
+        let dir = tempfile::tempdir().unwrap();
+        let (rw, ro) = (dir.path().join("rw.sock"), dir.path().join("ro.sock"));
+        let cancel = tokio_util::sync::CancellationToken::new();
+        let (eff_tx, _eff_rx) = tokio::sync::mpsc::channel(16);
+        let (engine, _input, _task) = crate::engine::spawn_state(
+            crate::engine::model::ModelConfig::default(),
+            crate::engine::EffectRoutes::corosync_only(eff_tx),
+            cancel.clone(),
+        );
+        let access = SocketAccess {
+            max_streams_per_uid: 2,
+            ..SocketAccess::root_only()
+        };
+        let sockets = bind_with(&rw, &ro, access).await.unwrap();
+        let server = tokio::spawn(serve(sockets, engine, cancel.clone()));
+        let t = Some(Duration::from_secs(5));
+        let watch = Request::Watch {
+            interval_ms: Some(1000),
+        };
+        let mut open = Vec::new();
+        for _ in 0..2 {
+            let mut c = Client::connect(&ro).await.unwrap();
+            c.send(&watch).await.unwrap();
+            assert!(matches!(c.next(t).await.unwrap(), Reply::Status { .. }));
+            open.push(c);
+        }
+        let mut third = Client::connect(&rw).await.unwrap();
+        third.send(&watch).await.unwrap();
+        match third.next(t).await.unwrap() {
+            Reply::Error { code, .. } => assert_eq!(code, "busy"),
+            other => panic!("a third stream: {other:?}"),
+        }
+        let mut plain = Client::connect(&ro).await.unwrap();
+        plain.send(&Request::Ping).await.unwrap();
+        assert!(matches!(plain.next(t).await.unwrap(), Reply::Pong { .. }));
+        drop(open.pop());
+        // The server notices the hang-up within its check interval.
+        let mut again = None;
+        for _ in 0..30 {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let mut c = Client::connect(&ro).await.unwrap();
+            c.send(&watch).await.unwrap();
+            if let Reply::Status { .. } = c.next(t).await.unwrap() {
+                again = Some(c);
+                break;
+            }
+        }
+        assert!(
+            again.is_some(),
+            "the closed stream's slot was not given back"
+        );
+        cancel.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
+    }
 }
