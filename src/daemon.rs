@@ -18,8 +18,8 @@ use crate::engine::fence::tcp::TcpSettings;
 use crate::engine::fence::vsock::VsockSettings;
 use crate::engine::model::{FenceRules, ModelConfig};
 use crate::engine::{
-    AuditSink, EFFECT_CAPACITY, EffectRoutes, FENCE_ACT_CAPACITY, INPUT_CAPACITY, InputTx, control,
-    corosync, fence, hooks, libvirt, spawn_state_with,
+    AuditSink, EFFECT_CAPACITY, EffectRoutes, FENCE_ACT_CAPACITY, INPUT_CAPACITY, InputTx,
+    IntentSink, control, corosync, fence, hooks, libvirt, spawn_state_with,
 };
 use fenceline_config::{Config, FenceBackend, HashName};
 use fenceline_proto::api::now_millis;
@@ -73,6 +73,10 @@ pub fn init_logging(
 /// Runs the daemon until SIGTERM or SIGINT.
 pub fn run(cfg: Config, config_path: Option<&Path>) -> anyhow::Result<()> {
     let _guard = init_logging(&cfg)?;
+    if let Some(p) = config_path {
+        crate::engine::fence::key::check_private(p, crate::engine::fence::key::Private::Config)
+            .with_context(|| format!("the config file {}", p.display()))?;
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -90,9 +94,15 @@ async fn run_async(cfg: Config, config_path: Option<&Path>) -> anyhow::Result<()
         "fenceline daemon starting"
     );
     let cancel = CancellationToken::new();
-    let sockets = control::server::bind(&cfg.control.socket, &cfg.control.readonly_socket)
-        .await
-        .context("cannot open the control sockets")?;
+    let signals = Signals::install();
+    warn_unsigned(&cfg);
+    let sockets = control::server::bind_with(
+        &cfg.control.socket,
+        &cfg.control.readonly_socket,
+        socket_access(&cfg)?,
+    )
+    .await
+    .context("cannot open the control sockets")?;
     let hook_socket =
         hooks::intake::bind(&cfg.hooks.socket).context("cannot open the hook socket")?;
 
@@ -120,9 +130,13 @@ async fn run_async(cfg: Config, config_path: Option<&Path>) -> anyhow::Result<()
         Some(w)
     };
     let audit_tx = audit.as_ref().map(|w| w.tx.clone());
+    let intent = audit_tx
+        .clone()
+        .map(|a| intent_sink(a, cfg.fencing.audit_required));
     let routes = EffectRoutes {
         corosync: eff_tx,
         fence_act: Some(act_tx),
+        intent,
         audit: audit_tx.clone().map(|a| {
             Box::new(move |ev: &fenceline_proto::api::Event| {
                 a.record(ev);
@@ -180,7 +194,7 @@ async fn run_async(cfg: Config, config_path: Option<&Path>) -> anyhow::Result<()
         cancel.clone(),
     ));
 
-    wait_for_signal(&cancel).await;
+    signals.wait(&cancel).await;
     tracing::info!("stopping: leaving CPG, closing libvirt connections");
     cancel.cancel();
 
@@ -221,6 +235,100 @@ async fn run_async(cfg: Config, config_path: Option<&Path>) -> anyhow::Result<()
     Ok(())
 }
 
+/// How long a local fence action waits for its intent record.
+const INTENT_WAIT: Duration = Duration::from_secs(2);
+
+/// The intent record before each local fence action: a failure refuses the
+/// action with `audit_required` (fail closed), else it is logged and the
+/// action goes ahead (the failure is counted as a lost audit record too).
+fn intent_sink(audit: fence::audit::AuditTx, required: bool) -> IntentSink {
+    Box::new(move |act| {
+        let write = || audit.intent(act, INTENT_WAIT);
+        // Off the reactor's back when the runtime allows it.
+        let r = match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+            Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(write),
+            _ => write(),
+        };
+        match r {
+            Ok(()) => Ok(()),
+            Err(e) if required => Err(format!(
+                "fencing.audit_required: the intent record could not be written ({e}); not acting"
+            )),
+            Err(e) => {
+                tracing::error!(
+                    "fence intent record not written ({e}); acting anyway (fencing.audit_required is off)"
+                );
+                Ok(())
+            }
+        }
+    })
+}
+
+/// `[control]`'s groups, resolved: a named group that does not exist stops
+/// the start; no `readonly_group` means `haclient` if it exists, else root.
+fn socket_access(cfg: &Config) -> anyhow::Result<control::access::SocketAccess> {
+    use control::access::group_gid;
+    let named = |key: &str, name: &str| {
+        group_gid(name).with_context(|| format!("control.{key}: there is no group `{name}`"))
+    };
+    let readonly_gid = match cfg.control.readonly_group.as_deref() {
+        None => group_gid(fenceline_config::DEFAULT_READONLY_GROUP),
+        Some("") => None,
+        Some(name) => Some(named("readonly_group", name)?),
+    };
+    let admin_gid = match cfg.control.admin_group.as_deref() {
+        None | Some("") => None,
+        Some(name) => Some(named("admin_group", name)?),
+    };
+    tracing::info!(
+        readonly_gid,
+        admin_gid,
+        "control sockets: read-write for root{}, read-only (0660) for root{}",
+        if admin_gid.is_some() {
+            " and admin_group"
+        } else {
+            ""
+        },
+        if readonly_gid.is_some() {
+            " and its group"
+        } else {
+            " only"
+        },
+    );
+    Ok(control::access::SocketAccess {
+        readonly_gid,
+        admin_gid,
+        max_streams_per_uid: cfg.control.max_streams_per_uid,
+    })
+}
+
+/// `hash` or `auth = "none"`: anyone who can reach the listener fences.
+fn warn_unsigned(cfg: &Config) {
+    let l = &cfg.listeners;
+    let keys = [
+        ("multicast", l.multicast.as_ref().map(|m| (m.hash, m.auth))),
+        ("tcp", l.tcp.as_ref().map(|t| (t.hash, t.auth))),
+        ("vsock", l.vsock.as_ref().map(|v| (v.hash, v.auth))),
+    ];
+    for (name, ha) in keys {
+        let Some((hash, auth)) = ha else { continue };
+        for (key, h) in [("hash", hash), ("auth", auth)] {
+            if h == HashName::None {
+                tracing::warn!(
+                    "SECURITY: listeners.{name}.{key} = \"none\": requests on the {name} listener \
+                     are not {}; anyone who can reach it can fence every VM its groups allow. \
+                     Use sha256",
+                    if key == "hash" {
+                        "signed"
+                    } else {
+                        "challenged"
+                    }
+                );
+            }
+        }
+    }
+}
+
 /// The router's rules from the config.
 pub fn fence_rules(cfg: &Config) -> FenceRules {
     FenceRules {
@@ -237,6 +345,7 @@ impl From<&Config> for ListenerSettings {
     fn from(cfg: &Config) -> Self {
         let key = |key_file: &Path, hash, auth| KeySettings {
             key_file: key_file.to_path_buf(),
+            allow_loose_mode: cfg.listeners.allow_loose_key_mode,
             hash: hash_type(hash),
             auth: hash_type(auth),
         };
@@ -290,23 +399,38 @@ fn act_timeouts(cfg: &Config) -> libvirt::ActTimeouts {
     }
 }
 
-async fn wait_for_signal(cancel: &CancellationToken) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::hangup()),
-    ) else {
-        tracing::error!("cannot install signal handlers; stop with SIGKILL");
-        cancel.cancelled().await;
-        return;
-    };
-    loop {
-        tokio::select! {
-            _ = term.recv() => { tracing::info!("SIGTERM"); return; }
-            _ = int.recv() => { tracing::info!("SIGINT"); return; }
-            _ = hup.recv() => tracing::warn!("SIGHUP: reload is not supported yet; restart the daemon to apply a new config"),
-            _ = cancel.cancelled() => return,
+/// SIGTERM, SIGINT and SIGHUP, caught from before the sockets open (a
+/// SIGTERM right after the start must stop the daemon cleanly, not kill it).
+struct Signals(Option<[tokio::signal::unix::Signal; 3]>);
+
+impl Signals {
+    fn install() -> Self {
+        use tokio::signal::unix::{SignalKind, signal};
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::hangup()),
+        ) {
+            (Ok(t), Ok(i), Ok(h)) => Self(Some([t, i, h])),
+            _ => {
+                tracing::error!("cannot install signal handlers; stop with SIGKILL");
+                Self(None)
+            }
+        }
+    }
+
+    async fn wait(self, cancel: &CancellationToken) {
+        let Some([mut term, mut int, mut hup]) = self.0 else {
+            cancel.cancelled().await;
+            return;
+        };
+        loop {
+            tokio::select! {
+                _ = term.recv() => { tracing::info!("SIGTERM"); return; }
+                _ = int.recv() => { tracing::info!("SIGINT"); return; }
+                _ = hup.recv() => tracing::warn!("SIGHUP: reload is not supported yet; restart the daemon to apply a new config"),
+                _ = cancel.cancelled() => return,
+            }
         }
     }
 }

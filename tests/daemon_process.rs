@@ -20,21 +20,42 @@ struct Daemon {
     dir: tempfile::TempDir,
 }
 
+/// A scratch directory with a daemon config: `control` and `fencing` are
+/// extra lines for those tables.
+fn scratch(control: &str, fencing: &str) -> tempfile::TempDir {
+    let dir = tempfile::Builder::new()
+        .prefix("fenceline-dtest-")
+        .tempdir()
+        .unwrap();
+    std::fs::write(
+        dir.path().join("f.toml"),
+        format!(
+            "[libvirt]\nuris = [\"test:///default\"]\n[control]\nsocket = \"{0}/rw.sock\"\nreadonly_socket = \"{0}/ro.sock\"\n{control}\n[log]\nfile = \"{0}/log/fenceline.log\"\n[fencing]\naudit_log = \"{0}/log/audit.jsonl\"\n{fencing}\n[hooks]\nsocket = \"{0}/hook.sock\"\n[corosync]\nfence_group = \"fl-test-fa\"\nown_group = \"fl-test-own\"\n",
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    dir
+}
+
+/// Runs a daemon on `dir`'s config that must refuse to start; its stderr.
+fn refused_start(dir: &Path) -> String {
+    let out = Command::new(bin())
+        .args(["daemon", "--config"])
+        .arg(dir.join("f.toml"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "the daemon started");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 impl Daemon {
     fn start() -> Daemon {
-        let dir = tempfile::Builder::new()
-            .prefix("fenceline-dtest-")
-            .tempdir()
-            .unwrap();
+        Self::start_in(scratch("", ""))
+    }
+
+    fn start_in(dir: tempfile::TempDir) -> Daemon {
         let cfg = dir.path().join("f.toml");
-        std::fs::write(
-            &cfg,
-            format!(
-                "[libvirt]\nuris = [\"test:///default\"]\n[control]\nsocket = \"{0}/rw.sock\"\nreadonly_socket = \"{0}/ro.sock\"\n[log]\nfile = \"{0}/log/fenceline.log\"\n[fencing]\naudit_log = \"{0}/log/audit.jsonl\"\n[hooks]\nsocket = \"{0}/hook.sock\"\n[corosync]\nfence_group = \"fl-test-fa\"\nown_group = \"fl-test-own\"\n",
-                dir.path().display()
-            ),
-        )
-        .unwrap();
         let child = Command::new(bin())
             .args(["daemon", "--config"])
             .arg(&cfg)
@@ -99,7 +120,7 @@ fn sockets_status_events_and_hostile_input() {
     let d = Daemon::start();
     let mode = |p: PathBuf| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(d.rw()), 0o600);
-    assert_eq!(mode(d.ro()), 0o666);
+    assert_eq!(mode(d.ro()), 0o660);
 
     // The test driver's "test" domain appears; without corosync the state is stale.
     wait_for("domain `test` in status", || {
@@ -239,4 +260,158 @@ fn status_without_a_daemon_says_how_to_fix_it() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("is `fenceline daemon` running?"), "{err}");
+}
+
+/// Runs `python3` as `nobody` (uid 65534, gid `gid`, no other groups):
+/// connects to `sock`, sends a ping, prints the reply or the error.
+fn ping_as_nobody(sock: &Path, gid: u32) -> String {
+    // A refused peer's reply may arrive before its request is sent (the
+    // send then fails with EPIPE): the reply is read either way.
+    let script = "import socket,sys\ntry:\n s=socket.socket(socket.AF_UNIX)\n s.connect(sys.argv[1])\n try:\n  s.sendall(b'{\"op\":\"ping\"}\\n')\n except BrokenPipeError:\n  pass\n print(s.makefile().readline())\nexcept OSError as e:\n print('oserror', e)\n";
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            &format!("--regid={gid}"),
+            "--clear-groups",
+            "/usr/bin/python3",
+            "-c",
+            script,
+        ])
+        .arg(sock)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Issue 10: the read-only socket is 0660 for its group; the read-write
+/// socket checks the peer's credentials on every connection, even when its
+/// file mode would let anyone in.
+#[test]
+fn peer_credentials_decide_who_uses_the_sockets() {
+    let dir = scratch(
+        "readonly_group = \"nogroup\"\nadmin_group = \"nogroup\"",
+        "",
+    );
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let d = Daemon::start_in(dir);
+    let md = std::fs::metadata(d.ro()).unwrap();
+    assert_eq!(md.permissions().mode() & 0o777, 0o660);
+    assert_eq!(std::os::unix::fs::MetadataExt::gid(&md), 65534);
+    // nobody in the group reads; nobody outside it is refused by the mode.
+    assert!(ping_as_nobody(&d.ro(), 65534).contains("pong"));
+    let r = ping_as_nobody(&d.ro(), 65533);
+    assert!(
+        r.contains("oserror") && r.contains("Permission denied"),
+        "{r}"
+    );
+    // The read-write file opened to all (an operator's mistake): the
+    // credentials still decide.
+    std::fs::set_permissions(d.rw(), std::fs::Permissions::from_mode(0o666)).unwrap();
+    let r = ping_as_nobody(&d.rw(), 65533);
+    assert!(r.contains("permission-denied"), "{r}");
+    assert!(
+        ping_as_nobody(&d.rw(), 65534).contains("pong"),
+        "admin_group"
+    );
+    assert_eq!(request(&d.rw(), b"{\"op\":\"ping\"}\n")[0]["reply"], "pong");
+    let log = std::fs::read_to_string(d.dir.path().join("log/fenceline.log")).unwrap();
+    assert!(log.contains("refused a read-write connection"), "{log}");
+}
+
+/// Issue 10: what sits at the socket and audit paths must be what it
+/// claims; a symlink or a regular file there stops the start, untouched.
+#[test]
+fn symlinks_and_files_at_socket_and_audit_paths_stop_the_start() {
+    let dir = scratch("", "");
+    let d = dir.path();
+    std::os::unix::fs::symlink("/etc/passwd", d.join("rw.sock")).unwrap();
+    let err = refused_start(d);
+    assert!(
+        err.contains("rw.sock") && err.contains("a symlink"),
+        "{err}"
+    );
+    assert!(
+        std::fs::symlink_metadata(d.join("rw.sock")).is_ok(),
+        "left alone"
+    );
+    std::fs::remove_file(d.join("rw.sock")).unwrap();
+
+    std::fs::write(d.join("ro.sock"), b"precious").unwrap();
+    let err = refused_start(d);
+    assert!(
+        err.contains("ro.sock") && err.contains("a regular file"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(d.join("ro.sock")).unwrap(), b"precious");
+    std::fs::remove_file(d.join("ro.sock")).unwrap();
+
+    std::fs::create_dir_all(d.join("log")).unwrap();
+    std::os::unix::fs::symlink(d.join("elsewhere"), d.join("log/audit.jsonl")).unwrap();
+    let err = refused_start(d);
+    assert!(err.contains("audit") && err.contains("symlink"), "{err}");
+    assert!(
+        !d.join("elsewhere").exists(),
+        "nothing written through the link"
+    );
+    std::fs::remove_file(d.join("log/audit.jsonl")).unwrap();
+
+    // A socket directory others may write to.
+    std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let err = refused_start(d);
+    assert!(err.contains("writable"), "{err}");
+}
+
+/// Issue 10: a torn last audit record is cut back at start; the intent of a
+/// local action is on disk before it; with `audit_required` an audit log
+/// that cannot be written refuses the fence (answer fail, VM untouched).
+#[test]
+fn audit_log_is_repaired_and_audit_required_fails_closed() {
+    let dir = scratch("", "backend = \"libvirt\"\naudit_required = true");
+    let log = dir.path().join("log");
+    std::fs::create_dir_all(&log).unwrap();
+    std::fs::write(log.join("audit.jsonl"), "{\"seq\":1}\n{\"seq\":2,\"ti").unwrap();
+    let d = Daemon::start_in(dir);
+    assert_eq!(
+        std::fs::read_to_string(log.join("audit.jsonl")).unwrap(),
+        "{\"seq\":1}\n",
+        "the torn line is cut"
+    );
+    let running = || {
+        let r = request(&d.ro(), b"{\"op\":\"status\"}\n");
+        r[0]["snapshot"]["domains"].as_array().is_some_and(|a| {
+            a.iter()
+                .any(|x| x["name"] == "test" && x["state"] == "running")
+        })
+    };
+    wait_for("domain `test` running", running);
+    // The audit log cannot be written any more: its directory is a file.
+    std::fs::rename(&log, d.dir.path().join("log.old")).unwrap();
+    std::fs::write(&log, b"").unwrap();
+    let r = request(
+        &d.rw(),
+        b"{\"op\":\"fence\",\"action\":\"off\",\"domain\":\"test\"}\n",
+    );
+    assert_eq!(r[0]["result"], "fail", "{r:?}");
+    assert!(
+        r[0]["detail"]
+            .as_str()
+            .unwrap_or("")
+            .contains("audit_required"),
+        "{r:?}"
+    );
+    assert!(running(), "the VM was touched");
+    // Writable again: the intent comes first, the action goes ahead.
+    std::fs::remove_file(&log).unwrap();
+    std::fs::rename(d.dir.path().join("log.old"), &log).unwrap();
+    let r = request(
+        &d.rw(),
+        b"{\"op\":\"fence\",\"action\":\"off\",\"domain\":\"test\"}\n",
+    );
+    assert_eq!(r[0]["result"], "ok", "{r:?}");
+    let text = std::fs::read_to_string(log.join("audit.jsonl")).unwrap();
+    let intent = text.find("\"kind\":\"intent\"").expect(&text);
+    let acted = text.find("\"result\":\"ok\"").expect(&text);
+    assert!(intent < acted, "{text}");
+    assert!(text.contains("acting: off test"), "{text}");
 }

@@ -116,8 +116,8 @@ impl Ns {
     /// namespace. `edit` adjusts the config once the key path is known.
     fn start(rec: Recorder, setup: Setup, edit: impl FnOnce(&mut Config, &Path)) -> Ns {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("key"), random_key()).unwrap();
-        std::fs::write(dir.path().join("other.key"), random_key()).unwrap();
+        write_key(&dir.path().join("key"), &random_key());
+        write_key(&dir.path().join("other.key"), &random_key());
         let mut cfg = Config::default();
         edit(&mut cfg, &dir.path().join("key"));
         let audit_path = setup.audit.then(|| dir.path().join("audit.jsonl"));
@@ -251,6 +251,20 @@ impl Drop for Ns {
             let _ = t.join();
         }
     }
+}
+
+/// A key file as the daemon accepts it: mode 0600 (a looser key file stops
+/// the start unless `listeners.allow_loose_key_mode`).
+fn write_key(path: &Path, key: &[u8]) {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .unwrap();
+    std::io::Write::write_all(&mut f, key).unwrap();
 }
 
 fn random_key() -> Vec<u8> {
@@ -981,7 +995,7 @@ fn listener_settings_that_cannot_work_stop_the_start() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let key = d.join("key");
-    std::fs::write(&key, b"secret").unwrap();
+    write_key(&key, b"secret");
     let toml_path = d.join("fenceline.toml");
     let run = |extra_toml: &str, fvc: Option<&str>| {
         std::fs::write(

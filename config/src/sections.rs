@@ -31,6 +31,9 @@ pub struct FencingSection {
     /// Append-only JSON-lines audit log of every fence request (fsync'd).
     /// Empty = no audit file (events still carry every request).
     pub audit_log: PathBuf,
+    /// Fail closed: refuse a local fence action (answer "fail") when its
+    /// intent record cannot be written and synced to the audit log first.
+    pub audit_required: bool,
 }
 
 pub const DEFAULT_AUDIT_LOG: &str = "/var/log/fenceline/audit.jsonl";
@@ -43,6 +46,7 @@ impl Default for FencingSection {
             reboot_timeout_secs: 60,
             unknown_vm_without_quorum: false,
             audit_log: DEFAULT_AUDIT_LOG.into(),
+            audit_required: false,
         }
     }
 }
@@ -51,6 +55,9 @@ impl Default for FencingSection {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ListenersSection {
+    /// Accept key files that group or others may read (refused otherwise).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub allow_loose_key_mode: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub multicast: Option<MulticastListener>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -193,17 +200,33 @@ impl Default for LibvirtSection {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ControlSection {
-    /// Read-write socket, mode 0600.
+    /// Read-write socket, mode 0600; peers must be root or in `admin_group`.
     pub socket: PathBuf,
-    /// Read-only socket, mode 0666.
+    /// Read-only socket, mode 0660, group `readonly_group`.
     pub readonly_socket: PathBuf,
+    /// The read-only socket's group. Absent = `haclient` if that group
+    /// exists, else root only; `""` = root only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub readonly_group: Option<String>,
+    /// Members of this group may use the read-write socket (fence, ...)
+    /// besides root. Absent = root only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub admin_group: Option<String>,
+    /// Concurrent `watch` / `events --follow` streams per user (uid).
+    pub max_streams_per_uid: usize,
 }
+
+/// The read-only socket's group when none is configured (if it exists).
+pub const DEFAULT_READONLY_GROUP: &str = "haclient";
 
 impl Default for ControlSection {
     fn default() -> Self {
         Self {
             socket: DEFAULT_SOCKET.into(),
             readonly_socket: DEFAULT_READONLY_SOCKET.into(),
+            readonly_group: None,
+            admin_group: None,
+            max_streams_per_uid: 8,
         }
     }
 }

@@ -249,3 +249,39 @@ fn shipped_example_config_is_the_defaults() {
     let c = Config::parse(text, Path::new("contrib/fenceline.toml")).unwrap();
     assert_eq!(c, Config::default());
 }
+
+#[test]
+fn security_keys_parse_and_are_checked() {
+    let cfg = Config::parse(
+        "[control]\nreadonly_group = \"\"\nadmin_group = \"wheel\"\nmax_streams_per_uid = 4\n\
+         [fencing]\naudit_required = true\n[listeners]\nallow_loose_key_mode = true\n",
+        Path::new("t.toml"),
+    )
+    .unwrap();
+    assert_eq!(cfg.control.readonly_group.as_deref(), Some(""));
+    assert_eq!(cfg.control.admin_group.as_deref(), Some("wheel"));
+    assert_eq!(cfg.control.max_streams_per_uid, 4);
+    assert!(cfg.fencing.audit_required);
+    assert!(cfg.listeners.allow_loose_key_mode);
+    let d = Config::default();
+    assert_eq!(d.control.readonly_group, None, "haclient if it exists");
+    assert_eq!(d.control.max_streams_per_uid, 8);
+    assert!(!d.fencing.audit_required && !d.listeners.allow_loose_key_mode);
+    let e = Config::parse("[control]\nmax_streams_per_uid = 0\n", Path::new("t.toml"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("t.toml:2") && e.contains("max_streams_per_uid"),
+        "{e}"
+    );
+    let e = Config::parse(
+        "[fencing]\naudit_log = \"\"\naudit_required = true\n",
+        Path::new("t.toml"),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("t.toml:3") && e.contains("audit_required"),
+        "{e}"
+    );
+}

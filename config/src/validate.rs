@@ -84,6 +84,13 @@ impl Config {
                 "must be between 1 and 1000000".into(),
             ));
         }
+        if !(1..=64).contains(&self.control.max_streams_per_uid) {
+            return Err(invalid(
+                "control",
+                "max_streams_per_uid",
+                "must be 1 to 64".into(),
+            ));
+        }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return Err(invalid("log", "level", format!("not a log filter: {e}")));
         }
@@ -138,6 +145,13 @@ impl Config {
                     "`{}` must be an absolute path (or \"\" for none)",
                     f.audit_log.display()
                 ),
+            ));
+        }
+        if f.audit_required && f.audit_log.as_os_str().is_empty() {
+            return Err(invalid(
+                "fencing",
+                "audit_required",
+                "needs an audit_log to write to".into(),
             ));
         }
         let key_file = |section: &str, p: &Path| {

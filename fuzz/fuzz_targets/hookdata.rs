@@ -3,7 +3,8 @@
 //! the report built from them always fits one datagram and decodes back.
 #![no_main]
 
-use fenceline_proto::hook::data::{self, HookArgs, MAX_FIELD};
+use fenceline_proto::domxml::{self, MAX_FIELD};
+use fenceline_proto::hook::data::{self, HookArgs};
 use fenceline_proto::hook::{HookReport, MAX_DATAGRAM};
 use libfuzzer_sys::fuzz_target;
 
@@ -18,7 +19,7 @@ fuzz_target!(|data: &[u8]| {
         assert!(d.domain_ports.len() <= 64);
     }
     if let Ok(text) = std::str::from_utf8(data) {
-        let _ = data::parse_port(text);
+        let _ = domxml::parse_port(text);
     }
     let args = HookArgs::parse(&["net", "port-created", "begin", "-"]).unwrap();
     let r = HookReport::build(&args, Ok(data), 1);

@@ -16,7 +16,9 @@ mod handle;
 mod state;
 
 pub use handle::{EngineHandle, FenceAnswer, FenceCall, InputTx};
-pub use state::{AuditSink, EffectRoutes, FENCE_ACT_CAPACITY, spawn_state, spawn_state_with};
+pub use state::{
+    AuditSink, EffectRoutes, FENCE_ACT_CAPACITY, IntentSink, spawn_state, spawn_state_with,
+};
 
 /// Capacity of the driver → engine input channel.
 pub const INPUT_CAPACITY: usize = 4096;

@@ -22,6 +22,12 @@ use fenceline_proto::api::{
 /// must not block (queue and return).
 pub type AuditSink = Box<dyn Fn(&Event) + Send + Sync>;
 
+/// Writes (and syncs) the intent record of a local fence action before the
+/// action goes to the libvirt driver. `Err(reason)` refuses the action: the
+/// request is answered "fail" with the reason (`[fencing] audit_required`).
+/// Called on the state task; it blocks until the record is durable.
+pub type IntentSink = Box<dyn Fn(&FenceAct) -> Result<(), String> + Send + Sync>;
+
 /// Capacity of the engine → libvirt fence-action channel.
 pub const FENCE_ACT_CAPACITY: usize = 256;
 
@@ -34,6 +40,8 @@ pub struct EffectRoutes {
     pub fence_act: Option<mpsc::Sender<FenceAct>>,
     /// Every fence event is also handed here (the audit log).
     pub audit: Option<AuditSink>,
+    /// The intent record of each local fence action, written first.
+    pub intent: Option<IntentSink>,
 }
 
 impl EffectRoutes {
@@ -43,6 +51,7 @@ impl EffectRoutes {
             corosync,
             fence_act: None,
             audit: None,
+            intent: None,
         }
     }
 }
@@ -278,6 +287,20 @@ impl StateTask {
             }
             Effect::FenceAct(act) => {
                 let job = act.job;
+                // The intent is durable before the action goes out.
+                let intent = match &routes.intent {
+                    Some(write) => write(&act),
+                    None => Ok(()),
+                };
+                if let Err(why) = intent {
+                    tracing::error!(job, domain = %act.name, "fence action refused: {why}");
+                    return Some(Input::FenceActed {
+                        at: now_millis(),
+                        job,
+                        result: FenceResult::Fail,
+                        detail: Some(why),
+                    });
+                }
                 let sent = match &routes.fence_act {
                     Some(tx) => tx.try_send(act).map_err(|e| match e {
                         mpsc::error::TrySendError::Full(_) => {

@@ -36,6 +36,7 @@ fn debian_shipped_config() {
             }),
             tcp: None,
             vsock: None,
+            ..Default::default()
         }
     );
     assert!(i.groups.is_empty());

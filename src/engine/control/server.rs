@@ -1,6 +1,6 @@
 //! The control-socket server.
 
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,7 +11,9 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{Semaphore, broadcast};
 use tokio_util::sync::CancellationToken;
 
+use super::access::{self, Peer, SocketAccess};
 use super::framing::{encode_line, read_line_bounded};
+use super::streams::{Refusals, StreamSlot, Streams};
 use crate::engine::{EngineHandle, FenceAnswer, FenceCall};
 use fenceline_proto::api::{
     FenceOp, MAX_REQUEST_LINE, Reply, Request, WATCH_DEFAULT_MS, WATCH_HEARTBEAT_MS, WATCH_MAX_MS,
@@ -43,31 +45,55 @@ pub enum BindError {
 pub struct ControlSockets {
     rw: (UnixListener, PathBuf),
     ro: (UnixListener, PathBuf),
+    access: Arc<SocketAccess>,
 }
 
-/// Binds the read-write (0600) and read-only (0666) sockets. A stale socket
-/// file is replaced; a live one (another daemon) is an error.
+/// Binds the read-write (0600) and read-only (0660, root only) sockets. A
+/// stale socket file is replaced; a live one (another daemon) is an error.
 pub async fn bind(rw: &Path, ro: &Path) -> Result<ControlSockets, BindError> {
-    let rw_l = bind_one(rw, 0o600).await?;
-    let ro_l = bind_one(ro, 0o666).await?;
+    bind_with(rw, ro, SocketAccess::root_only()).await
+}
+
+/// [`bind`] with the access settings: the read-only socket's group, the
+/// read-write socket's admin group, the stream cap.
+pub async fn bind_with(
+    rw: &Path,
+    ro: &Path,
+    access: SocketAccess,
+) -> Result<ControlSockets, BindError> {
+    let rw_l = bind_one(rw, 0o600, None).await?;
+    let ro_l = bind_one(ro, 0o660, access.readonly_gid).await?;
     Ok(ControlSockets {
         rw: (rw_l, rw.to_path_buf()),
         ro: (ro_l, ro.to_path_buf()),
+        access: Arc::new(access),
     })
 }
 
-async fn bind_one(path: &Path, mode: u32) -> Result<UnixListener, BindError> {
+async fn bind_one(path: &Path, mode: u32, gid: Option<u32>) -> Result<UnixListener, BindError> {
     let io = |source| BindError::Io {
         path: path.to_path_buf(),
         source,
     };
+    let refuse = |why: String| {
+        io(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            why,
+        ))
+    };
     if let Some(dir) = path.parent()
-        && !dir.exists()
+        && !dir.as_os_str().is_empty()
     {
-        std::fs::create_dir_all(dir).map_err(io)?;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).map_err(io)?;
+        if std::fs::symlink_metadata(dir).is_err() {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o755)
+                .create(dir)
+                .map_err(io)?;
+        }
+        access::check_dir(dir).map_err(refuse)?;
     }
-    if path.exists() {
+    if access::existing(path).map_err(refuse)? == access::Existing::Socket {
         let probe =
             tokio::time::timeout(Duration::from_millis(500), UnixStream::connect(path)).await;
         if matches!(probe, Ok(Ok(_))) {
@@ -77,28 +103,40 @@ async fn bind_one(path: &Path, mode: u32) -> Result<UnixListener, BindError> {
         }
         std::fs::remove_file(path).map_err(io)?;
     }
-    let l = UnixListener::bind(path).map_err(io)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(io)?;
-    Ok(l)
+    let l = access::bind_tight(path, mode, gid).map_err(io)?;
+    l.set_nonblocking(true).map_err(io)?;
+    UnixListener::from_std(l).map_err(io)
 }
 
 /// Serves both sockets until `cancel`; removes the socket files on the way out.
 pub async fn serve(sockets: ControlSockets, engine: EngineHandle, cancel: CancellationToken) {
-    let ControlSockets { rw, ro } = sockets;
-    let a = tokio::spawn(accept_loop(rw.0, false, engine.clone(), cancel.clone()));
-    let b = tokio::spawn(accept_loop(ro.0, true, engine, cancel.clone()));
+    let ControlSockets { rw, ro, access } = sockets;
+    let streams = Streams::new(access.max_streams_per_uid);
+    let a = tokio::spawn(accept_loop(
+        rw.0,
+        Some(access.admin_gid),
+        streams.clone(),
+        engine.clone(),
+        cancel.clone(),
+    ));
+    let b = tokio::spawn(accept_loop(ro.0, None, streams, engine, cancel.clone()));
     let _ = tokio::join!(a, b);
     for p in [rw.1, ro.1] {
         let _ = std::fs::remove_file(p);
     }
 }
 
+/// `admin`: `Some(admin group)` on the read-write socket, whose peers are
+/// checked on every connection; `None` on the read-only socket.
 async fn accept_loop(
     listener: UnixListener,
-    readonly: bool,
+    admin: Option<Option<u32>>,
+    streams: Streams,
     engine: EngineHandle,
     cancel: CancellationToken,
 ) {
+    let readonly = admin.is_none();
+    let mut refusals = Refusals::default();
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
         let accepted = tokio::select! {
@@ -113,6 +151,20 @@ async fn accept_loop(
                 continue;
             }
         };
+        let peer = Peer::of(&stream);
+        if let Some(admin_gid) = admin
+            && !peer
+                .as_ref()
+                .is_some_and(|p| access::admin_allowed(p, admin_gid))
+        {
+            refusals.refuse(peer.as_ref());
+            tokio::spawn(async move {
+                let mut s = stream;
+                let why = "the read-write socket is for root and the admin group; use the read-only socket";
+                let _ = write_reply(&mut s, &error("permission-denied", why)).await;
+            });
+            continue;
+        }
         let Ok(permit) = slots.clone().try_acquire_owned() else {
             tokio::spawn(async move {
                 let mut s = stream;
@@ -122,9 +174,9 @@ async fn accept_loop(
         };
         let engine = engine.clone();
         let cancel = cancel.clone();
+        let streams = streams.clone();
         tokio::spawn(async move {
-            let peer = stream.peer_cred().ok();
-            if let Err(e) = handle(stream, readonly, engine, cancel).await {
+            if let Err(e) = handle(stream, readonly, engine, streams, cancel).await {
                 tracing::debug!(error = %e, ?peer, "control connection ended");
             }
             drop(permit);
@@ -144,7 +196,14 @@ async fn write_reply<W: tokio::io::AsyncWrite + Unpin>(
     reply: &Reply,
 ) -> std::io::Result<()> {
     let line = encode_line(reply).map_err(std::io::Error::other)?;
-    match tokio::time::timeout(WRITE_TIMEOUT, w.write_all(&line)).await {
+    write_line(w, &line).await
+}
+
+async fn write_line<W: tokio::io::AsyncWrite + Unpin>(
+    w: &mut W,
+    line: &[u8],
+) -> std::io::Result<()> {
+    match tokio::time::timeout(WRITE_TIMEOUT, w.write_all(line)).await {
         Ok(r) => r,
         Err(_) => Err(std::io::Error::new(
             std::io::ErrorKind::TimedOut,
@@ -157,6 +216,7 @@ async fn handle(
     stream: UnixStream,
     readonly: bool,
     engine: EngineHandle,
+    streams: Streams,
     cancel: CancellationToken,
 ) -> std::io::Result<()> {
     let peer = stream
@@ -261,6 +321,9 @@ async fn handle(
                 if !follow {
                     continue;
                 }
+                let Some(_slot) = open_stream(&mut wr, &streams, &peer).await? else {
+                    return Ok(());
+                };
                 loop {
                     let r = tokio::select! {
                         _ = cancel.cancelled() => return Ok(()),
@@ -285,8 +348,29 @@ async fn handle(
                         .unwrap_or(WATCH_DEFAULT_MS)
                         .clamp(WATCH_MIN_MS, WATCH_MAX_MS),
                 );
-                return watch(&mut rd, &mut wr, &engine, every, &cancel).await;
+                let Some(_slot) = open_stream(&mut wr, &streams, &peer).await? else {
+                    return Ok(());
+                };
+                return watch(&mut rd, &mut wr, &engine, &streams, every, &cancel).await;
             }
+        }
+    }
+}
+
+/// A stream slot for the peer's uid, or a `busy` reply when it has
+/// `control.max_streams_per_uid` streams open already.
+async fn open_stream<W: tokio::io::AsyncWrite + Unpin>(
+    wr: &mut W,
+    streams: &Streams,
+    peer: &Option<(u32, i32)>,
+) -> std::io::Result<Option<StreamSlot>> {
+    let uid = peer.map_or(u32::MAX, |(uid, _)| uid);
+    match streams.open(uid) {
+        Some(slot) => Ok(Some(slot)),
+        None => {
+            let why = "too many streams for this user (control.max_streams_per_uid)";
+            write_reply(wr, &error("busy", why)).await?;
+            Ok(None)
         }
     }
 }
@@ -298,6 +382,7 @@ async fn watch<W: tokio::io::AsyncWrite + Unpin>(
     rd: &mut BufReader<OwnedReadHalf>,
     wr: &mut W,
     engine: &EngineHandle,
+    streams: &Streams,
     every: Duration,
     cancel: &CancellationToken,
 ) -> std::io::Result<()> {
@@ -305,7 +390,9 @@ async fn watch<W: tokio::io::AsyncWrite + Unpin>(
     let mut rx = engine.watch();
     loop {
         let snapshot = rx.borrow_and_update().clone();
-        write_reply(wr, &Reply::Status { snapshot }).await?;
+        // Encoded once per version, whatever the number of watchers.
+        let line = streams.status_line(&snapshot)?;
+        write_line(wr, &line).await?;
         let sent = tokio::time::Instant::now();
         // Wait for a change, sending heartbeats while it is quiet.
         loop {

@@ -11,10 +11,21 @@
 //! channel; a full queue or a failed write is logged (`error`) and counted as
 //! `dropped_audit` in the engine's counters. A file that was moved away
 //! (logrotate) or deleted is noticed before the next write and recreated.
+//!
+//! Before a local fence action the state task writes an *intent* record
+//! ([`AuditTx::intent`], a line of kind `intent`: "acting: off vm2a") and
+//! waits until it is synced; the `acted` fence event after the action is its
+//! result. With `[fencing] audit_required` an intent that cannot be written
+//! refuses the action (fail closed).
+//!
+//! The file is opened with `O_NOFOLLOW` and checked with `fstat` (a regular
+//! file owned by root, mode 0600: a looser mode is tightened on the open
+//! file). At start a torn last line (a crash or a full disk mid-write) is
+//! cut back to the last complete record, and logged.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,7 +33,7 @@ use std::sync::mpsc::{self, RecvTimeoutError, SyncSender, TrySendError};
 use std::time::Duration;
 
 use crate::engine::InputTx;
-use crate::engine::model::{DropKind, Input};
+use crate::engine::model::{DropKind, FenceAct, Input};
 use fenceline_proto::api::{Event, EventKind, now_millis};
 
 /// Records the queue holds before new ones are dropped (and counted).
@@ -30,6 +41,8 @@ pub const AUDIT_QUEUE: usize = 1024;
 
 enum Msg {
     Record(Box<Event>),
+    /// A ready line, written and synced before the answer.
+    Intent(Vec<u8>, SyncSender<Result<(), String>>),
     /// Answered once everything queued before it is on disk.
     Barrier(SyncSender<()>),
 }
@@ -89,6 +102,40 @@ impl AuditTx {
     }
 }
 
+impl AuditTx {
+    /// Writes and syncs the intent record for a local fence action, waiting
+    /// at most `limit`. Blocks the caller: meant for the rare fence action.
+    pub fn intent(&self, act: &FenceAct, limit: Duration) -> Result<(), String> {
+        let line = intent_line(act, now_millis());
+        let (tx, rx) = mpsc::sync_channel(1);
+        if !send_within(&self.tx, Msg::Intent(line, tx), limit) {
+            return Err("the audit writer is busy or stopped".into());
+        }
+        match rx.recv_timeout(limit) {
+            Ok(r) => r,
+            Err(_) => Err(format!("the audit record was not synced within {limit:?}")),
+        }
+    }
+}
+
+/// One intent line: `{"time":..,"kind":"intent","job":..,"op":"off",
+/// "domain":..,"uuid":..,"uri":..,"detail":"acting: off vm2a"}`.
+fn intent_line(act: &FenceAct, at: u64) -> Vec<u8> {
+    let v = serde_json::json!({
+        "time": fenceline_proto::api::rfc3339::format(at),
+        "kind": "intent",
+        "job": act.job,
+        "op": act.op,
+        "domain": act.name,
+        "uuid": act.uuid,
+        "uri": act.uri,
+        "detail": format!("acting: {} {}", act.op, act.name),
+    });
+    let mut line = v.to_string().into_bytes();
+    line.push(b'\n');
+    line
+}
+
 /// std's `SyncSender` has no send with a deadline: poll `try_send`.
 fn send_within(tx: &SyncSender<Msg>, mut m: Msg, limit: Duration) -> bool {
     let t0 = std::time::Instant::now();
@@ -122,6 +169,14 @@ pub fn spawn(path: &Path, input_tx: InputTx) -> std::io::Result<AuditWriter> {
 
 fn spawn_with(path: &Path, input_tx: InputTx, queue: usize) -> std::io::Result<AuditWriter> {
     let file = open(path)?;
+    let cut = repair(&file)?;
+    if cut > 0 {
+        tracing::warn!(
+            path = %path.display(),
+            bytes = cut,
+            "the fence audit log ended in a torn record (a crash or a full disk); cut back to the last complete one"
+        );
+    }
     let (tx, rx) = mpsc::sync_channel(queue);
     let dropped = Arc::new(AtomicU64::new(0));
     let writer = Writer {
@@ -152,12 +207,65 @@ fn open(path: &Path) -> std::io::Result<File> {
             .mode(0o750)
             .create(dir)?;
     }
-    OpenOptions::new()
+    let f = OpenOptions::new()
         .create(true)
+        .read(true)
         .append(true)
         .mode(0o600)
-        .custom_flags(libc::O_CLOEXEC)
+        .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
         .open(path)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) => refused("is a symlink; name the file itself"),
+            _ => e,
+        })?;
+    let md = f.metadata()?;
+    if !md.file_type().is_file() {
+        return Err(refused("is not a regular file"));
+    }
+    let me = unsafe { libc::geteuid() };
+    if md.uid() != 0 && md.uid() != me {
+        return Err(refused("is owned by another user than root"));
+    }
+    if md.mode() & 0o077 != 0 {
+        tracing::warn!(
+            path = %path.display(),
+            "the fence audit log was mode {:o}; made 0600",
+            md.mode() & 0o777
+        );
+        f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    }
+    Ok(f)
+}
+
+fn refused(why: &str) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::PermissionDenied, why.to_string())
+}
+
+/// Cuts a torn last line (no newline: a crash or a full disk mid-write)
+/// back to the end of the last complete record. Returns the bytes cut.
+fn repair(f: &File) -> std::io::Result<u64> {
+    use std::os::unix::fs::FileExt;
+    let len = f.metadata()?.len();
+    let mut end = len;
+    let mut buf = vec![0u8; 64 * 1024];
+    while end > 0 {
+        let start = end.saturating_sub(buf.len() as u64);
+        let chunk = &mut buf[..(end - start) as usize];
+        f.read_exact_at(chunk, start)?;
+        if end == len && chunk.last() == Some(&b'\n') {
+            return Ok(0);
+        }
+        if let Some(i) = chunk.iter().rposition(|&b| b == b'\n') {
+            let good = start + i as u64 + 1;
+            f.set_len(good)?;
+            f.sync_data()?;
+            return Ok(len - good);
+        }
+        end = start;
+    }
+    f.set_len(0)?;
+    f.sync_data()?;
+    Ok(len)
 }
 
 struct Writer {
@@ -180,6 +288,14 @@ impl Writer {
                             "fence audit record lost: {e}"
                         );
                     }
+                }
+                Ok(Msg::Intent(line, done)) => {
+                    let r = self.write_line(&line).map_err(|e| {
+                        self.file = None;
+                        tracing::error!(path = %self.path.display(), "fence intent record not written: {e}");
+                        format!("{}: {e}", self.path.display())
+                    });
+                    let _ = done.try_send(r);
                 }
                 Ok(Msg::Barrier(done)) => {
                     self.report_drops();
@@ -213,6 +329,10 @@ impl Writer {
     fn write(&mut self, ev: &Event) -> std::io::Result<()> {
         let mut line = serde_json::to_vec(ev).map_err(std::io::Error::other)?;
         line.push(b'\n');
+        self.write_line(&line)
+    }
+
+    fn write_line(&mut self, line: &[u8]) -> std::io::Result<()> {
         if self.moved_away() {
             self.file = None;
         }
@@ -220,7 +340,7 @@ impl Writer {
             self.file = Some(open(&self.path)?);
         }
         let f = self.file.as_mut().expect("opened above");
-        f.write_all(&line)?;
+        f.write_all(line)?;
         f.sync_data()
     }
 
@@ -376,5 +496,77 @@ mod tests {
         std::fs::write(dir.path().join("file"), b"").unwrap();
         let (itx, _irx) = InputTx::channel(16);
         assert!(spawn(&dir.path().join("file/audit.jsonl"), itx).is_err());
+    }
+
+    fn act() -> FenceAct {
+        FenceAct {
+            job: 7,
+            op: FenceOp::Off,
+            uri: "test:///default".into(),
+            name: "vm2a".into(),
+            uuid: "6695eb01-f6a4-8304-79aa-97f2502e193f".into(),
+        }
+    }
+
+    #[test]
+    fn a_torn_last_line_is_cut_back_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let good = serde_json::to_string(&fence_event(1, "vm1")).unwrap() + "\n";
+        std::fs::write(&path, format!("{good}{{\"seq\":2,\"ti")).unwrap();
+        let (itx, _irx) = InputTx::channel(16);
+        let w = spawn(&path, itx).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), good);
+        assert!(w.tx.record(&fence_event(3, "vm3")));
+        assert!(w.tx.barrier(Duration::from_secs(5)));
+        let seqs: Vec<u64> = lines(&path).iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, vec![1, 3]);
+        drop(w.tx);
+        w.thread.join().unwrap();
+        // No newline at all: nothing complete, the file is emptied.
+        std::fs::write(&path, "{\"seq\":1").unwrap();
+        let f = open(&path).unwrap();
+        assert_eq!(repair(&f).unwrap(), 8);
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 0);
+    }
+
+    #[test]
+    fn the_intent_is_synced_before_the_answer_and_a_failure_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log/audit.jsonl");
+        let (itx, _irx) = InputTx::channel(16);
+        let w = spawn(&path, itx).unwrap();
+        w.tx.intent(&act(), Duration::from_secs(5)).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let v: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+        assert_eq!(v["kind"], "intent");
+        assert_eq!(v["op"], "off");
+        assert_eq!(v["domain"], "vm2a");
+        assert_eq!(v["job"], 7);
+        assert_eq!(v["detail"], "acting: off vm2a");
+        // The log's directory is replaced by a file: the record cannot be
+        // written, and the caller hears so.
+        std::fs::rename(dir.path().join("log"), dir.path().join("old")).unwrap();
+        std::fs::write(dir.path().join("log"), b"").unwrap();
+        let e = w.tx.intent(&act(), Duration::from_secs(5)).unwrap_err();
+        assert!(e.contains("audit.jsonl"), "{e}");
+        drop(w.tx);
+        w.thread.join().unwrap();
+    }
+
+    #[test]
+    fn a_symlink_or_a_foreign_file_is_not_an_audit_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("target");
+        std::fs::write(&target, b"").unwrap();
+        let link = dir.path().join("audit.jsonl");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let (itx, _irx) = InputTx::channel(16);
+        let e = spawn(&link, itx).err().unwrap().to_string();
+        assert!(e.contains("symlink"), "{e}");
+        std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o644)).unwrap();
+        drop(open(&target).unwrap());
+        let mode = std::fs::metadata(&target).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "a loose audit log is tightened");
     }
 }

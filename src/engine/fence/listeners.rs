@@ -35,7 +35,7 @@ pub mod testing;
 mod tests;
 
 use std::future::Future;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -95,6 +95,9 @@ pub struct ListenerSettings {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct KeySettings {
     pub key_file: PathBuf,
+    /// `listeners.allow_loose_key_mode`: accept a key file group or others
+    /// may read (with a warning) instead of refusing to start.
+    pub allow_loose_mode: bool,
     /// The weakest packet hash accepted.
     pub hash: HashType,
     /// The challenge/response hash.
@@ -117,7 +120,7 @@ pub fn spawn<S: FenceService>(
     let mc = match &cfg.multicast {
         Some(m) => Some((
             (m, super::multicast::callback_networks(m)?),
-            load_key("multicast", &m.key.key_file)?,
+            load_key("multicast", &m.key)?,
             super::multicast::bind(m).context("multicast listener")?,
         )),
         None => None,
@@ -125,7 +128,7 @@ pub fn spawn<S: FenceService>(
     let tcp = match &cfg.tcp {
         Some(t) => Some((
             t,
-            load_key("tcp", &t.key.key_file)?,
+            load_key("tcp", &t.key)?,
             super::tcp::bind(t).context("tcp listener")?,
         )),
         None => None,
@@ -133,7 +136,7 @@ pub fn spawn<S: FenceService>(
     let vs = match &cfg.vsock {
         Some(v) => Some((
             v,
-            load_key("vsock", &v.key.key_file)?,
+            load_key("vsock", &v.key)?,
             super::vsock::bind(v.port).context("vsock listener")?,
         )),
         None => None,
@@ -228,21 +231,12 @@ fn warn_shared_key(multicast: Option<&Arc<[u8]>>, streams: [Option<&Arc<[u8]>>; 
     }
 }
 
-fn load_key(listener: &str, path: &Path) -> anyhow::Result<Arc<[u8]>> {
-    let key = super::key::read_key(path).with_context(|| {
+fn load_key(listener: &str, k: &KeySettings) -> anyhow::Result<Arc<[u8]>> {
+    let key = super::key::read_key(&k.key_file, k.allow_loose_mode).with_context(|| {
         format!(
-            "listeners.{listener}.key_file: cannot read the fence key {}",
-            path.display()
+            "listeners.{listener}.key_file: cannot use the fence key {}",
+            k.key_file.display()
         )
     })?;
-    if let Ok(md) = std::fs::metadata(path) {
-        use std::os::unix::fs::PermissionsExt;
-        if md.permissions().mode() & 0o077 != 0 {
-            tracing::warn!(
-                path = %path.display(),
-                "the fence key file is readable by others than its owner; chmod 0600 it"
-            );
-        }
-    }
     Ok(key.into())
 }
