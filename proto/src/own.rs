@@ -202,6 +202,7 @@ mod tests {
                     error: None,
                     domains: 3,
                 }],
+                inventory_complete: true,
             }),
             OwnMessage::InventoryBegin { generation: 7 },
             OwnMessage::Vms {

@@ -4,7 +4,7 @@
 
 use fenceline_proto::api::{EventKind, FenceOp, FencePhase, FenceResult, Millis, NodeId};
 
-use super::{FenceWire, Job, JobFor, Route, UnknownAnswer, unknown_answer};
+use super::{FenceWire, Job, JobFor, Route, UnknownAnswer, claims_off, unknown_answer};
 use crate::engine::model::{Cluster, Effect, Notice, Output};
 
 impl Cluster {
@@ -32,9 +32,29 @@ impl Cluster {
             return;
         }
         let Some(me) = self.local_nodeid else { return };
+        if from == me {
+            self.own_request_delivered(at, seqno, out);
+        }
         match self.fence_route(&body.vm_name, op) {
             Route::Silent => {}
             Route::Act { uri, name, uuid } => {
+                let owner = self.find_local(&body.vm_name).is_some_and(|l| l.3);
+                // A shut-off copy proves nothing while the VM may run on a
+                // node that is not accounted for.
+                if !owner && let Some(why) = self.untrue(at, &body.vm_name, op, false) {
+                    self.fence_reply(
+                        at,
+                        at,
+                        from,
+                        seqno,
+                        body,
+                        op,
+                        FenceResult::Fail,
+                        Some(why),
+                        out,
+                    );
+                    return;
+                }
                 let job = Job {
                     op,
                     domain: body.vm_name.clone(),
@@ -44,6 +64,7 @@ impl Cluster {
                         seqno,
                         body,
                     },
+                    owner,
                 };
                 self.start_job(job, uri, name, uuid, out);
             }
@@ -64,6 +85,20 @@ impl Cluster {
                         body.vm_name
                     );
                     // The state task logs the refusal from the `acted` event.
+                    self.fence_reply(
+                        at,
+                        at,
+                        from,
+                        seqno,
+                        body,
+                        op,
+                        FenceResult::Fail,
+                        Some(why),
+                        out,
+                    );
+                    return;
+                }
+                if let Some(why) = self.untrue(at, &body.vm_name, op, false) {
                     self.fence_reply(
                         at,
                         at,
@@ -141,6 +176,15 @@ impl Cluster {
         let Some(j) = self.fence.jobs.remove(&job) else {
             return;
         };
+        let (result, detail) = match j.for_ {
+            JobFor::Cpg { .. } if claims_off(j.op, result) => {
+                match self.untrue(at, &j.domain, j.op, j.owner) {
+                    Some(why) => (FenceResult::Fail, Some(why)),
+                    None => (result, detail),
+                }
+            }
+            _ => (result, detail),
+        };
         match j.for_ {
             JobFor::Cpg {
                 requester,
@@ -177,7 +221,10 @@ impl Cluster {
                 continue;
             }
             let quorate = self.quorate();
-            let (result, why) = if quorate || self.cfg.fence.unknown_without_quorum {
+            let untrue = self.untrue(at, &u.body.vm_name, u.op, false);
+            let (result, why) = if let Some(why) = untrue {
+                (FenceResult::Fail, why)
+            } else if quorate || self.cfg.fence.unknown_without_quorum {
                 (
                     unknown_answer(u.op),
                     format!(

@@ -29,7 +29,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::{Cluster, DomKey, Effect, Output};
+use super::{Cluster, Effect, Output};
 use fenceline_proto::api::{FenceOp, FenceResult, Millis, NodeId};
 
 mod acting;
@@ -124,7 +124,9 @@ struct Pending {
     source: String,
     started: Millis,
     deadline: Millis,
-    expect: Expect,
+    /// Decided when our own REQUEST comes back in total order (every
+    /// fenceline node routes it on the same map then), not at submit.
+    expect: Option<Expect>,
     /// Replies so far (for `All`): node → result.
     got: BTreeMap<NodeId, FenceResult>,
 }
@@ -147,6 +149,8 @@ struct Job {
     domain: String,
     started: Millis,
     for_: JobFor,
+    /// The local copy was active: its owner acts (truth rule (a)).
+    owner: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -192,6 +196,16 @@ fn unknown_answer(op: FenceOp) -> FenceResult {
     }
 }
 
+/// The answer claims the VM runs nowhere ("ok" for off/reboot, "off" for
+/// status, a start for on).
+fn claims_off(op: FenceOp, r: FenceResult) -> bool {
+    match op {
+        FenceOp::Status => r == FenceResult::Off,
+        FenceOp::Off | FenceOp::Reboot | FenceOp::On => r == FenceResult::Ok,
+        _ => false,
+    }
+}
+
 fn result_of(response: i32) -> FenceResult {
     u8::try_from(response)
         .ok()
@@ -217,7 +231,7 @@ fn list(nodes: &BTreeSet<NodeId>) -> String {
 }
 
 /// A target string names a VM by UUID when it has the canonical form.
-fn matches(target: &str, name: &str, uuid: &str) -> bool {
+pub(in crate::engine::model) fn matches(target: &str, name: &str, uuid: &str) -> bool {
     if fenceline_proto::api::is_canonical_uuid(target) {
         uuid.eq_ignore_ascii_case(target)
     } else {
@@ -234,7 +248,7 @@ impl Cluster {
             || !self.fence.unknown.is_empty()
     }
 
-    fn node_label(&self, id: NodeId) -> String {
+    pub(in crate::engine::model) fn node_label(&self, id: NodeId) -> String {
         match self.node_name(id) {
             Some(n) => format!("{n} ({id})"),
             None => format!("node {id}"),
@@ -256,26 +270,33 @@ impl Cluster {
         best
     }
 
-    /// (active holders, all hosts defining it) as the map knows them.
+    /// (active holders, all hosts defining it) as the map knows them; lost
+    /// placements are left out (nobody there can answer: the truth rule,
+    /// [`Cluster::untrue`], looks at them).
     fn holders(&self, target: &str) -> Option<(BTreeSet<NodeId>, BTreeSet<NodeId>)> {
-        let key_hit = if fenceline_proto::api::is_canonical_uuid(target) {
-            self.map.get(&DomKey::of("", target))
-        } else {
-            None
-        };
-        let entry = key_hit.or_else(|| {
-            self.map
-                .values()
-                .find(|e| matches(target, &e.name, &e.uuid))
-        })?;
-        let active = entry
-            .placements
-            .iter()
+        let entry = self.entry_of(target)?;
+        let live = entry.placements.iter().filter(|p| !p.lost);
+        let active = live
+            .clone()
             .filter(|p| p.state.is_active())
             .map(|p| p.nodeid)
             .collect();
-        let all = entry.placements.iter().map(|p| p.nodeid).collect();
+        let all = live.map(|p| p.nodeid).collect();
         Some((active, all))
+    }
+
+    /// The live active holders as this node sees them (its own libvirt is
+    /// fresher than the map for itself).
+    fn live_active(&self, target: &str) -> BTreeSet<NodeId> {
+        let (mut active, _) = self.holders(target).unwrap_or_default();
+        if let (Some(me), Some((_, _, _, a))) = (self.local_nodeid, self.find_local(target)) {
+            if a {
+                active.insert(me);
+            } else {
+                active.remove(&me);
+            }
+        }
+        active
     }
 
     /// Who handles `op` on `target`, from this node's point of view.

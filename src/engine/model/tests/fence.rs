@@ -133,6 +133,29 @@ fn peer_vm(c: &mut Cluster, at: Millis, from: NodeId, d: LocalDomain) {
         left: vec![],
         joined: vec![],
     });
+    // Every fenceline peer announces a complete inventory (once).
+    for id in [1, 2, 3] {
+        let accounted = c
+            .snapshot(at)
+            .nodes
+            .iter()
+            .any(|n| n.nodeid == id && n.accounted);
+        if Some(id) == c.local_nodeid() || accounted {
+            continue;
+        }
+        for msg in [
+            OwnMessage::Info(PeerInfo {
+                version: "t".into(),
+                started_at: 0,
+                libvirt: vec![],
+                inventory_complete: true,
+            }),
+            OwnMessage::InventoryBegin { generation: 1 },
+            OwnMessage::InventoryEnd { generation: 1 },
+        ] {
+            c.apply(Input::PeerMessage { at, from: id, msg });
+        }
+    }
     c.apply(Input::PeerMessage {
         at,
         from,
@@ -352,6 +375,7 @@ fn the_legacy_switch_restores_fence_virtds_answer_without_quorum() {
         event_capacity: 100,
         version: "t".into(),
         started_at: 0,
+        libvirt_uris: Vec::new(),
         fence: FenceRules {
             unknown_without_quorum: true,
             ..FenceRules::default()
@@ -369,6 +393,11 @@ fn the_legacy_switch_restores_fence_virtds_answer_without_quorum() {
         members: vec![3],
     });
     fa_members(&mut c, 3, &[1, 3], &[]);
+    c.apply(Input::LocalList {
+        at: 4,
+        uri: URI.into(),
+        domains: vec![],
+    });
     request(&mut c, 10, 1, 5, "ghost", FenceOp::Off);
     let out = c.apply(Input::Tick { at: 1000 });
     assert_eq!(sent_replies(&out), vec![(5, 1, FenceResult::Ok)]);
@@ -459,7 +488,11 @@ fn every_wait_ends_timeout_node_loss_or_corosync_loss() {
     let mut n1 = lab(1, &[]);
     peer_vm(&mut n1, 5, 2, dom("vm2a", 1, Running));
     let rules = FenceRules::default();
-    submit(&mut n1, 10, 1, "vm2a", FenceOp::Off);
+    let seqno = sent_request(&submit(&mut n1, 10, 1, "vm2a", FenceOp::Off))
+        .unwrap()
+        .0;
+    // Whom it waits for is decided when its REQUEST comes back.
+    request(&mut n1, 10, 1, seqno, "vm2a", FenceOp::Off);
     assert!(
         done(&n1.apply(Input::Tick {
             at: 10 + rules.timeout_ms - 1
@@ -473,7 +506,10 @@ fn every_wait_ends_timeout_node_loss_or_corosync_loss() {
     assert_eq!(result, FenceResult::Fail);
     assert!(detail.unwrap().contains("no reply from node(s) 2"));
     // Reboot waits longer.
-    submit(&mut n1, 100_000, 2, "vm2a", FenceOp::Reboot);
+    let seqno = sent_request(&submit(&mut n1, 100_000, 2, "vm2a", FenceOp::Reboot))
+        .unwrap()
+        .0;
+    request(&mut n1, 100_000, 1, seqno, "vm2a", FenceOp::Reboot);
     assert!(
         done(&n1.apply(Input::Tick {
             at: 100_000 + rules.timeout_ms
@@ -537,6 +573,7 @@ fn libvirt_backend_acts_locally_without_cpg() {
         event_capacity: 100,
         version: "t".into(),
         started_at: 0,
+        libvirt_uris: Vec::new(),
         fence: FenceRules {
             cpg: false,
             ..FenceRules::default()
@@ -577,3 +614,5 @@ fn libvirt_backend_acts_locally_without_cpg() {
         FenceResult::Fail
     );
 }
+
+mod truth;
