@@ -250,6 +250,9 @@ impl Cluster {
         out: &mut Output,
     ) {
         let key = DomKey::of(&domain.name, &domain.uuid);
+        if self.hold_during_reboot(&key, &uri, &domain) {
+            return;
+        }
         let rec = self.uri_rec(&uri, at);
         let obs = Obs {
             name: domain.name.clone(),

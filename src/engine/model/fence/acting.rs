@@ -65,8 +65,9 @@ impl Cluster {
                         body,
                     },
                     owner,
+                    key: None,
                 };
-                self.start_job(job, uri, name, uuid, out);
+                self.start_job(at, job, uri, name, uuid, out);
             }
             Route::Answer(result, why) => {
                 self.fence_reply(at, at, from, seqno, body, op, result, Some(why), out);
@@ -176,6 +177,8 @@ impl Cluster {
         let Some(j) = self.fence.jobs.remove(&job) else {
             return;
         };
+        let restarted = j.op == FenceOp::Reboot && result == FenceResult::Ok && detail.is_none();
+        self.release_held(at, &j, restarted, out);
         let (result, detail) = match j.for_ {
             JobFor::Cpg { .. } if claims_off(j.op, result) => {
                 match self.untrue(at, &j.domain, j.op, j.owner) {

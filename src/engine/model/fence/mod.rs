@@ -29,7 +29,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::{Cluster, Effect, Output};
+use super::{Cluster, DomKey, Effect, LocalDomain, Output};
 use fenceline_proto::api::{FenceOp, FenceResult, Millis, NodeId};
 
 mod acting;
@@ -151,6 +151,8 @@ struct Job {
     for_: JobFor,
     /// The local copy was active: its owner acts (truth rule (a)).
     owner: bool,
+    /// The domain acted on (set by `start_job`).
+    key: Option<DomKey>,
 }
 
 #[derive(Debug, Clone)]
@@ -174,6 +176,13 @@ pub(super) struct FenceState {
     jobs: BTreeMap<u64, Job>,
     /// Answers for unknown VMs waiting out their grace.
     unknown: Vec<UnknownAnswer>,
+    /// A local domain's inactive state held back while a fence reboot of it
+    /// runs (the momentary stop of destroy-then-start is not announced: it
+    /// would make the VM look shut off everywhere).
+    held: BTreeMap<DomKey, (String, super::LocalDomain)>,
+    /// Domains with a fence `off` since the last time no job ran on them:
+    /// their stops are real and never held back.
+    no_hold: BTreeSet<DomKey>,
 }
 
 impl FenceState {
@@ -362,11 +371,27 @@ impl Cluster {
     }
 
     /// Starts a local action: records the job and asks the libvirt driver.
-    fn start_job(&mut self, job: Job, uri: String, name: String, uuid: String, out: &mut Output) {
+    fn start_job(
+        &mut self,
+        at: Millis,
+        mut job: Job,
+        uri: String,
+        name: String,
+        uuid: String,
+        out: &mut Output,
+    ) {
         let id = self.fence.next_job;
         self.fence.next_job += 1;
         let op = job.op;
+        let key = DomKey::of(&name, &uuid);
+        job.key = Some(key.clone());
         self.fence.jobs.insert(id, job);
+        if op == FenceOp::Off {
+            self.fence.no_hold.insert(key.clone());
+            if let Some((uri, d)) = self.fence.held.remove(&key) {
+                self.local_domain(at, uri, d, out);
+            }
+        }
         out.effects.push(Effect::FenceAct(FenceAct {
             job: id,
             op,
@@ -374,6 +399,56 @@ impl Cluster {
             name,
             uuid,
         }));
+    }
+
+    /// A local domain stops while this node's fence reboot of it runs: the
+    /// stop is held back (true) until the reboot ends.
+    pub(in crate::engine::model) fn hold_during_reboot(
+        &mut self,
+        key: &DomKey,
+        uri: &str,
+        domain: &LocalDomain,
+    ) -> bool {
+        let rebooting = self
+            .fence
+            .jobs
+            .values()
+            .any(|j| j.op == FenceOp::Reboot && j.key.as_ref() == Some(key));
+        if rebooting && !domain.state.is_active() && !self.fence.no_hold.contains(key) {
+            self.fence
+                .held
+                .insert(key.clone(), (uri.to_string(), domain.clone()));
+            return true;
+        }
+        self.fence.held.remove(key);
+        false
+    }
+
+    /// A fence reboot ended: a stop held back is applied unless the domain
+    /// was started again (`restarted`).
+    fn release_held(&mut self, at: Millis, job: &Job, restarted: bool, out: &mut Output) {
+        let Some(key) = &job.key else { return };
+        if !self
+            .fence
+            .jobs
+            .values()
+            .any(|j| j.key.as_ref() == Some(key))
+        {
+            self.fence.no_hold.remove(key);
+        }
+        let still = self
+            .fence
+            .jobs
+            .values()
+            .any(|j| j.op == FenceOp::Reboot && j.key.as_ref() == Some(key));
+        if still {
+            return;
+        }
+        if let Some((uri, d)) = self.fence.held.remove(key)
+            && !restarted
+        {
+            self.local_domain(at, uri, d, out);
+        }
     }
 
     /// Timeouts and grace answers.

@@ -68,8 +68,9 @@ impl Cluster {
                         started: at,
                         for_: JobFor::Local { id, source },
                         owner: false,
+                        key: None,
                     };
-                    self.start_job(job, uri, name, uuid, out);
+                    self.start_job(at, job, uri, name, uuid, out);
                 }
                 None if op == FenceOp::Status => refuse(
                     self,

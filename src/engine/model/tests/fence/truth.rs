@@ -291,3 +291,48 @@ fn a_confirmation_reaches_every_fenceline_peer() {
             .contains("op on node1 (1)")
     );
 }
+
+#[test]
+fn a_fence_reboots_momentary_stop_is_not_announced() {
+    let vm = dom("vm1a", 1, Running);
+    let mut n1 = lab(1, std::slice::from_ref(&vm));
+    let out = request(&mut n1, 10, 2, 7, "vm1a", FenceOp::Reboot);
+    let job = acts(&out)[0].job;
+    // destroy: libvirt reports it shut off; nobody hears of it.
+    let out = n1.apply(Input::LocalDomain {
+        at: 11,
+        uri: URI.into(),
+        domain: dom("vm1a", 1, Shutoff),
+    });
+    assert!(out.effects.is_empty(), "{:?}", out.effects);
+    assert_eq!(domain(&n1.snapshot(12), "vm1a").unwrap().state, Running);
+    // The restart succeeds: still nothing to announce.
+    let out = n1.apply(Input::FenceActed {
+        at: 13,
+        job,
+        result: FenceResult::Ok,
+        detail: None,
+    });
+    assert_eq!(sent_replies(&out), vec![(7, 2, FenceResult::Ok)]);
+    assert!(!out.effects.iter().any(|e| matches!(e, Effect::Own(_))));
+    // A reboot whose restart failed: the stop is applied and announced.
+    let out = request(&mut n1, 20, 2, 8, "vm1a", FenceOp::Reboot);
+    let job = acts(&out)[0].job;
+    n1.apply(Input::LocalDomain {
+        at: 21,
+        uri: URI.into(),
+        domain: dom("vm1a", 1, Shutoff),
+    });
+    let out = n1.apply(Input::FenceActed {
+        at: 22,
+        job,
+        result: FenceResult::Ok,
+        detail: Some("powered off, but the restart failed: x".into()),
+    });
+    assert!(
+        out.effects
+            .iter()
+            .any(|e| matches!(e, Effect::Own(OwnMessage::Vms { .. })))
+    );
+    assert_eq!(domain(&n1.snapshot(23), "vm1a").unwrap().state, Shutoff);
+}
