@@ -42,18 +42,7 @@ impl Cluster {
                 // A shut-off copy proves nothing while the VM may run on a
                 // node that is not accounted for.
                 if !owner && let Some(why) = self.untrue(at, &body.vm_name, op, false) {
-                    self.fence_reply(
-                        at,
-                        at,
-                        from,
-                        seqno,
-                        body,
-                        op,
-                        FenceResult::Fail,
-                        Some(why),
-                        out,
-                    );
-                    return;
+                    return self.refuse_cpg(at, from, seqno, body, op, why, out);
                 }
                 let job = Job {
                     op,
@@ -80,38 +69,17 @@ impl Cluster {
                 if high != Some(me) {
                     return;
                 }
-                if !self.quorate() && !self.cfg.fence.unknown_without_quorum {
-                    let why = format!(
+                let refusal = if !self.quorate() && !self.cfg.fence.unknown_without_quorum {
+                    Some(format!(
                         "no quorum: no member knows `{}`; refusing to assume it is off",
                         body.vm_name
-                    );
+                    ))
+                } else {
+                    self.untrue(at, &body.vm_name, op, false)
+                };
+                if let Some(why) = refusal {
                     // The state task logs the refusal from the `acted` event.
-                    self.fence_reply(
-                        at,
-                        at,
-                        from,
-                        seqno,
-                        body,
-                        op,
-                        FenceResult::Fail,
-                        Some(why),
-                        out,
-                    );
-                    return;
-                }
-                if let Some(why) = self.untrue(at, &body.vm_name, op, false) {
-                    self.fence_reply(
-                        at,
-                        at,
-                        from,
-                        seqno,
-                        body,
-                        op,
-                        FenceResult::Fail,
-                        Some(why),
-                        out,
-                    );
-                    return;
+                    return self.refuse_cpg(at, from, seqno, body, op, why, out);
                 }
                 self.fence.unknown.push(UnknownAnswer {
                     requester: from,
@@ -123,6 +91,31 @@ impl Cluster {
                 });
             }
         }
+    }
+
+    /// Answers a REQUEST with "fail" at once, with the reason.
+    #[allow(clippy::too_many_arguments)]
+    fn refuse_cpg(
+        &mut self,
+        at: Millis,
+        requester: NodeId,
+        seqno: u32,
+        body: FenceWire,
+        op: FenceOp,
+        why: String,
+        out: &mut Output,
+    ) {
+        self.fence_reply(
+            at,
+            at,
+            requester,
+            seqno,
+            body,
+            op,
+            FenceResult::Fail,
+            Some(why),
+            out,
+        );
     }
 
     /// Sends a REPLY and records that this node answered.
