@@ -110,6 +110,16 @@ const REGRESSIONS: &[(u64, bool, &str)] = &[
         "fault-free, two concurrent off: the requester waits 20 s for the holder its map named at submit while another node acted and replied",
     ),
     (
+        16660,
+        false,
+        "fault-free, a fence reboot's stop announced after the reboot finished; a shut-off copy answered a concurrent off -> ok (passes since the unknown-VM grace went; 83904 still shows the race)",
+    ),
+    (
+        15818,
+        false,
+        "fault-free refusal: the requester's map named the holder, whose own libvirt already said shut off; nobody answered and the request timed out (passes since the unknown-VM grace went)",
+    ),
+    (
         2862,
         false,
         "fault-free, a fence off during a fence reboot of the same VM: the off's real stop must not be held back like the reboot's momentary one",
@@ -122,14 +132,14 @@ const REGRESSIONS: &[(u64, bool, &str)] = &[
 /// `fault_free`).
 const OPEN_REGRESSIONS: &[(u64, bool, &str)] = &[
     (
-        16660,
+        12408,
         false,
-        "fault-free: a fence reboot's stop event reaches the model after the reboot finished (the simulated libvirt reports the state of the change, not a re-read), is announced, and a shut-off copy answers a concurrent off -> ok",
+        "fault-free refusal: the requester waits for the holder its map names, whose own libvirt already says shut off; nobody answers and the request times out after 20 s",
     ),
     (
-        15818,
+        83904,
         false,
-        "fault-free refusal: the requester's map names the holder, whose own libvirt already says shut off; nobody answers and the request times out",
+        "fault-free: a fence reboot's stop event reaches the model after the reboot finished (the simulated libvirt reports the state of the change, not a re-read), is announced, and a shut-off copy answers a concurrent off -> ok",
     ),
     (
         8717,

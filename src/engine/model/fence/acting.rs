@@ -81,14 +81,26 @@ impl Cluster {
                     // The state task logs the refusal from the `acted` event.
                     return self.refuse_cpg(at, from, seqno, body, op, why, out);
                 }
+                // Every node accounted for by a fenceline inventory: those
+                // came before this REQUEST in total order, so no grace is
+                // needed. fence_virtd peers announce outside that order.
+                let fence_virtd = self.nodes.keys().any(|id| self.is_fence_virtd(*id));
+                let grace = if !fence_virtd && self.unaccounted(at).is_empty() {
+                    0
+                } else {
+                    self.cfg.fence.unknown_grace_ms
+                };
                 self.fence.unknown.push(UnknownAnswer {
                     requester: from,
                     seqno,
                     body,
                     op,
-                    due: at + self.cfg.fence.unknown_grace_ms,
+                    due: at + grace,
                     received: at,
                 });
+                if grace == 0 {
+                    self.answer_due_unknown(at, out);
+                }
             }
         }
     }

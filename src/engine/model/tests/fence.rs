@@ -309,9 +309,12 @@ fn replies_for_other_requesters_or_other_requests_are_ignored() {
 }
 
 #[test]
-fn nobody_knows_the_vm_the_highest_id_answers_after_the_grace() {
+fn nobody_knows_the_vm_the_highest_id_answers_at_once_when_every_node_is_accounted_for() {
     let mut n3 = lab(3, &[]);
     let mut n2 = lab(2, &[]);
+    // Every peer is a fenceline daemon with a complete inventory.
+    peer_vm(&mut n3, 5, 1, dom("other", 9, Running));
+    peer_vm(&mut n2, 5, 1, dom("other", 9, Running));
     for (op, want) in [
         (FenceOp::Status, FenceResult::Off),
         (FenceOp::Off, FenceResult::Ok),
@@ -319,14 +322,8 @@ fn nobody_knows_the_vm_the_highest_id_answers_after_the_grace() {
         (FenceOp::On, FenceResult::Fail),
     ] {
         assert!(sent_replies(&request(&mut n2, 10, 1, 5, "ghost", op)).is_empty());
+        // Every inventory came before the REQUEST in total order: no grace.
         let out = request(&mut n3, 10, 1, 5, "ghost", op);
-        assert!(sent_replies(&out).is_empty(), "waits out the grace first");
-        assert!(n3.fence_busy());
-        let out = n3.apply(Input::Tick { at: 100 });
-        assert!(sent_replies(&out).is_empty());
-        let out = n3.apply(Input::Tick {
-            at: 10 + FenceRules::default().unknown_grace_ms,
-        });
         assert_eq!(sent_replies(&out), vec![(5, 1, want)], "{op}");
         assert!(!n3.fence_busy());
     }
@@ -334,7 +331,14 @@ fn nobody_knows_the_vm_the_highest_id_answers_after_the_grace() {
 
 #[test]
 fn a_reply_from_a_real_owner_cancels_the_unknown_answer() {
+    // Nodes 1 and 2 run fence_virtd: the highest node waits out the grace.
     let mut n3 = lab(3, &[]);
+    let out = request(&mut n3, 1, 1, 4, "ghost", FenceOp::Status);
+    assert!(sent_replies(&out).is_empty(), "waits out the grace first");
+    let out = n3.apply(Input::Tick {
+        at: 1 + FenceRules::default().unknown_grace_ms,
+    });
+    assert_eq!(sent_replies(&out), vec![(4, 1, FenceResult::Off)]);
     request(&mut n3, 10, 1, 5, "fresh", FenceOp::Off);
     // A fence_virtd host that had not announced the VM yet replies first.
     reply(&mut n3, 50, 2, 5, 1, "fresh", FenceOp::Off, FenceResult::Ok);

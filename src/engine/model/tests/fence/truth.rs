@@ -116,8 +116,7 @@ fn nobody_knows_the_vm_but_a_node_is_unaccounted_so_it_is_refused_at_once() {
             .iter()
             .any(|e| matches!(e, Effect::ConfirmDone { result: Ok(_), .. }))
     );
-    request(&mut n3, 5010, 1, 6, "ghost", FenceOp::Status);
-    let out = n3.apply(Input::Tick { at: 6000 });
+    let out = request(&mut n3, 5010, 1, 6, "ghost", FenceOp::Status);
     assert_eq!(sent_replies(&out), vec![(6, 1, FenceResult::Off)]);
     // A confirmation lapses when the node joins again.
     n3.apply(Input::Quorum {
