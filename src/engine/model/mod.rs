@@ -19,7 +19,8 @@
 //! (the [`Cluster`], `apply`'s dispatch, the event ring), `membership.rs`,
 //! `domains.rs` (the map and its ownership rules), `local.rs` (this host's
 //! libvirt view and its announcements), `networks/`, `fence/` (the router),
-//! `snapshot.rs`.
+//! `accounting.rs` (which nodes are accounted for, the truth rule, operator
+//! confirmations), `snapshot.rs`.
 
 use std::collections::{BTreeMap, VecDeque};
 

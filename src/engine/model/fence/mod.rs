@@ -19,8 +19,15 @@
 //!   quorum it answers "fail" and says why (`unknown_vm_without_quorum`
 //!   restores the old behaviour).
 //! - **The requester** waits for the reply of the node(s) its map names as
-//!   holders (a shut-off copy on another fence_virtd host cannot answer for
-//!   the real owner), with a timeout, and fails early when those nodes leave.
+//!   holders when its own REQUEST comes back in total order (a shut-off copy
+//!   on another fence_virtd host cannot answer for the real owner), with a
+//!   timeout, and fails early when those nodes leave.
+//! - **The truth rule** (`accounting.rs`, README "When fenceline says off")
+//!   is checked before a shut-off copy acts, before the unknown-VM answer,
+//!   when an action ends, and by the requester before it answers its caller:
+//!   "ok"/"off" only when the owner acted and no lost placement was last
+//!   seen running, or nobody holds the VM and every node is accounted for.
+//!   The unknown-VM grace applies only with fence_virtd peers.
 //!
 //! Here: the types and the routing decision ([`Cluster::fence_route`]);
 //! `acting.rs`: the node that gets a REQUEST (act, answer, or answer for an
