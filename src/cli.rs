@@ -11,7 +11,8 @@ use crate::ui::keymap::Keymap;
 use crate::ui::theme::Theme;
 use fenceline_config::{Config, ConfigError};
 use fenceline_proto::api::{
-    DaemonKind, Event, FenceOp, FenceResult, Millis, NodeId, Reply, Request, Snapshot, rfc3339,
+    DaemonKind, Event, FenceOp, FenceResult, Millis, NodeId, NodeView, Reply, Request, Snapshot,
+    rfc3339,
 };
 use fenceline_proto::display::{self, age};
 
@@ -87,6 +88,38 @@ impl FenceAction {
             FenceAction::On => FenceOp::On,
             FenceAction::Reboot => FenceOp::Reboot,
             FenceAction::Status => FenceOp::Status,
+        }
+    }
+}
+
+/// `fenceline confirm NODE`: asserts that a departed node is down. Returns
+/// 0 when the daemon took it, 1 when it refused or could not be reached.
+pub async fn confirm(socket: &Path, node: &str) -> u8 {
+    let req = Request::Confirm {
+        node: node.to_string(),
+    };
+    let reply = async {
+        let mut c = Client::connect(socket).await?;
+        c.send(&req).await?;
+        c.next(Some(std::time::Duration::from_secs(15))).await
+    }
+    .await;
+    match reply {
+        Ok(Reply::Confirmed { detail }) => {
+            println!("Confirmed: {detail}");
+            0
+        }
+        Ok(Reply::Error { message, .. }) => {
+            eprintln!("fenceline confirm: refused: {message}");
+            1
+        }
+        Ok(other) => {
+            eprintln!("fenceline confirm: unexpected reply: {other:?}");
+            1
+        }
+        Err(e) => {
+            eprintln!("fenceline confirm: {e}");
+            1
         }
     }
 }
@@ -333,6 +366,25 @@ pub fn render_status(s: &Snapshot, now: Millis) -> String {
             libvirt
         );
     }
+    let unaccounted: Vec<&NodeView> = s.nodes.iter().filter(|n| !n.accounted).collect();
+    if !unaccounted.is_empty() {
+        let _ = writeln!(
+            o,
+            "NOT ACCOUNTED FOR (fenceline refuses to say a VM is off that may run there):"
+        );
+        for n in unaccounted {
+            let _ = writeln!(
+                o,
+                "  {}: {}",
+                names.node(n.nodeid),
+                n.accounting.as_deref().unwrap_or("unknown")
+            );
+        }
+        let _ = writeln!(
+            o,
+            "  (`fenceline confirm NODE` once a departed node is really down)"
+        );
+    }
     let _ = writeln!(o);
     let conflicts = s.domains.iter().filter(|d| d.conflict).count();
     let _ = writeln!(
@@ -371,6 +423,15 @@ pub fn render_status(s: &Snapshot, now: Millis) -> String {
             age(now, d.since),
             d.uuid
         );
+        for p in d.placements.iter().filter(|p| p.lost) {
+            let _ = writeln!(
+                o,
+                "    LOST on {}: last seen {} {} ago; it may still run there",
+                names.node(p.nodeid),
+                p.state.as_str(),
+                age(now, p.lost_since.unwrap_or(now))
+            );
+        }
     }
     if !s.networks.is_empty() {
         let _ = writeln!(o);

@@ -113,6 +113,7 @@ async fn run_async(cfg: Config, config_path: Option<&Path>) -> anyhow::Result<()
         version: env!("CARGO_PKG_VERSION").to_string(),
         started_at: now_millis(),
         fence: fence_rules(&cfg),
+        libvirt_uris: cfg.libvirt.uris.clone(),
     };
     let (inputs, input_rx) = InputTx::channel(INPUT_CAPACITY);
     // The fence audit log: opened now so an unusable path stops the start.

@@ -74,6 +74,17 @@ enum Command {
         #[arg(long, value_name = "PATH")]
         socket: Option<PathBuf>,
     },
+    /// Assert that a departed node is down (powered off or fenced), like
+    /// `stonith_admin --confirm`: its lost VMs leave the map and fenceline
+    /// may answer "off" again. Refused while the node is a member with a
+    /// daemon. Audited. Read-write control socket.
+    Confirm {
+        /// Node name or id.
+        node: String,
+        /// Control socket (default: the read-write socket from the config).
+        #[arg(long, value_name = "PATH")]
+        socket: Option<PathBuf>,
+    },
     /// The live console: nodes, domains and events of the cluster, with fence
     /// off, reboot and start behind a confirmation. `?` shows the keys.
     Console {
@@ -308,6 +319,16 @@ fn run(cli: Cli) -> Result<(), ExitCode> {
                 Ok(())
             } else {
                 Err(ExitCode::from(code))
+            }
+        }
+        Command::Confirm { node, socket } => {
+            let socket = match socket {
+                Some(s) => s,
+                None => load_config(cfg_path)?.control.socket,
+            };
+            match client_runtime()?.block_on(cli::confirm(&socket, &node)) {
+                0 => Ok(()),
+                code => Err(ExitCode::from(code)),
             }
         }
         Command::Config {

@@ -18,6 +18,24 @@ fn has(v: &Value, name: &str, state: &str, owner: u64) -> bool {
     domain(v, name).is_some_and(|d| d["state"] == state && d["owner"] == owner)
 }
 
+/// `name` is in the map with a lost placement on `node` (its host's daemon
+/// or the host left; the VM may still run there).
+fn lost_on(v: &Value, name: &str, node: u64) -> bool {
+    domain(v, name).is_some_and(|d| {
+        d["placements"].as_array().is_some_and(|ps| {
+            ps.iter()
+                .any(|p| p["nodeid"] == node && p["lost"] == true && p["lost_since"].is_u64())
+        })
+    })
+}
+
+fn node_view(v: &Value, id: u64) -> Value {
+    v["nodes"]
+        .as_array()
+        .and_then(|ns| ns.iter().find(|n| n["nodeid"] == id).cloned())
+        .unwrap_or_default()
+}
+
 fn members(v: &Value) -> Vec<u64> {
     v["nodes"]
         .as_array()
@@ -101,22 +119,28 @@ fn three_node_map_converges_and_follows_failures() {
             .all(|e| e["time"].is_string() && e["kind"].is_string())
     );
 
-    // 3. corosync SIGKILL on node 3: its VMs are purged on the others.
+    // 3. corosync SIGKILL on node 3: its VMs still run there, so the others
+    //    keep them as lost placements (never a silent purge), and node 3 is
+    //    not accounted for.
     lab.kill_corosync(3, libc::SIGKILL).unwrap();
     for i in 1..=2 {
-        wait_status(&lab, i, "node 3 gone and its VMs purged", CONVERGE, |v| {
+        wait_status(&lab, i, "node 3 gone and its VMs lost", CONVERGE, |v| {
             members(v) == vec![1, 2]
                 && v["quorate"] == true
-                && lab_domains(3).iter().all(|d| domain(v, &d.name).is_none())
+                && lab_domains(3).iter().all(|d| lost_on(v, &d.name, 3))
                 && full_map(v, &[1, 2], true)
+                && node_view(v, 3)["accounted"] == false
         });
     }
     let ev = events(&lab, 1);
     assert!(
         ev.iter()
-            .any(|e| e["kind"] == "domain" && e["action"] == "purged" && e["name"] == "vm3a"),
-        "purge is recorded as an event"
+            .any(|e| e["kind"] == "domain" && e["action"] == "lost" && e["name"] == "vm3a"),
+        "the loss is recorded as an event"
     );
+    let text = lab.fenceline(1, &["status"]).unwrap();
+    assert!(text.stdout.contains("LOST on node3"), "{}", text.stdout);
+    assert!(text.stdout.contains("NOT ACCOUNTED FOR"), "{}", text.stdout);
     // Node 3's own daemon lost corosync: stale, and says so.
     wait_status(&lab, 3, "stale after corosync loss", CONVERGE, |v| {
         v["stale"] == true && v["corosync"]["connected"] == false
@@ -126,7 +150,11 @@ fn three_node_map_converges_and_follows_failures() {
     lab.start_corosync(3).unwrap();
     for i in 1..=3 {
         wait_status(&lab, i, "node 3 back with its VMs", CONVERGE, |v| {
-            members(v) == vec![1, 2, 3] && v["stale"] == false && full_map(v, &[1, 2, 3], true)
+            members(v) == vec![1, 2, 3]
+                && v["stale"] == false
+                && full_map(v, &[1, 2, 3], true)
+                && lab_domains(3).iter().all(|d| !lost_on(v, &d.name, 3))
+                && node_view(v, 3)["accounted"] == true
         });
     }
 
@@ -153,16 +181,14 @@ fn three_node_map_converges_and_follows_failures() {
         );
     }
 
-    // 6. SIGTERM: the daemon leaves CPG cleanly and exits 0; peers purge at once.
+    // 6. SIGTERM: the daemon leaves CPG cleanly and exits 0; peers mark its
+    //    VMs lost at once (they still run on node 2).
     let st = lab.stop_daemon(2, libc::SIGTERM).unwrap();
     assert!(st.is_some_and(|s| s.success()), "daemon exit status {st:?}");
-    let (_, took) = wait_status(
-        &lab,
-        1,
-        "node 2's VMs purged",
-        Duration::from_secs(10),
-        |v| lab_domains(2).iter().all(|d| domain(v, &d.name).is_none()),
-    );
+    let (_, took) = wait_status(&lab, 1, "node 2's VMs lost", Duration::from_secs(10), |v| {
+        lab_domains(2).iter().all(|d| lost_on(v, &d.name, 2))
+            && node_view(v, 2)["accounting"] == "its daemon is down"
+    });
     assert!(
         took < Duration::from_secs(5),
         "a clean leave is seen at once, not after a token timeout ({took:?})"
@@ -170,6 +196,35 @@ fn three_node_map_converges_and_follows_failures() {
     // Node 2 is still a corosync member; only its daemon left.
     let s1 = lab.status_json(1).unwrap();
     assert_eq!(members(&s1), vec![1, 2, 3]);
+    // 7. The operator confirms node 2 down: its lost VMs leave the map.
+    //    (The read-only socket refuses it.)
+    let ro = lab
+        .fenceline(
+            1,
+            &[
+                "confirm",
+                "node2",
+                "--socket",
+                "/run/fenceline/fenceline-ro.sock",
+            ],
+        )
+        .unwrap();
+    assert!(!ro.success());
+    let c = lab.fenceline(1, &["confirm", "node2"]).unwrap();
+    assert!(c.success(), "{} {}", c.stdout, c.stderr);
+    wait_status(&lab, 1, "node 2 confirmed down", CONVERGE, |v| {
+        lab_domains(2).iter().all(|d| domain(v, &d.name).is_none())
+            && node_view(v, 2)["accounted"] == true
+    });
+    let ev = events(&lab, 1);
+    assert!(
+        ev.iter()
+            .any(|e| e["kind"] == "membership" && e["action"] == "confirmed" && e["nodeid"] == 2),
+        "the confirmation is an event"
+    );
+    // A member with a running daemon cannot be confirmed down.
+    let c = lab.fenceline(1, &["confirm", "node3"]).unwrap();
+    assert!(!c.success());
     lab.down().unwrap();
 }
 
@@ -195,10 +250,11 @@ fn fence_virtd_node_shares_the_map() {
     }
     let s = lab.status_json(1).unwrap();
     assert_eq!(s["counters"]["malformed_fence_agents"], 0);
-    // fence_virtd leaving the group purges its VMs (its rule, and ours).
+    // fence_virtd leaving the group: its VMs are kept as lost (fence_virtd
+    // purges them; fenceline does not claim to know they stopped).
     lab.stop_fence_virtd(3, libc::SIGTERM).unwrap();
-    wait_status(&lab, 1, "fence_virtd's VMs purged", CONVERGE, |v| {
-        lab_domains(3).iter().all(|d| domain(v, &d.name).is_none())
+    wait_status(&lab, 1, "fence_virtd's VMs lost", CONVERGE, |v| {
+        lab_domains(3).iter().all(|d| lost_on(v, &d.name, 3))
     });
     lab.down().unwrap();
 }

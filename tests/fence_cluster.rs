@@ -183,8 +183,19 @@ fn a_partitioned_minority_refuses_to_assume_an_unknown_vm_is_off() {
     // when quorate: fencing is refused for unknown VMs, not for its own.
     let o = fence(&lab, 3, "status", "vm3a", &[]);
     assert_eq!(code(&o), 0, "{o:?}");
-    // The quorate side answers for node 3's VMs as fence_virtd would (their
-    // host left the membership), which is the majority's call to make.
+    // The quorate side does not answer for node 3's VMs either: node 3 left
+    // and is not confirmed down, and its VMs still run there (issue 12).
+    for vm in ["vm3a", "no-such-vm"] {
+        let o = fence(&lab, 1, "status", vm, &[]);
+        assert_eq!(code(&o), 1, "{vm}: {o:?}");
+        assert!(o.stderr.contains("not confirmed down"), "{vm}: {o:?}");
+        let o = fence(&lab, 1, "off", vm, &[]);
+        assert_eq!(code(&o), 1, "{vm}: {o:?}");
+    }
+    assert_eq!(virsh_state(&lab, 3, "vm3a"), "running");
+    // Once an operator confirms node 3 down, the majority answers again.
+    let c = lab.fenceline(1, &["confirm", "node3"]).unwrap();
+    assert!(c.success(), "{c:?}");
     let o = fence(&lab, 1, "status", "no-such-vm", &[]);
     assert_eq!(code(&o), 2, "{o:?}");
     lab.set_link(3, true).unwrap();

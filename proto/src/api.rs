@@ -299,13 +299,32 @@ pub struct NodeView {
     /// fenceline version the node runs, when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
+    /// Whether this node is accounted for (README "When fenceline says
+    /// off"): a member whose daemon's inventory is complete, or a departure
+    /// confirmed down. Older daemons do not send it: false.
+    #[serde(default)]
+    pub accounted: bool,
+    /// Why the node is not accounted for ("daemon down", "left the
+    /// membership 4 s ago, not confirmed", "inventory incomplete"), or how it
+    /// is ("confirmed down by ...").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accounting: Option<String>,
 }
 
 /// Where one node sees a domain.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Placement {
     pub nodeid: NodeId,
+    /// The state last reported (for a lost placement: before it was lost).
     pub state: DomainState,
+    /// The node's daemon left or the node left the membership: the VM may
+    /// still be in `state` there, nobody can tell. Kept until the node
+    /// returns with a complete inventory or its departure is confirmed.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub lost: bool,
+    /// When the placement was lost.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lost_since: Option<Millis>,
 }
 
 /// One VM in the cluster map.
@@ -411,6 +430,9 @@ pub enum MembershipAction {
     DaemonLeft,
     CorosyncUp,
     CorosyncLost,
+    /// An operator confirmed that a departed node is down (`fenceline
+    /// confirm`): its lost placements leave the map. Audited.
+    Confirmed,
 }
 
 /// What happened to a domain.
@@ -422,8 +444,12 @@ pub enum DomainAction {
     Owner,
     /// The domain was undefined or vanished from its host.
     Removed,
-    /// Its host left the cluster; the domain left the map.
+    /// Its host's departure was confirmed (`fenceline confirm`): its
+    /// lost placement left the map.
     Purged,
+    /// Its host's daemon left or the host left the membership: the
+    /// placement is kept as lost (the VM may still run there).
+    Lost,
     Conflict,
     ConflictResolved,
     Rebooted,
@@ -608,6 +634,11 @@ pub enum Request {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         interval_ms: Option<u64>,
     },
+    /// The operator asserts that a departed node is down (powered off or
+    /// fenced): its lost placements leave the map and the fence router
+    /// counts it as accounted for. Refused while the node is a member with
+    /// a daemon. Read-write socket only.
+    Confirm { node: String },
 }
 
 /// Default coalescing interval of a `watch` stream.
@@ -634,7 +665,7 @@ impl Request {
             Request::Status | Request::Events { .. } | Request::Ping | Request::Watch { .. } => {
                 false
             }
-            Request::Fence { .. } => true,
+            Request::Fence { .. } | Request::Confirm { .. } => true,
         }
     }
 }
@@ -670,8 +701,13 @@ pub enum Reply {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         detail: Option<String>,
     },
+    /// A `confirm` was accepted: what the operator asserted.
+    Confirmed {
+        detail: String,
+    },
     Error {
-        /// A stable machine-readable code: `read-only`, `bad-request`, `busy`, `internal`.
+        /// A stable machine-readable code: `read-only`, `bad-request`, `busy`,
+        /// `internal`, `refused` (a `confirm` of a node that is up).
         code: String,
         message: String,
     },

@@ -117,6 +117,11 @@ pub fn describe(kind: &EventKind, node: &dyn Fn(NodeId) -> String) -> Described 
                 MembershipAction::DaemonLeft => ("−", Tone::Warn, format!("daemon on {who} left")),
                 MembershipAction::CorosyncUp => ("✓", Tone::Ok, "corosync up".to_string()),
                 MembershipAction::CorosyncLost => ("✗", Tone::Danger, "corosync LOST".to_string()),
+                MembershipAction::Confirmed => (
+                    "✓",
+                    Tone::Warn,
+                    format!("{who} CONFIRMED DOWN by an operator"),
+                ),
             };
             Described::new(sym, tone, format!("{what}{}", paren(detail)))
         }
@@ -141,7 +146,8 @@ pub fn describe(kind: &EventKind, node: &dyn Fn(NodeId) -> String) -> Described 
                 },
                 DomainAction::Owner => format!("{name} owner changed"),
                 DomainAction::Removed => format!("{name} removed"),
-                DomainAction::Purged => format!("{name} purged (its host left)"),
+                DomainAction::Purged => format!("{name} purged (its host confirmed down)"),
+                DomainAction::Lost => format!("{name} lost (its host's daemon is gone), last {st}"),
                 DomainAction::Conflict => {
                     return Described::new(
                         "!!",

@@ -34,6 +34,11 @@ pub struct PeerInfo {
     pub started_at: Millis,
     #[serde(default)]
     pub libvirt: Vec<LibvirtHealth>,
+    /// Every configured libvirt URI has been listed since its last
+    /// (re)connect, so the sender's inventory is complete. An older peer
+    /// does not send it: false, the safe direction.
+    #[serde(default)]
+    pub inventory_complete: bool,
 }
 
 /// Messages of fenceline's own CPG group, as the model sees them. The wire
@@ -73,6 +78,13 @@ pub enum OwnMessage {
     /// Every network the sender has; receivers drop the sender's others.
     NetList {
         names: Vec<String>,
+    },
+    /// An operator confirmed on the sender that `nodeid` is down (`fenceline
+    /// confirm`); every receiver records the same confirmation. Older
+    /// receivers count it as malformed (and keep refusing: safe).
+    Confirmed {
+        nodeid: NodeId,
+        source: String,
     },
 }
 

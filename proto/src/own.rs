@@ -202,6 +202,7 @@ mod tests {
                     error: None,
                     domains: 3,
                 }],
+                inventory_complete: true,
             }),
             OwnMessage::InventoryBegin { generation: 7 },
             OwnMessage::Vms {
@@ -447,5 +448,38 @@ mod tests {
             b[i] ^= 0xa5;
             let _ = parse(&b);
         }
+    }
+
+    #[test]
+    fn an_older_peers_info_counts_as_an_incomplete_inventory() {
+        let old = r#"{"version":"0.0.9","started_at":1,"libvirt":[]}"#;
+        let info: PeerInfo = serde_json::from_str(old).unwrap();
+        assert!(!info.inventory_complete, "the safe direction");
+    }
+
+    #[test]
+    fn a_confirmation_round_trips() {
+        let m = OwnMessage::Confirmed {
+            nodeid: 3,
+            source: "control:uid=0,pid=1".into(),
+        };
+        assert_eq!(parse(&encode(&m).unwrap()).unwrap(), m);
+    }
+
+    #[test]
+    fn a_placement_that_is_not_lost_keeps_its_old_json() {
+        let p = crate::api::Placement {
+            nodeid: 2,
+            state: DomainState::Running,
+            lost: false,
+            lost_since: None,
+        };
+        assert_eq!(
+            serde_json::to_string(&p).unwrap(),
+            r#"{"nodeid":2,"state":"running"}"#
+        );
+        let old: crate::api::Placement =
+            serde_json::from_str(r#"{"nodeid":2,"state":"running"}"#).unwrap();
+        assert_eq!(old, p);
     }
 }

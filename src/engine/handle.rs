@@ -101,6 +101,8 @@ pub(super) enum Query {
     Subscribe(oneshot::Sender<(Vec<Event>, broadcast::Receiver<Event>)>),
     /// Count events a subscriber missed.
     SubscriberLagged(u64),
+    /// An operator confirms a departed node down: (node, source).
+    Confirm(String, String, oneshot::Sender<Result<String, String>>),
 }
 
 /// What the UI, the CLI and the control socket hold.
@@ -142,6 +144,24 @@ impl EngineHandle {
             Ok(Ok(a)) => a,
             Ok(Err(_)) => FenceAnswer::fail("the engine dropped the request"),
             Err(_) => FenceAnswer::fail("the engine did not answer in time"),
+        }
+    }
+
+    /// An operator confirms that a departed node is down: what was
+    /// confirmed, or why it was refused.
+    pub async fn confirm(&self, node: String, source: String) -> Result<String, String> {
+        let (tx, rx) = oneshot::channel();
+        if self
+            .queries
+            .send(Query::Confirm(node, source, tx))
+            .await
+            .is_err()
+        {
+            return Err("the engine is not running".into());
+        }
+        match tokio::time::timeout(Duration::from_secs(10), rx).await {
+            Ok(Ok(r)) => r,
+            _ => Err("the engine did not answer".into()),
         }
     }
 

@@ -15,7 +15,7 @@ use super::handle::{EngineHandle, FenceAnswer, FenceCall, InputTx, Query};
 use super::model::{Cluster, DropKind, Effect, FenceAct, Input, ModelConfig, Notice, Output};
 use super::{EVENT_CAPACITY, INPUT_CAPACITY};
 use fenceline_proto::api::{
-    Event, EventKind, FencePhase, FenceResult, NodeId, Snapshot, now_millis,
+    Event, EventKind, FencePhase, FenceResult, MembershipAction, NodeId, Snapshot, now_millis,
 };
 
 /// A sink for fence events (the audit log). Called on the state task: it
@@ -86,6 +86,7 @@ pub fn spawn_state_with(
         routes,
         ev_tx,
         calls: HashMap::new(),
+        confirms: HashMap::new(),
         next_call: 1,
         resync_pending: false,
     };
@@ -110,6 +111,8 @@ struct StateTask {
     ev_tx: broadcast::Sender<Event>,
     /// Callers of `EngineHandle::fence` waiting for their answer.
     calls: HashMap<u64, oneshot::Sender<FenceAnswer>>,
+    /// Callers of `EngineHandle::confirm` waiting for their answer.
+    confirms: HashMap<u64, oneshot::Sender<Result<String, String>>>,
     next_call: u64,
     /// Effects the corosync driver could not take; we resend everything later.
     resync_pending: bool,
@@ -157,6 +160,12 @@ impl StateTask {
                     Query::Subscribe(reply) => {
                         let backlog: Vec<Event> = self.cluster.events().cloned().collect();
                         let _ = reply.send((backlog, self.ev_tx.subscribe()));
+                    }
+                    Query::Confirm(node, source, reply) => {
+                        let id = self.next_call;
+                        self.next_call += 1;
+                        self.confirms.insert(id, reply);
+                        changed |= self.step(Input::Confirm { at: now_millis(), id, node, source });
                     }
                     Query::SubscriberLagged(n) => {
                         changed |= self.step(Input::Dropped { at: now_millis(), what: DropKind::Events, count: n });
@@ -248,11 +257,32 @@ impl StateTask {
             log_notice(notice);
         }
         for ev in out.events {
+            let confirmed = matches!(
+                &ev.kind,
+                EventKind::Membership {
+                    action: MembershipAction::Confirmed,
+                    ..
+                }
+            );
+            if let (
+                true,
+                EventKind::Membership {
+                    nodeid,
+                    detail: Some(d),
+                    ..
+                },
+            ) = (confirmed, &ev.kind)
+            {
+                tracing::warn!(node = ?nodeid, "node confirmed down: {d}");
+            }
             if let EventKind::Fence { .. } = &ev.kind {
                 log_fence_refusal(&ev);
-                if let Some(audit) = &self.routes.audit {
-                    audit(&ev);
-                }
+            }
+            // Fence events and confirmations are audited.
+            if (confirmed || matches!(ev.kind, EventKind::Fence { .. }))
+                && let Some(audit) = &self.routes.audit
+            {
+                audit(&ev);
             }
             let _ = self.ev_tx.send(ev);
         }
@@ -283,6 +313,11 @@ impl StateTask {
                         duration_ms,
                         detail,
                     });
+                }
+            }
+            Effect::ConfirmDone { id, result } => {
+                if let Some(tx) = self.confirms.remove(&id) {
+                    let _ = tx.send(result);
                 }
             }
             Effect::FenceAct(act) => {

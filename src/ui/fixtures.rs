@@ -25,6 +25,8 @@ pub fn node(id: NodeId, name: &str, member: bool, vms: usize) -> NodeView {
             Vec::new()
         },
         vm_count: vms,
+        accounted: member,
+        accounting: (!member).then(|| "left the membership, not confirmed down".to_string()),
         libvirt: if member {
             vec![LibvirtHealth {
                 uri: URI.into(),
@@ -57,6 +59,8 @@ pub fn domain(name: &str, node: NodeId, i: usize, state: DomainState, age_s: u64
         placements: vec![Placement {
             nodeid: node,
             state,
+            lost: false,
+            lost_since: None,
         }],
     }
 }
@@ -151,10 +155,14 @@ pub fn conflict() -> Snapshot {
             Placement {
                 nodeid: 2,
                 state: DomainState::Running,
+                lost: false,
+                lost_since: None,
             },
             Placement {
                 nodeid: 3,
                 state: DomainState::Running,
+                lost: false,
+                lost_since: None,
             },
         ],
     });

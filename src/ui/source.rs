@@ -116,7 +116,7 @@ async fn pump(
             Reply::Dropped { count } => Msg::EventsDropped(count),
             Reply::Pong { .. } => continue,
             Reply::Error { code, message } => return Err(format!("{code}: {message}")),
-            Reply::Fence { .. } => continue,
+            Reply::Fence { .. } | Reply::Confirmed { .. } => continue,
         };
         if tx.send(msg).await.is_err() {
             return Ok(());

@@ -23,6 +23,7 @@ fn model_config() -> ModelConfig {
         version: env!("CARGO_PKG_VERSION").to_string(),
         started_at: 0,
         fence: fenceline::daemon::fence_rules(&cfg),
+        libvirt_uris: cfg.libvirt.uris.clone(),
     }
 }
 

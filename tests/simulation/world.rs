@@ -565,6 +565,8 @@ impl World {
                     },
                 );
             }
+            // The simulation does not confirm nodes down.
+            Effect::ConfirmDone { .. } => {}
             Effect::FenceDone {
                 id,
                 result,

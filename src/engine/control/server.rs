@@ -304,6 +304,17 @@ async fn handle(
                 )
                 .await?
             }
+            Request::Confirm { node } => {
+                let source = match &peer {
+                    Some((uid, pid)) => format!("control:uid={uid},pid={pid}"),
+                    None => "control".to_string(),
+                };
+                let reply = match engine.confirm(node, source).await {
+                    Ok(detail) => Reply::Confirmed { detail },
+                    Err(message) => error("refused", message),
+                };
+                write_reply(&mut wr, &reply).await?
+            }
             Request::Status => {
                 // Serialized straight from the shared snapshot; no copy.
                 let snapshot = engine.snapshot();

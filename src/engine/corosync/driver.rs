@@ -404,7 +404,7 @@ impl Driver {
                     }
                 }
             }
-            Effect::FenceAct(_) | Effect::FenceDone { .. } => {
+            Effect::FenceAct(_) | Effect::FenceDone { .. } | Effect::ConfirmDone { .. } => {
                 tracing::error!("a fence effect was routed to the corosync driver; ignored");
                 return Ok(());
             }

@@ -57,10 +57,19 @@ pub struct AuditTx {
 }
 
 impl AuditTx {
-    /// Queues a copy of `ev` if it is a fence event; other kinds are ignored.
-    /// Never blocks. Returns false when the record was dropped.
+    /// Queues a copy of `ev` if it is a fence event or a confirmation that
+    /// a node is down; other kinds are ignored. Never blocks. Returns false
+    /// when the record was dropped.
     pub fn record(&self, ev: &Event) -> bool {
-        if !matches!(ev.kind, EventKind::Fence { .. }) {
+        let audited = matches!(
+            ev.kind,
+            EventKind::Fence { .. }
+                | EventKind::Membership {
+                    action: fenceline_proto::api::MembershipAction::Confirmed,
+                    ..
+                }
+        );
+        if !audited {
             return true;
         }
         match self.tx.try_send(Msg::Record(Box::new(ev.clone()))) {

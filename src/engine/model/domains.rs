@@ -34,6 +34,12 @@ pub(super) struct PeerDomains {
     pub(super) vms: BTreeMap<DomKey, Obs>,
     /// Keys refreshed since the current inventory began, if one is open.
     pub(super) inventory: Option<(u64, BTreeSet<DomKey>)>,
+    /// Since when this peer's placements are lost (its daemon left, or it
+    /// left the membership). Cleared by a complete inventory from its
+    /// returning daemon; a confirmation removes the peer instead.
+    pub(super) lost: Option<Millis>,
+    /// A complete inventory of this peer's daemon arrived since it joined.
+    pub(super) inventoried: bool,
 }
 
 /// The merged view of one VM.
@@ -53,6 +59,9 @@ pub(super) struct Entry {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Cause {
     Change,
+    /// The host's daemon or the host left: its placements are lost.
+    Lost,
+    /// The host's departure was confirmed: its lost placements go.
     Purge,
 }
 
@@ -124,6 +133,11 @@ impl Cluster {
                 n.info = Some(info);
                 out.changed = true;
             }
+            OwnMessage::Confirmed { nodeid, source } => {
+                let source = format!("{source} on {}", self.node_label(from));
+                // Refused here (the node is up in our view): nothing changes.
+                let _ = self.confirm_node(at, nodeid, &source, out);
+            }
             OwnMessage::InventoryBegin { generation } => {
                 self.peers.entry(from).or_default().inventory = Some((generation, BTreeSet::new()));
             }
@@ -152,21 +166,35 @@ impl Cluster {
                 }
             }
             OwnMessage::InventoryEnd { generation } => {
+                let complete = self
+                    .nodes
+                    .get(&from)
+                    .and_then(|n| n.info.as_ref())
+                    .is_some_and(|i| i.inventory_complete);
                 let Some(p) = self.peers.get_mut(&from) else {
                     return;
                 };
                 match p.inventory.take() {
+                    // An incomplete inventory (libvirt down or not listed
+                    // yet) proves nothing about what it lacks: nothing is
+                    // removed and lost placements stay lost.
+                    Some((g, _)) if g == generation && !complete => {}
                     Some((g, seen)) if g == generation => {
-                        let stale: Vec<DomKey> = p
+                        let mut touched: Vec<DomKey> = p
                             .vms
                             .keys()
                             .filter(|k| !seen.contains(k))
                             .cloned()
                             .collect();
-                        for k in &stale {
+                        for k in &touched {
                             p.vms.remove(k);
                         }
-                        for k in stale {
+                        p.inventoried = true;
+                        if p.lost.take().is_some() {
+                            touched.extend(p.vms.keys().cloned());
+                        }
+                        out.changed = true;
+                        for k in touched {
                             self.refresh(&k, at, Cause::Change, out);
                         }
                     }
@@ -181,18 +209,19 @@ impl Cluster {
     /// Recomputes one entry of the map from every observation and emits the
     /// events that describe the difference.
     pub(super) fn refresh(&mut self, key: &DomKey, at: Millis, cause: Cause, out: &mut Output) {
-        let mut placements: Vec<(NodeId, &Obs, Option<&str>)> = Vec::new();
+        // (node, what it reported, local URI, lost since)
+        let mut placements: Vec<(NodeId, &Obs, Option<&str>, Option<Millis>)> = Vec::new();
         let me = self.local_nodeid.unwrap_or(0);
         let local = self.local_obs(key);
         if let Some((o, uri)) = local {
-            placements.push((me, o, Some(uri)));
+            placements.push((me, o, Some(uri), None));
         }
         for (id, p) in &self.peers {
             if Some(*id) == self.local_nodeid {
                 continue;
             }
             if let Some(o) = p.vms.get(key) {
-                placements.push((*id, o, None));
+                placements.push((*id, o, None, p.lost));
             }
         }
         let old = self.map.get(key).cloned();
@@ -201,7 +230,7 @@ impl Cluster {
                 self.map.remove(key);
                 let action = match cause {
                     Cause::Purge => DomainAction::Purged,
-                    Cause::Change => DomainAction::Removed,
+                    Cause::Change | Cause::Lost => DomainAction::Removed,
                 };
                 self.emit(
                     at,
@@ -220,7 +249,7 @@ impl Cluster {
             }
             return;
         }
-        let active: Vec<&(NodeId, &Obs, Option<&str>)> = placements
+        let active: Vec<&(NodeId, &Obs, Option<&str>, Option<Millis>)> = placements
             .iter()
             .filter(|p| p.1.state.is_active())
             .collect();
@@ -262,6 +291,8 @@ impl Cluster {
             .map(|p| Placement {
                 nodeid: p.0,
                 state: p.1.state,
+                lost: p.3.is_some(),
+                lost_since: p.3,
             })
             .collect();
         pl.sort_by_key(|p| p.nodeid);
@@ -325,8 +356,25 @@ impl Cluster {
         } else if old.state != new.state {
             let ev = dom(DomainAction::State, Some(old.state), old.owner, None);
             self.emit(at, ev, out);
+        } else if cause == Cause::Lost {
+            let ev = dom(
+                DomainAction::Lost,
+                Some(old.state),
+                old.owner,
+                Some(lost_detail(&new.placements)),
+            );
+            self.emit(at, ev, out);
         }
     }
+}
+
+fn lost_detail(placements: &[Placement]) -> String {
+    let lost: Vec<String> = placements
+        .iter()
+        .filter(|p| p.lost)
+        .map(|p| format!("node {} (last {})", p.nodeid, p.state))
+        .collect();
+    format!("lost on {}: the VM may still be there", lost.join(", "))
 }
 
 fn conflict_detail(placements: &[Placement]) -> String {

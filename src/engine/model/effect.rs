@@ -31,6 +31,12 @@ pub enum Effect {
         duration_ms: u64,
         detail: Option<String>,
     },
+    /// Answer the caller of [`Input::Confirm`](super::Input::Confirm) `id`:
+    /// what was confirmed, or why not.
+    ConfirmDone {
+        id: u64,
+        result: Result<String, String>,
+    },
 }
 
 impl Effect {

@@ -173,6 +173,16 @@ pub enum Input {
         network: String,
         ports: Vec<PortView>,
     },
+    /// An operator confirms that a departed node is down (`fenceline
+    /// confirm`); answered by [`Effect::ConfirmDone`](super::Effect::ConfirmDone) `id`.
+    Confirm {
+        at: Millis,
+        id: u64,
+        /// A node name or id.
+        node: String,
+        /// Who asked (for the event and the audit log).
+        source: String,
+    },
     /// Counted drops reported by drivers.
     Dropped {
         at: Millis,

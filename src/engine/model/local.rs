@@ -15,6 +15,8 @@ use super::{
 pub(super) struct UriRec {
     pub(super) health: LibvirtHealth,
     pub(super) domains: BTreeMap<DomKey, Obs>,
+    /// Listed since the last (re)connect.
+    pub(super) listed: bool,
 }
 
 impl Cluster {
@@ -62,6 +64,7 @@ impl Cluster {
             version: self.cfg.version.clone(),
             started_at: self.cfg.started_at,
             libvirt: self.local.values().map(|u| u.health.clone()).collect(),
+            inventory_complete: self.local_complete(),
         }
     }
 
@@ -75,6 +78,7 @@ impl Cluster {
                 domains: 0,
             },
             domains: BTreeMap::new(),
+            listed: false,
         })
     }
 
@@ -93,6 +97,9 @@ impl Cluster {
         rec.health.connected = connected;
         rec.health.error = error.clone();
         rec.health.since = at;
+        // A (re)connect needs a fresh listing before the inventory is
+        // complete again.
+        rec.listed = false;
         let action = if connected {
             DaemonAction::LibvirtConnected
         } else {
@@ -131,7 +138,9 @@ impl Cluster {
                 },
             );
         }
+        let was_complete = self.local_complete();
         let rec = self.uri_rec(&uri, at);
+        rec.listed = true;
         let old = std::mem::replace(&mut rec.domains, fresh);
         rec.health.domains = rec.domains.len();
         let mut touched: Vec<DomKey> = Vec::new();
@@ -168,6 +177,13 @@ impl Cluster {
         if !gone.is_empty() && self.local_nodeid.is_some() {
             out.effects
                 .push(Effect::Own(OwnMessage::Gone { vms: gone }));
+        }
+        if !was_complete && self.local_complete() {
+            // Complete now: the peers get the whole inventory, which clears
+            // what they kept as lost.
+            let all = self.announce_all();
+            out.effects
+                .extend(all.into_iter().filter(|e| matches!(e, Effect::Own(_))));
         }
         out.changed = true;
     }
@@ -234,6 +250,9 @@ impl Cluster {
         out: &mut Output,
     ) {
         let key = DomKey::of(&domain.name, &domain.uuid);
+        if self.hold_during_reboot(&key, &uri, &domain) {
+            return;
+        }
         let rec = self.uri_rec(&uri, at);
         let obs = Obs {
             name: domain.name.clone(),

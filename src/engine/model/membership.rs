@@ -1,5 +1,7 @@
-//! Nodes and membership: corosync up/down, quorum, CPG joins and leaves,
-//! and the purge of a node's VMs when its daemons leave.
+//! Nodes and membership: corosync up/down, quorum, CPG joins and leaves;
+//! a node's VMs become lost placements when its daemons or the node leave
+//! (never silently purged), and leave the map when an operator confirms
+//! the node down.
 
 use std::collections::BTreeSet;
 
@@ -15,6 +17,9 @@ pub(super) struct NodeRec {
     pub(super) fa_pids: BTreeSet<u32>,
     pub(super) own_pids: BTreeSet<u32>,
     pub(super) info: Option<PeerInfo>,
+    /// An operator confirmed the node down (when, and the request's source);
+    /// cleared when it joins the membership again.
+    pub(super) confirmed: Option<(Millis, String)>,
 }
 
 impl Cluster {
@@ -130,6 +135,9 @@ impl Cluster {
             if n.member != is_member {
                 n.member = is_member;
                 n.since = at;
+                if is_member {
+                    n.confirmed = None;
+                }
                 let action = if is_member {
                     MembershipAction::Joined
                 } else {
@@ -141,7 +149,7 @@ impl Cluster {
         }
         for id in left {
             if Some(id) != self.local_nodeid {
-                self.purge_node(at, id, out);
+                self.lose_node(at, id, out);
             }
         }
         if quorate != self.quorate {
@@ -212,8 +220,8 @@ impl Cluster {
                 }
             }
         }
-        // Every peer with records but no daemon left in either group leaves
-        // the map. This also reconciles after a corosync reconnect.
+        // Every peer with records but no daemon left in either group loses
+        // its placements. This also reconciles after a corosync reconnect.
         let gone: Vec<NodeId> = self
             .peers
             .keys()
@@ -221,7 +229,24 @@ impl Cluster {
             .filter(|id| self.no_daemon(*id))
             .collect();
         for id in gone {
-            self.purge_node(at, id, out);
+            self.lose_node(at, id, out);
+        }
+        // A fence_virtd peer that is back re-announces every VM it has (it
+        // sends no inventories): its placements are no longer lost.
+        let back: Vec<NodeId> = self
+            .peers
+            .iter()
+            .filter(|(id, p)| p.lost.is_some() && self.is_fence_virtd(**id))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in back {
+            if let Some(p) = self.peers.get_mut(&id) {
+                p.lost = None;
+                let keys: Vec<_> = p.vms.keys().cloned().collect();
+                for k in keys {
+                    self.refresh(&k, at, Cause::Change, out);
+                }
+            }
         }
         self.prune_peer_networks(out);
         // Any join (our own included) makes every member re-announce, as
@@ -262,8 +287,28 @@ impl Cluster {
         self.nodes.get(&id).is_some_and(|n| !n.own_pids.is_empty())
     }
 
-    /// A node left: its VMs leave the map (each with a `purged` event) and
-    /// its networks go.
+    /// A node's daemons or the node left: its VMs stay in the map as lost
+    /// placements (each with a `lost` event; the VM may still run there),
+    /// and its networks go.
+    pub(super) fn lose_node(&mut self, at: Millis, id: NodeId, out: &mut Output) {
+        self.forget_peer_networks(id, out);
+        let Some(p) = self.peers.get_mut(&id) else {
+            return;
+        };
+        p.inventory = None;
+        p.inventoried = false;
+        if p.lost.is_some() {
+            return;
+        }
+        p.lost = Some(at);
+        let keys: Vec<DomKey> = p.vms.keys().cloned().collect();
+        for k in &keys {
+            self.refresh(k, at, Cause::Lost, out);
+        }
+    }
+
+    /// A node confirmed down: its lost placements leave the map (each with
+    /// a `purged` event).
     pub(super) fn purge_node(&mut self, at: Millis, id: NodeId, out: &mut Output) {
         self.forget_peer_networks(id, out);
         let Some(p) = self.peers.remove(&id) else {

@@ -10,19 +10,23 @@
 //! - a VM defined on several hosts belongs to the one where it runs;
 //! - a VM active on two or more hosts is a conflict: no owner, flagged;
 //! - a VM defined (shut off) on exactly one host is owned by that host;
-//! - when a node's daemons leave, its VMs leave the map (fence_virtd's rule).
+//! - when a node's daemons leave, or the node leaves the membership, its VMs
+//!   stay as *lost* placements until it returns with a complete inventory
+//!   or an operator confirms it down (`accounting.rs` has the truth rule).
 //!
 //! Rooms: `input.rs` (what drivers hand in), `effect.rs` (what comes out
 //! besides events), `messages.rs` (CPG message data, proto-only), this file
 //! (the [`Cluster`], `apply`'s dispatch, the event ring), `membership.rs`,
 //! `domains.rs` (the map and its ownership rules), `local.rs` (this host's
 //! libvirt view and its announcements), `networks/`, `fence/` (the router),
-//! `snapshot.rs`.
+//! `accounting.rs` (which nodes are accounted for, the truth rule, operator
+//! confirmations), `snapshot.rs`.
 
 use std::collections::{BTreeMap, VecDeque};
 
 use fenceline_proto::api::{Counters, DaemonAction, Event, EventKind, Link, Millis, NodeId};
 
+mod accounting;
 mod domains;
 mod effect;
 mod fence;
@@ -54,6 +58,9 @@ pub struct ModelConfig {
     pub version: String,
     pub started_at: Millis,
     pub fence: FenceRules,
+    /// The configured libvirt URIs: the inventory is complete only when
+    /// every one has been listed since its last (re)connect.
+    pub libvirt_uris: Vec<String>,
 }
 
 impl Default for ModelConfig {
@@ -63,6 +70,7 @@ impl Default for ModelConfig {
             version: env!("CARGO_PKG_VERSION").to_string(),
             started_at: 0,
             fence: FenceRules::default(),
+            libvirt_uris: Vec::new(),
         }
     }
 }
@@ -253,6 +261,16 @@ impl Cluster {
                 ports,
             } => self.local_ports(at, network, ports, &mut out),
             Input::Dropped { at, what, count } => self.dropped(at, what, count, &mut out),
+            Input::Confirm {
+                at,
+                id,
+                node,
+                source,
+            } => {
+                let result = self.confirm(at, &node, &source, &mut out);
+                out.effects.push(Effect::ConfirmDone { id, result });
+                out.changed = true;
+            }
         }
         if out.changed {
             self.version += 1;

@@ -43,7 +43,13 @@ impl Cluster {
                         None => (Vec::new(), None),
                     }
                 };
+                let (accounted, accounting) = match self.accounting(*id, at) {
+                    Ok(how) => (true, how),
+                    Err(why) => (false, Some(why)),
+                };
                 NodeView {
+                    accounted,
+                    accounting,
                     nodeid: *id,
                     name: n.name.clone(),
                     member: n.member,

@@ -9,6 +9,7 @@ fn cluster_as(local: NodeId) -> Cluster {
         event_capacity: 100,
         version: "test".into(),
         started_at: 0,
+        libvirt_uris: Vec::new(),
         fence: FenceRules::default(),
     });
     c.apply(Input::CorosyncUp {
@@ -218,27 +219,19 @@ fn local_and_peer_running_is_a_conflict() {
 }
 
 #[test]
-fn node_leaving_purges_its_vms_and_records_events() {
+fn node_leaving_keeps_its_vms_as_lost_until_confirmed() {
     let mut c = cluster_as(1);
     fa_members(&mut c, 5, &[1, 2, 3], &[]);
     store(&mut c, 10, 2, &dom("vm2a", 1, Running));
     store(&mut c, 10, 2, &dom("vm2b", 2, Running));
     store(&mut c, 10, 3, &dom("vm3a", 3, Running));
     let out = fa_members(&mut c, 20, &[1, 3], &[2]);
-    let purged: Vec<_> = out
-        .events
-        .iter()
-        .filter(|e| {
-            matches!(
-                e.kind,
-                EventKind::Domain {
-                    action: DomainAction::Purged,
-                    ..
-                }
-            )
-        })
-        .collect();
-    assert_eq!(purged.len(), 2);
+    // The VMs on a host whose daemon stopped are still running: they stay,
+    // lost, not purged.
+    assert_eq!(
+        domain_actions(&out),
+        vec![DomainAction::Lost, DomainAction::Lost]
+    );
     assert!(out.events.iter().any(|e| matches!(
         e.kind,
         EventKind::Membership {
@@ -248,12 +241,79 @@ fn node_leaving_purges_its_vms_and_records_events() {
         }
     )));
     let s = c.snapshot(21);
+    let d = domain(&s, "vm2a").unwrap();
+    assert_eq!((d.state, d.owner), (Running, Some(2)));
+    assert!(d.placements[0].lost);
+    assert_eq!(d.placements[0].lost_since, Some(20));
+    assert!(!domain(&s, "vm3a").unwrap().placements[0].lost);
+    let n2 = s.nodes.iter().find(|n| n.nodeid == 2).unwrap();
+    assert!(!n2.accounted);
+    assert_eq!(n2.accounting.as_deref(), Some("its daemon is down"));
+    // An operator confirms node 2 down: its VMs leave the map.
+    let out = c.apply(Input::Confirm {
+        at: 30,
+        id: 7,
+        node: "node2".into(),
+        source: "test".into(),
+    });
+    assert_eq!(
+        domain_actions(&out),
+        vec![DomainAction::Purged, DomainAction::Purged]
+    );
+    assert!(out.effects.iter().any(|e| matches!(
+        e,
+        Effect::ConfirmDone {
+            id: 7,
+            result: Ok(_)
+        }
+    )));
+    assert!(out.events.iter().any(|e| matches!(
+        e.kind,
+        EventKind::Membership {
+            action: MembershipAction::Confirmed,
+            nodeid: Some(2),
+            ..
+        }
+    )));
+    let s = c.snapshot(31);
     assert!(domain(&s, "vm2a").is_none());
-    assert!(domain(&s, "vm3a").is_some());
+    assert!(s.nodes.iter().find(|n| n.nodeid == 2).unwrap().accounted);
 }
 
 #[test]
-fn corosync_membership_loss_also_purges() {
+fn a_member_with_a_daemon_cannot_be_confirmed_down() {
+    let mut c = cluster_as(1);
+    fa_members(&mut c, 5, &[1, 2, 3], &[]);
+    let out = c.apply(Input::Confirm {
+        at: 30,
+        id: 1,
+        node: "3".into(),
+        source: "test".into(),
+    });
+    assert!(out.effects.iter().any(|e| matches!(
+        e,
+        Effect::ConfirmDone {
+            id: 1,
+            result: Err(_)
+        }
+    )));
+    let out = c.apply(Input::Confirm {
+        at: 30,
+        id: 2,
+        node: "node9".into(),
+        source: "test".into(),
+    });
+    assert!(out.effects.iter().any(|e| matches!(
+        e,
+        Effect::ConfirmDone {
+            id: 2,
+            result: Err(_)
+        }
+    )));
+}
+
+#[test]
+fn corosync_membership_loss_also_loses_the_placements() {
     let mut c = cluster_as(1);
     fa_members(&mut c, 5, &[1, 2, 3], &[]);
     store(&mut c, 10, 3, &dom("vm3a", 3, Running));
@@ -262,10 +322,15 @@ fn corosync_membership_loss_also_purges() {
         quorate: true,
         members: vec![1, 2],
     });
-    assert!(domain_actions(&out).contains(&DomainAction::Purged));
-    let s = c.snapshot(21);
-    assert!(!s.nodes.iter().find(|n| n.nodeid == 3).unwrap().member);
-    assert!(domain(&s, "vm3a").is_none());
+    assert!(domain_actions(&out).contains(&DomainAction::Lost));
+    let s = c.snapshot(4021);
+    let n3 = s.nodes.iter().find(|n| n.nodeid == 3).unwrap();
+    assert!(!n3.member && !n3.accounted);
+    assert_eq!(
+        n3.accounting.as_deref(),
+        Some("left the membership 4 s ago, not confirmed down")
+    );
+    assert!(domain(&s, "vm3a").unwrap().placements[0].lost);
 }
 
 #[test]
@@ -320,7 +385,8 @@ fn corosync_lost_marks_stale_and_reconnect_reconciles_departed_peers() {
     let s = c.snapshot(32);
     assert!(!s.stale);
     assert!(domain(&s, "vm2a").is_some());
-    assert!(domain(&s, "vm3a").is_none());
+    // Node 3's daemon is gone: its VM is lost, not purged.
+    assert!(domain(&s, "vm3a").unwrap().placements[0].lost);
 }
 
 #[test]
@@ -377,6 +443,28 @@ fn inventory_drops_what_the_peer_no_longer_has() {
         msg: OwnMessage::Vms { vms },
     };
     c.apply(v(vec![dom("a", 1, Running), dom("b", 2, Running)]));
+    let info = |complete| Input::PeerMessage {
+        at: 10,
+        from: 2,
+        msg: OwnMessage::Info(PeerInfo {
+            version: "t".into(),
+            started_at: 0,
+            libvirt: vec![],
+            inventory_complete: complete,
+        }),
+    };
+    // An incomplete inventory (libvirt down there) removes nothing.
+    c.apply(info(false));
+    for (at, g) in [(11, 5), (12, 5)] {
+        let msg = if at == 11 {
+            OwnMessage::InventoryBegin { generation: g }
+        } else {
+            OwnMessage::InventoryEnd { generation: g }
+        };
+        c.apply(Input::PeerMessage { at, from: 2, msg });
+    }
+    assert!(domain(&c.snapshot(13), "b").is_some());
+    c.apply(info(true));
     c.apply(Input::PeerMessage {
         at: 20,
         from: 2,

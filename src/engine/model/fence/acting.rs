@@ -4,7 +4,7 @@
 
 use fenceline_proto::api::{EventKind, FenceOp, FencePhase, FenceResult, Millis, NodeId};
 
-use super::{FenceWire, Job, JobFor, Route, UnknownAnswer, unknown_answer};
+use super::{FenceWire, Job, JobFor, Route, UnknownAnswer, claims_off, unknown_answer};
 use crate::engine::model::{Cluster, Effect, Notice, Output};
 
 impl Cluster {
@@ -32,9 +32,18 @@ impl Cluster {
             return;
         }
         let Some(me) = self.local_nodeid else { return };
+        if from == me {
+            self.own_request_delivered(at, seqno, out);
+        }
         match self.fence_route(&body.vm_name, op) {
             Route::Silent => {}
             Route::Act { uri, name, uuid } => {
+                let owner = self.find_local(&body.vm_name).is_some_and(|l| l.3);
+                // A shut-off copy proves nothing while the VM may run on a
+                // node that is not accounted for.
+                if !owner && let Some(why) = self.untrue(at, &body.vm_name, op, false) {
+                    return self.refuse_cpg(at, from, seqno, body, op, why, out);
+                }
                 let job = Job {
                     op,
                     domain: body.vm_name.clone(),
@@ -44,8 +53,10 @@ impl Cluster {
                         seqno,
                         body,
                     },
+                    owner,
+                    key: None,
                 };
-                self.start_job(job, uri, name, uuid, out);
+                self.start_job(at, job, uri, name, uuid, out);
             }
             Route::Answer(result, why) => {
                 self.fence_reply(at, at, from, seqno, body, op, result, Some(why), out);
@@ -58,35 +69,65 @@ impl Cluster {
                 if high != Some(me) {
                     return;
                 }
-                if !self.quorate() && !self.cfg.fence.unknown_without_quorum {
-                    let why = format!(
+                let refusal = if !self.quorate() && !self.cfg.fence.unknown_without_quorum {
+                    Some(format!(
                         "no quorum: no member knows `{}`; refusing to assume it is off",
                         body.vm_name
-                    );
+                    ))
+                } else {
+                    self.untrue(at, &body.vm_name, op, false)
+                };
+                if let Some(why) = refusal {
                     // The state task logs the refusal from the `acted` event.
-                    self.fence_reply(
-                        at,
-                        at,
-                        from,
-                        seqno,
-                        body,
-                        op,
-                        FenceResult::Fail,
-                        Some(why),
-                        out,
-                    );
-                    return;
+                    return self.refuse_cpg(at, from, seqno, body, op, why, out);
                 }
+                // Every node accounted for by a fenceline inventory: those
+                // came before this REQUEST in total order, so no grace is
+                // needed. fence_virtd peers announce outside that order.
+                let fence_virtd = self.nodes.keys().any(|id| self.is_fence_virtd(*id));
+                let grace = if !fence_virtd && self.unaccounted(at).is_empty() {
+                    0
+                } else {
+                    self.cfg.fence.unknown_grace_ms
+                };
                 self.fence.unknown.push(UnknownAnswer {
                     requester: from,
                     seqno,
                     body,
                     op,
-                    due: at + self.cfg.fence.unknown_grace_ms,
+                    due: at + grace,
                     received: at,
                 });
+                if grace == 0 {
+                    self.answer_due_unknown(at, out);
+                }
             }
         }
+    }
+
+    /// Answers a REQUEST with "fail" at once, with the reason.
+    #[allow(clippy::too_many_arguments)]
+    fn refuse_cpg(
+        &mut self,
+        at: Millis,
+        requester: NodeId,
+        seqno: u32,
+        body: FenceWire,
+        op: FenceOp,
+        why: String,
+        out: &mut Output,
+    ) {
+        self.fence_reply(
+            at,
+            at,
+            requester,
+            seqno,
+            body,
+            op,
+            FenceResult::Fail,
+            Some(why),
+            out,
+        );
     }
 
     /// Sends a REPLY and records that this node answered.
@@ -141,6 +182,17 @@ impl Cluster {
         let Some(j) = self.fence.jobs.remove(&job) else {
             return;
         };
+        let restarted = j.op == FenceOp::Reboot && result == FenceResult::Ok && detail.is_none();
+        self.release_held(at, &j, restarted, out);
+        let (result, detail) = match j.for_ {
+            JobFor::Cpg { .. } if claims_off(j.op, result) => {
+                match self.untrue(at, &j.domain, j.op, j.owner) {
+                    Some(why) => (FenceResult::Fail, Some(why)),
+                    None => (result, detail),
+                }
+            }
+            _ => (result, detail),
+        };
         match j.for_ {
             JobFor::Cpg {
                 requester,
@@ -177,7 +229,10 @@ impl Cluster {
                 continue;
             }
             let quorate = self.quorate();
-            let (result, why) = if quorate || self.cfg.fence.unknown_without_quorum {
+            let untrue = self.untrue(at, &u.body.vm_name, u.op, false);
+            let (result, why) = if let Some(why) = untrue {
+                (FenceResult::Fail, why)
+            } else if quorate || self.cfg.fence.unknown_without_quorum {
                 (
                     unknown_answer(u.op),
                     format!(

@@ -19,8 +19,15 @@
 //!   quorum it answers "fail" and says why (`unknown_vm_without_quorum`
 //!   restores the old behaviour).
 //! - **The requester** waits for the reply of the node(s) its map names as
-//!   holders (a shut-off copy on another fence_virtd host cannot answer for
-//!   the real owner), with a timeout, and fails early when those nodes leave.
+//!   holders when its own REQUEST comes back in total order (a shut-off copy
+//!   on another fence_virtd host cannot answer for the real owner), with a
+//!   timeout, and fails early when those nodes leave.
+//! - **The truth rule** (`accounting.rs`, README "When fenceline says off")
+//!   is checked before a shut-off copy acts, before the unknown-VM answer,
+//!   when an action ends, and by the requester before it answers its caller:
+//!   "ok"/"off" only when the owner acted and no lost placement was last
+//!   seen running, or nobody holds the VM and every node is accounted for.
+//!   The unknown-VM grace applies only with fence_virtd peers.
 //!
 //! Here: the types and the routing decision ([`Cluster::fence_route`]);
 //! `acting.rs`: the node that gets a REQUEST (act, answer, or answer for an
@@ -29,7 +36,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::{Cluster, DomKey, Effect, Output};
+use super::{Cluster, DomKey, Effect, LocalDomain, Output};
 use fenceline_proto::api::{FenceOp, FenceResult, Millis, NodeId};
 
 mod acting;
@@ -124,7 +131,9 @@ struct Pending {
     source: String,
     started: Millis,
     deadline: Millis,
-    expect: Expect,
+    /// Decided when our own REQUEST comes back in total order (every
+    /// fenceline node routes it on the same map then), not at submit.
+    expect: Option<Expect>,
     /// Replies so far (for `All`): node → result.
     got: BTreeMap<NodeId, FenceResult>,
 }
@@ -147,6 +156,10 @@ struct Job {
     domain: String,
     started: Millis,
     for_: JobFor,
+    /// The local copy was active: its owner acts (truth rule (a)).
+    owner: bool,
+    /// The domain acted on (set by `start_job`).
+    key: Option<DomKey>,
 }
 
 #[derive(Debug, Clone)]
@@ -170,6 +183,13 @@ pub(super) struct FenceState {
     jobs: BTreeMap<u64, Job>,
     /// Answers for unknown VMs waiting out their grace.
     unknown: Vec<UnknownAnswer>,
+    /// A local domain's inactive state held back while a fence reboot of it
+    /// runs (the momentary stop of destroy-then-start is not announced: it
+    /// would make the VM look shut off everywhere).
+    held: BTreeMap<DomKey, (String, super::LocalDomain)>,
+    /// Domains with a fence `off` since the last time no job ran on them:
+    /// their stops are real and never held back.
+    no_hold: BTreeSet<DomKey>,
 }
 
 impl FenceState {
@@ -189,6 +209,16 @@ fn unknown_answer(op: FenceOp) -> FenceResult {
         FenceOp::Status => FenceResult::Off,
         FenceOp::Off | FenceOp::Reboot => FenceResult::Ok,
         _ => FenceResult::Fail,
+    }
+}
+
+/// The answer claims the VM runs nowhere ("ok" for off/reboot, "off" for
+/// status, a start for on).
+fn claims_off(op: FenceOp, r: FenceResult) -> bool {
+    match op {
+        FenceOp::Status => r == FenceResult::Off,
+        FenceOp::Off | FenceOp::Reboot | FenceOp::On => r == FenceResult::Ok,
+        _ => false,
     }
 }
 
@@ -217,7 +247,7 @@ fn list(nodes: &BTreeSet<NodeId>) -> String {
 }
 
 /// A target string names a VM by UUID when it has the canonical form.
-fn matches(target: &str, name: &str, uuid: &str) -> bool {
+pub(in crate::engine::model) fn matches(target: &str, name: &str, uuid: &str) -> bool {
     if fenceline_proto::api::is_canonical_uuid(target) {
         uuid.eq_ignore_ascii_case(target)
     } else {
@@ -234,7 +264,7 @@ impl Cluster {
             || !self.fence.unknown.is_empty()
     }
 
-    fn node_label(&self, id: NodeId) -> String {
+    pub(in crate::engine::model) fn node_label(&self, id: NodeId) -> String {
         match self.node_name(id) {
             Some(n) => format!("{n} ({id})"),
             None => format!("node {id}"),
@@ -256,26 +286,33 @@ impl Cluster {
         best
     }
 
-    /// (active holders, all hosts defining it) as the map knows them.
+    /// (active holders, all hosts defining it) as the map knows them; lost
+    /// placements are left out (nobody there can answer: the truth rule,
+    /// [`Cluster::untrue`], looks at them).
     fn holders(&self, target: &str) -> Option<(BTreeSet<NodeId>, BTreeSet<NodeId>)> {
-        let key_hit = if fenceline_proto::api::is_canonical_uuid(target) {
-            self.map.get(&DomKey::of("", target))
-        } else {
-            None
-        };
-        let entry = key_hit.or_else(|| {
-            self.map
-                .values()
-                .find(|e| matches(target, &e.name, &e.uuid))
-        })?;
-        let active = entry
-            .placements
-            .iter()
+        let entry = self.entry_of(target)?;
+        let live = entry.placements.iter().filter(|p| !p.lost);
+        let active = live
+            .clone()
             .filter(|p| p.state.is_active())
             .map(|p| p.nodeid)
             .collect();
-        let all = entry.placements.iter().map(|p| p.nodeid).collect();
+        let all = live.map(|p| p.nodeid).collect();
         Some((active, all))
+    }
+
+    /// The live active holders as this node sees them (its own libvirt is
+    /// fresher than the map for itself).
+    fn live_active(&self, target: &str) -> BTreeSet<NodeId> {
+        let (mut active, _) = self.holders(target).unwrap_or_default();
+        if let (Some(me), Some((_, _, _, a))) = (self.local_nodeid, self.find_local(target)) {
+            if a {
+                active.insert(me);
+            } else {
+                active.remove(&me);
+            }
+        }
+        active
     }
 
     /// Who handles `op` on `target`, from this node's point of view.
@@ -341,11 +378,27 @@ impl Cluster {
     }
 
     /// Starts a local action: records the job and asks the libvirt driver.
-    fn start_job(&mut self, job: Job, uri: String, name: String, uuid: String, out: &mut Output) {
+    fn start_job(
+        &mut self,
+        at: Millis,
+        mut job: Job,
+        uri: String,
+        name: String,
+        uuid: String,
+        out: &mut Output,
+    ) {
         let id = self.fence.next_job;
         self.fence.next_job += 1;
         let op = job.op;
+        let key = DomKey::of(&name, &uuid);
+        job.key = Some(key.clone());
         self.fence.jobs.insert(id, job);
+        if op == FenceOp::Off {
+            self.fence.no_hold.insert(key.clone());
+            if let Some((uri, d)) = self.fence.held.remove(&key) {
+                self.local_domain(at, uri, d, out);
+            }
+        }
         out.effects.push(Effect::FenceAct(FenceAct {
             job: id,
             op,
@@ -353,6 +406,56 @@ impl Cluster {
             name,
             uuid,
         }));
+    }
+
+    /// A local domain stops while this node's fence reboot of it runs: the
+    /// stop is held back (true) until the reboot ends.
+    pub(in crate::engine::model) fn hold_during_reboot(
+        &mut self,
+        key: &DomKey,
+        uri: &str,
+        domain: &LocalDomain,
+    ) -> bool {
+        let rebooting = self
+            .fence
+            .jobs
+            .values()
+            .any(|j| j.op == FenceOp::Reboot && j.key.as_ref() == Some(key));
+        if rebooting && !domain.state.is_active() && !self.fence.no_hold.contains(key) {
+            self.fence
+                .held
+                .insert(key.clone(), (uri.to_string(), domain.clone()));
+            return true;
+        }
+        self.fence.held.remove(key);
+        false
+    }
+
+    /// A fence reboot ended: a stop held back is applied unless the domain
+    /// was started again (`restarted`).
+    fn release_held(&mut self, at: Millis, job: &Job, restarted: bool, out: &mut Output) {
+        let Some(key) = &job.key else { return };
+        if !self
+            .fence
+            .jobs
+            .values()
+            .any(|j| j.key.as_ref() == Some(key))
+        {
+            self.fence.no_hold.remove(key);
+        }
+        let still = self
+            .fence
+            .jobs
+            .values()
+            .any(|j| j.op == FenceOp::Reboot && j.key.as_ref() == Some(key));
+        if still {
+            return;
+        }
+        if let Some((uri, d)) = self.fence.held.remove(key)
+            && !restarted
+        {
+            self.local_domain(at, uri, d, out);
+        }
     }
 
     /// Timeouts and grace answers.

@@ -8,7 +8,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use fenceline_proto::api::{EventKind, FenceOp, FencePhase, FenceResult, Millis, NodeId};
 
 use super::{
-    Expect, FenceWire, Job, JobFor, MAX_CPG_VM_NAME, Pending, Route, badness, list, result_of,
+    Expect, FenceWire, Job, JobFor, MAX_CPG_VM_NAME, Pending, Route, badness, claims_off, list,
+    result_of,
 };
 use crate::engine::model::{Cluster, Effect, Notice, Output};
 
@@ -66,8 +67,10 @@ impl Cluster {
                         domain: domain.clone(),
                         started: at,
                         for_: JobFor::Local { id, source },
+                        owner: false,
+                        key: None,
                     };
-                    self.start_job(job, uri, name, uuid, out);
+                    self.start_job(at, job, uri, name, uuid, out);
                 }
                 None if op == FenceOp::Status => refuse(
                     self,
@@ -100,14 +103,7 @@ impl Cluster {
             );
         }
         let route = self.fence_route(&domain, op);
-        let (mut active, _) = self.holders(&domain).unwrap_or_default();
-        if let Some((_, _, _, a)) = self.find_local(&domain) {
-            if a {
-                active.insert(me);
-            } else {
-                active.remove(&me);
-            }
-        }
+        let active = self.live_active(&domain);
         if route == Route::Unknown && !self.quorate() && !self.cfg.fence.unknown_without_quorum {
             return refuse(
                 self,
@@ -129,12 +125,6 @@ impl Cluster {
                 ),
             );
         }
-        let expect = match active.len() {
-            0 => Expect::Anyone,
-            1 => Expect::OneOf(active),
-            _ if op == FenceOp::Off => Expect::All(active),
-            _ => Expect::OneOf(active),
-        };
         let seqno = self.fence.next_seqno;
         self.fence.next_seqno = self.fence.next_seqno.wrapping_add(1).max(1);
         let wait = if op == FenceOp::Reboot {
@@ -151,7 +141,7 @@ impl Cluster {
                 source,
                 started: at,
                 deadline: at + wait,
-                expect,
+                expect: None,
                 got: BTreeMap::new(),
             },
         );
@@ -164,6 +154,38 @@ impl Cluster {
                 response: 0,
             },
         });
+    }
+
+    /// Our own REQUEST `seqno` came back in total order: decide whom we
+    /// wait for on the map every fenceline node routes it on; fail at once
+    /// when no live node holds the VM active and the truth rule forbids
+    /// the answer a shut-off copy or the unknown-VM rule would give.
+    pub(super) fn own_request_delivered(&mut self, at: Millis, seqno: u32, out: &mut Output) {
+        let Some((op, domain)) = self
+            .fence
+            .pending
+            .get(&seqno)
+            .filter(|p| p.expect.is_none())
+            .map(|p| (p.op, p.domain.clone()))
+        else {
+            return;
+        };
+        let active = self.live_active(&domain);
+        if active.is_empty()
+            && let Some(why) = self.untrue(at, &domain, op, false)
+        {
+            let p = self.fence.pending.remove(&seqno).expect("present");
+            return self.fail_pending(at, p, why, out);
+        }
+        let expect = match active.len() {
+            0 => Expect::Anyone,
+            1 => Expect::OneOf(active),
+            _ if op == FenceOp::Off => Expect::All(active),
+            _ => Expect::OneOf(active),
+        };
+        if let Some(p) = self.fence.pending.get_mut(&seqno) {
+            p.expect = Some(expect);
+        }
     }
 
     /// A REPLY in `fence-agents`.
@@ -183,6 +205,16 @@ impl Cluster {
         if Some(target) != self.local_nodeid {
             return;
         }
+        if self
+            .fence
+            .pending
+            .get(&seqno)
+            .is_some_and(|p| p.expect.is_none())
+        {
+            // A reply before our REQUEST came back (not in total order:
+            // a fence_virtd peer?): decide now.
+            self.own_request_delivered(at, seqno, out);
+        }
         let Some(p) = self.fence.pending.get_mut(&seqno) else {
             return;
         };
@@ -196,7 +228,11 @@ impl Cluster {
             return;
         }
         let result = result_of(body.response);
-        let done = match &mut p.expect {
+        let owner_acted = match &p.expect {
+            Some(Expect::OneOf(s) | Expect::All(s)) => s.contains(&from),
+            _ => false,
+        };
+        let done = match p.expect.get_or_insert(Expect::Anyone) {
             Expect::Anyone => Some((result, None)),
             Expect::OneOf(set) if set.contains(&from) => Some((result, None)),
             Expect::OneOf(set) => {
@@ -226,6 +262,23 @@ impl Cluster {
         };
         if let Some((result, detail)) = done {
             let p = self.fence.pending.remove(&seqno).expect("present");
+            // The requester checks again before it answers its caller: a
+            // fence_virtd peer, or a node with another map, may have said off.
+            let untrue = claims_off(p.op, result)
+                .then(|| self.untrue(at, &p.domain, p.op, owner_acted))
+                .flatten();
+            if let Some(why) = untrue {
+                return self.finish_pending(at, p, FenceResult::Fail, Some(from), Some(why), out);
+            }
+            // A REPLY carries no reason: point to where it is.
+            let detail = detail.or_else(|| {
+                (result == FenceResult::Fail).then(|| {
+                    format!(
+                        "{} answered fail (its fence event says why)",
+                        self.node_label(from)
+                    )
+                })
+            });
             self.finish_pending(at, p, result, Some(from), detail, out);
         }
     }
@@ -260,9 +313,9 @@ impl Cluster {
         for seqno in expired {
             let p = self.fence.pending.remove(&seqno).expect("present");
             let why = match &p.expect {
-                Expect::Anyone => "no node answered".to_string(),
-                Expect::OneOf(s) => format!("no reply from node(s) {}", list(s)),
-                Expect::All(s) => {
+                None | Some(Expect::Anyone) => "no node answered".to_string(),
+                Some(Expect::OneOf(s)) => format!("no reply from node(s) {}", list(s)),
+                Some(Expect::All(s)) => {
                     let missing: BTreeSet<NodeId> = s
                         .iter()
                         .filter(|n| !p.got.contains_key(n))
@@ -299,9 +352,9 @@ impl Cluster {
         let mut failed = Vec::new();
         for (seqno, p) in &mut self.fence.pending {
             let (set, all_needed) = match &mut p.expect {
-                Expect::Anyone => continue,
-                Expect::OneOf(s) => (s, false),
-                Expect::All(s) => (s, true),
+                None | Some(Expect::Anyone) => continue,
+                Some(Expect::OneOf(s)) => (s, false),
+                Some(Expect::All(s)) => (s, true),
             };
             let lost: BTreeSet<NodeId> = set.intersection(gone).copied().collect();
             if lost.is_empty() {

@@ -11,6 +11,7 @@ fn cluster(local: NodeId, capacity: usize) -> Cluster {
         event_capacity: capacity,
         version: "test".into(),
         started_at: 0,
+        libvirt_uris: Vec::new(),
         fence: crate::engine::model::FenceRules::default(),
     });
     c.apply(Input::CorosyncUp {

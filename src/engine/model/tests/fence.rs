@@ -133,6 +133,29 @@ fn peer_vm(c: &mut Cluster, at: Millis, from: NodeId, d: LocalDomain) {
         left: vec![],
         joined: vec![],
     });
+    // Every fenceline peer announces a complete inventory (once).
+    for id in [1, 2, 3] {
+        let accounted = c
+            .snapshot(at)
+            .nodes
+            .iter()
+            .any(|n| n.nodeid == id && n.accounted);
+        if Some(id) == c.local_nodeid() || accounted {
+            continue;
+        }
+        for msg in [
+            OwnMessage::Info(PeerInfo {
+                version: "t".into(),
+                started_at: 0,
+                libvirt: vec![],
+                inventory_complete: true,
+            }),
+            OwnMessage::InventoryBegin { generation: 1 },
+            OwnMessage::InventoryEnd { generation: 1 },
+        ] {
+            c.apply(Input::PeerMessage { at, from: id, msg });
+        }
+    }
     c.apply(Input::PeerMessage {
         at,
         from,
@@ -286,9 +309,12 @@ fn replies_for_other_requesters_or_other_requests_are_ignored() {
 }
 
 #[test]
-fn nobody_knows_the_vm_the_highest_id_answers_after_the_grace() {
+fn nobody_knows_the_vm_the_highest_id_answers_at_once_when_every_node_is_accounted_for() {
     let mut n3 = lab(3, &[]);
     let mut n2 = lab(2, &[]);
+    // Every peer is a fenceline daemon with a complete inventory.
+    peer_vm(&mut n3, 5, 1, dom("other", 9, Running));
+    peer_vm(&mut n2, 5, 1, dom("other", 9, Running));
     for (op, want) in [
         (FenceOp::Status, FenceResult::Off),
         (FenceOp::Off, FenceResult::Ok),
@@ -296,14 +322,8 @@ fn nobody_knows_the_vm_the_highest_id_answers_after_the_grace() {
         (FenceOp::On, FenceResult::Fail),
     ] {
         assert!(sent_replies(&request(&mut n2, 10, 1, 5, "ghost", op)).is_empty());
+        // Every inventory came before the REQUEST in total order: no grace.
         let out = request(&mut n3, 10, 1, 5, "ghost", op);
-        assert!(sent_replies(&out).is_empty(), "waits out the grace first");
-        assert!(n3.fence_busy());
-        let out = n3.apply(Input::Tick { at: 100 });
-        assert!(sent_replies(&out).is_empty());
-        let out = n3.apply(Input::Tick {
-            at: 10 + FenceRules::default().unknown_grace_ms,
-        });
         assert_eq!(sent_replies(&out), vec![(5, 1, want)], "{op}");
         assert!(!n3.fence_busy());
     }
@@ -311,7 +331,14 @@ fn nobody_knows_the_vm_the_highest_id_answers_after_the_grace() {
 
 #[test]
 fn a_reply_from_a_real_owner_cancels_the_unknown_answer() {
+    // Nodes 1 and 2 run fence_virtd: the highest node waits out the grace.
     let mut n3 = lab(3, &[]);
+    let out = request(&mut n3, 1, 1, 4, "ghost", FenceOp::Status);
+    assert!(sent_replies(&out).is_empty(), "waits out the grace first");
+    let out = n3.apply(Input::Tick {
+        at: 1 + FenceRules::default().unknown_grace_ms,
+    });
+    assert_eq!(sent_replies(&out), vec![(4, 1, FenceResult::Off)]);
     request(&mut n3, 10, 1, 5, "fresh", FenceOp::Off);
     // A fence_virtd host that had not announced the VM yet replies first.
     reply(&mut n3, 50, 2, 5, 1, "fresh", FenceOp::Off, FenceResult::Ok);
@@ -352,6 +379,7 @@ fn the_legacy_switch_restores_fence_virtds_answer_without_quorum() {
         event_capacity: 100,
         version: "t".into(),
         started_at: 0,
+        libvirt_uris: Vec::new(),
         fence: FenceRules {
             unknown_without_quorum: true,
             ..FenceRules::default()
@@ -369,6 +397,11 @@ fn the_legacy_switch_restores_fence_virtds_answer_without_quorum() {
         members: vec![3],
     });
     fa_members(&mut c, 3, &[1, 3], &[]);
+    c.apply(Input::LocalList {
+        at: 4,
+        uri: URI.into(),
+        domains: vec![],
+    });
     request(&mut c, 10, 1, 5, "ghost", FenceOp::Off);
     let out = c.apply(Input::Tick { at: 1000 });
     assert_eq!(sent_replies(&out), vec![(5, 1, FenceResult::Ok)]);
@@ -459,7 +492,11 @@ fn every_wait_ends_timeout_node_loss_or_corosync_loss() {
     let mut n1 = lab(1, &[]);
     peer_vm(&mut n1, 5, 2, dom("vm2a", 1, Running));
     let rules = FenceRules::default();
-    submit(&mut n1, 10, 1, "vm2a", FenceOp::Off);
+    let seqno = sent_request(&submit(&mut n1, 10, 1, "vm2a", FenceOp::Off))
+        .unwrap()
+        .0;
+    // Whom it waits for is decided when its REQUEST comes back.
+    request(&mut n1, 10, 1, seqno, "vm2a", FenceOp::Off);
     assert!(
         done(&n1.apply(Input::Tick {
             at: 10 + rules.timeout_ms - 1
@@ -473,7 +510,10 @@ fn every_wait_ends_timeout_node_loss_or_corosync_loss() {
     assert_eq!(result, FenceResult::Fail);
     assert!(detail.unwrap().contains("no reply from node(s) 2"));
     // Reboot waits longer.
-    submit(&mut n1, 100_000, 2, "vm2a", FenceOp::Reboot);
+    let seqno = sent_request(&submit(&mut n1, 100_000, 2, "vm2a", FenceOp::Reboot))
+        .unwrap()
+        .0;
+    request(&mut n1, 100_000, 1, seqno, "vm2a", FenceOp::Reboot);
     assert!(
         done(&n1.apply(Input::Tick {
             at: 100_000 + rules.timeout_ms
@@ -537,6 +577,7 @@ fn libvirt_backend_acts_locally_without_cpg() {
         event_capacity: 100,
         version: "t".into(),
         started_at: 0,
+        libvirt_uris: Vec::new(),
         fence: FenceRules {
             cpg: false,
             ..FenceRules::default()
@@ -577,3 +618,5 @@ fn libvirt_backend_acts_locally_without_cpg() {
         FenceResult::Fail
     );
 }
+
+mod truth;
