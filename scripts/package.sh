@@ -21,7 +21,7 @@ for a in "$@"; do
   esac
 done
 
-target=${CARGO_TARGET_DIR:-target}
+target=$(realpath -m "${CARGO_TARGET_DIR:-target}")
 if [ "$build" = 1 ]; then
   flags=(--locked --no-default-features -p fenceline -p fenceline-hook --bins)
   [ "$profile" = release ] && flags+=(--release)
