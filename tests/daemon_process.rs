@@ -409,7 +409,16 @@ fn audit_log_is_repaired_and_audit_required_fails_closed() {
         b"{\"op\":\"fence\",\"action\":\"off\",\"domain\":\"test\"}\n",
     );
     assert_eq!(r[0]["result"], "ok", "{r:?}");
-    let text = std::fs::read_to_string(log.join("audit.jsonl")).unwrap();
+    // The result record is written by the audit thread after the answer
+    // went out: wait for it (bounded).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let text = loop {
+        let text = std::fs::read_to_string(log.join("audit.jsonl")).unwrap();
+        if text.contains("\"result\":\"ok\"") || std::time::Instant::now() > deadline {
+            break text;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
     let intent = text.find("\"kind\":\"intent\"").expect(&text);
     let acted = text.find("\"result\":\"ok\"").expect(&text);
     assert!(intent < acted, "{text}");
