@@ -14,7 +14,7 @@ use fenceline_proto::api::{
     DaemonKind, Event, FenceOp, FenceResult, Millis, NodeId, NodeView, Reply, Request, Snapshot,
     rfc3339,
 };
-use fenceline_proto::display::{self, age};
+use fenceline_proto::display::{self, age, printable, printable_json};
 
 /// Exit codes of the CLI.
 pub mod exit {
@@ -65,7 +65,7 @@ pub async fn status(socket: &Path, json: bool) -> Result<(), String> {
             } else {
                 render_status(&snapshot, fenceline_proto::api::now_millis())
             };
-            print_out(&out)
+            print_out(&out, json)
         }
         Reply::Error { code, message } => Err(format!("{}: {code}: {message}", socket.display())),
         other => Err(format!("{}: unexpected reply {other:?}", socket.display())),
@@ -106,15 +106,18 @@ pub async fn confirm(socket: &Path, node: &str) -> u8 {
     .await;
     match reply {
         Ok(Reply::Confirmed { detail }) => {
-            println!("Confirmed: {detail}");
+            println!("Confirmed: {}", printable(&detail));
             0
         }
         Ok(Reply::Error { message, .. }) => {
-            eprintln!("fenceline confirm: refused: {message}");
+            eprintln!("fenceline confirm: refused: {}", printable(&message));
             1
         }
         Ok(other) => {
-            eprintln!("fenceline confirm: unexpected reply: {other:?}");
+            eprintln!(
+                "fenceline confirm: unexpected reply: {}",
+                printable(&format!("{other:?}"))
+            );
             1
         }
         Err(e) => {
@@ -190,11 +193,11 @@ pub async fn fence(socket: &Path, action: FenceAction, domain: &str, json: bool)
         ),
     };
     if json {
-        println!("{value}");
+        println!("{}", printable_json(&value.to_string()));
     } else if code == FenceResult::Fail.as_raw() || code == FenceResult::Denied.as_raw() {
-        eprintln!("{text}");
+        eprintln!("{}", printable(&text));
     } else {
-        println!("{text}");
+        println!("{}", printable(&text));
     }
     code
 }
@@ -249,11 +252,18 @@ pub async fn events(socket: &Path, json: bool, follow: bool) -> Result<(), Strin
             }
             _ => continue,
         };
-        print_out(&(line + "\n"))?;
+        print_out(&(line + "\n"), json)?;
     }
 }
 
-fn print_out(s: &str) -> Result<(), String> {
+/// Writes to stdout with every terminal control a guest, peer or hook could
+/// have put into a name escaped (`display::printable`).
+fn print_out(s: &str, json: bool) -> Result<(), String> {
+    let s = if json {
+        printable_json(s)
+    } else {
+        printable(s)
+    };
     let mut out = std::io::stdout().lock();
     match out.write_all(s.as_bytes()).and_then(|_| out.flush()) {
         Ok(()) => Ok(()),

@@ -258,7 +258,7 @@ fn run(cli: Cli) -> Result<(), ExitCode> {
             client_runtime()?
                 .block_on(cli::status(&socket, json))
                 .map_err(|e| {
-                    eprintln!("fenceline: {e}");
+                    eprintln!("fenceline: {}", fenceline_proto::display::printable(&e));
                     ExitCode::from(exit::UNREACHABLE)
                 })
         }
@@ -404,7 +404,7 @@ fn run(cli: Cli) -> Result<(), ExitCode> {
             client_runtime()?
                 .block_on(cli::events(&socket, json, follow))
                 .map_err(|e| {
-                    eprintln!("fenceline: {e}");
+                    eprintln!("fenceline: {}", fenceline_proto::display::printable(&e));
                     ExitCode::from(exit::UNREACHABLE)
                 })
         }

@@ -424,3 +424,51 @@ fn audit_log_is_repaired_and_audit_required_fails_closed() {
     assert!(intent < acted, "{text}");
     assert!(text.contains("acting: off test"), "{text}");
 }
+
+/// A guest or a peer chooses the names the CLI prints. A name carrying a
+/// terminal escape (clear screen), a C1 CSI and a bidi override comes out
+/// of `fence`, `events` and `events --json` escaped, never raw.
+#[test]
+fn terminal_escapes_in_names_are_printed_escaped() {
+    let d = Daemon::start();
+    let evil = "ev\u{1b}[2Jil\u{9b}31mx\u{202e}y";
+    let raw = |b: &[u8]| {
+        let s = String::from_utf8_lossy(b).into_owned();
+        s.chars()
+            .any(|c| matches!(c, '\u{1b}' | '\u{9b}' | '\u{202e}'))
+    };
+    // Without corosync the router refuses: the refusal names the target.
+    let out = Command::new(bin())
+        .args(["fence", "status", evil, "--socket"])
+        .arg(d.rw())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(!raw(&out.stdout) && !raw(&out.stderr), "{out:?}");
+
+    let text = Command::new(bin())
+        .args(["events", "--socket"])
+        .arg(d.ro())
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&text.stdout);
+    assert!(!raw(&text.stdout), "{shown}");
+    assert!(shown.contains("ev\\x1b[2Jil\\x9b31mx\\u{202e}y"), "{shown}");
+
+    let json = Command::new(bin())
+        .args(["events", "--json", "--socket"])
+        .arg(d.ro())
+        .output()
+        .unwrap();
+    assert!(!raw(&json.stdout));
+    let names: Vec<Value> = String::from_utf8_lossy(&json.stdout)
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|e| e["kind"] == "fence")
+        .collect();
+    assert!(
+        names.iter().any(|e| e.to_string().contains("\\u001b[2Jil")
+            && e.as_object().unwrap().values().any(|v| v == evil)),
+        "the JSON still parses to the exact name: {names:?}"
+    );
+}

@@ -2,6 +2,8 @@
 //! per event kind, state and operation, and one way to write an age. The CLI
 //! prints them; the console styles them by their [`Tone`]. Pure.
 
+use std::borrow::Cow;
+
 use crate::api::{
     DaemonAction, DomainAction, DomainState, EventKind, FenceOp, FenceResult, MembershipAction,
     Millis, NetworkAction, NodeId,
@@ -31,6 +33,49 @@ impl Described {
     fn new(symbol: &'static str, tone: Tone, text: String) -> Self {
         Self { symbol, tone, text }
     }
+}
+
+/// Characters that must not reach a terminal raw: the C0 and C1 controls and
+/// DEL (escape sequences, `\r` overwrites) except newline and tab, and the
+/// bidirectional overrides that reorder what the reader sees. Names and
+/// details come from guests, peers and hook XML, so they may carry any.
+fn unsafe_for_terminal(c: char) -> bool {
+    (c.is_control() && c != '\n' && c != '\t')
+        || matches!(c, '\u{61c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+fn escape_with(s: &str, esc: fn(char) -> String) -> Cow<'_, str> {
+    if !s.chars().any(unsafe_for_terminal) {
+        return Cow::Borrowed(s);
+    }
+    Cow::Owned(
+        s.chars()
+            .map(|c| {
+                if unsafe_for_terminal(c) {
+                    esc(c)
+                } else {
+                    c.to_string()
+                }
+            })
+            .collect(),
+    )
+}
+
+/// Text output made safe for a terminal: each unsafe character is written
+/// as a visible escape (`\x1b`, `\u{202e}`); everything else is unchanged.
+pub fn printable(s: &str) -> Cow<'_, str> {
+    escape_with(s, |c| match c as u32 {
+        n @ 0..=0xff => format!("\\x{n:02x}"),
+        n => format!("\\u{{{n:x}}}"),
+    })
+}
+
+/// JSON output made safe for a terminal. serde_json escapes only C0
+/// controls; DEL, the C1 controls and the bidi overrides, which can only
+/// occur inside strings, become `\uXXXX` escapes, so the document still
+/// parses to the same value.
+pub fn printable_json(s: &str) -> Cow<'_, str> {
+    escape_with(s, |c| format!("\\u{:04x}", c as u32))
 }
 
 /// "3s", "5m", "2h", "4d".
@@ -259,6 +304,26 @@ pub fn describe(kind: &EventKind, node: &dyn Fn(NodeId) -> String) -> Described 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn terminal_escapes_are_made_visible() {
+        assert!(matches!(
+            printable("web1 \u{e9}t\u{e9}\n"),
+            Cow::Borrowed(_)
+        ));
+        assert_eq!(printable("a\x1b[2Jb\rc\u{9b}d"), "a\\x1b[2Jb\\x0dc\\x9bd");
+        assert_eq!(printable("x\u{202e}y\x7f"), "x\\u{202e}y\\x7f");
+    }
+
+    #[test]
+    fn json_stays_the_same_document() {
+        let name = "vm\u{9b}31m\u{202e}\x7f\x1b";
+        let raw = serde_json::json!({ "name": name }).to_string();
+        let safe = printable_json(&raw);
+        assert!(!safe.chars().any(unsafe_for_terminal), "{safe}");
+        let back: serde_json::Value = serde_json::from_str(&safe).unwrap();
+        assert_eq!(back["name"], name);
+    }
 
     #[test]
     fn ages() {
