@@ -2,8 +2,8 @@
 //! parsed message survives encode/parse and chunking unchanged.
 #![no_main]
 
-use fenceline_proto::own;
 use fenceline_proto::messages::OwnMessage;
+use fenceline_proto::own;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -1,5 +1,6 @@
 //! The two-way challenge/response that follows every fence_xvm / fence_virt
-//! request (fence-virt-protocol.md §2.2), for both sides.
+//! request (fence-virt-protocol.md §2.2), for both sides: the I/O around
+//! the pure state machines of `fenceline_proto::handshake`.
 //!
 //! The client always challenges first: it sends 64 random bytes, the daemon
 //! answers SHA-x(key ‖ challenge) zero-padded to 64 bytes; then the daemon
@@ -13,7 +14,8 @@ use rand::RngCore;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::guard::Challenges;
-use fenceline_proto::fence_xvm::{CHALLENGE_LEN, HashType, response, response_ok};
+use fenceline_proto::fence_xvm::{CHALLENGE_LEN, HashType};
+use fenceline_proto::handshake::{ClientSide, DaemonSide, Failure};
 
 /// fence_virtd's limit for each read or write of the handshake.
 pub const AUTH_IO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -40,6 +42,22 @@ pub enum AuthError {
     /// attempt to have us answer it for another connection (reflection).
     #[error("the client's challenge is one of our own outstanding challenges (reflection)")]
     Reflected,
+}
+
+impl From<Failure> for AuthError {
+    fn from(f: Failure) -> Self {
+        match f {
+            Failure::PeerFailed => AuthError::PeerFailed,
+            Failure::DaemonFailed => AuthError::DaemonFailed,
+            Failure::Reflected => AuthError::Reflected,
+            // The drivers below call the machines strictly in turn; a
+            // failure of that kind is our bug, never a passed handshake.
+            Failure::OutOfTurn => AuthError::Io {
+                what: "the handshake",
+                source: std::io::Error::other("frame out of turn"),
+            },
+        }
+    }
 }
 
 async fn read64<S: AsyncRead + Unpin>(
@@ -102,29 +120,18 @@ pub async fn daemon_handshake_guarded<S: AsyncRead + AsyncWrite + Unpin>(
     limit: Duration,
     outstanding: &Challenges,
 ) -> Result<(), AuthError> {
-    if auth == HashType::None {
+    let mut m = DaemonSide::new(auth, key);
+    if m.passed() {
         return Ok(());
     }
     let theirs = read64(s, "reading the client's challenge", limit).await?;
-    if outstanding.is_ours(&theirs) {
-        return Err(AuthError::Reflected);
-    }
-    write64(
-        s,
-        "answering the client's challenge",
-        &response(auth, key, &theirs),
-        limit,
-    )
-    .await?;
-    let ours = challenge();
+    let fresh = challenge();
+    let (answer, ours) = m.on_challenge(&theirs, outstanding.is_ours(&theirs), fresh)?;
+    write64(s, "answering the client's challenge", &answer, limit).await?;
     let _pending = outstanding.issue(ours);
     write64(s, "sending our challenge", &ours, limit).await?;
-    let answer = read64(s, "reading the client's answer", limit).await?;
-    if response_ok(auth, key, &ours, &answer) {
-        Ok(())
-    } else {
-        Err(AuthError::PeerFailed)
-    }
+    let reply = read64(s, "reading the client's answer", limit).await?;
+    Ok(m.on_answer(&reply)?)
 }
 
 /// The client's side (fence_xvm's order): challenge the daemon, check its
@@ -135,28 +142,22 @@ pub async fn client_handshake<S: AsyncRead + AsyncWrite + Unpin>(
     key: &[u8],
     limit: Duration,
 ) -> Result<(), AuthError> {
-    if auth == HashType::None {
+    let (mut m, first) = ClientSide::new(auth, key, challenge());
+    let Some(ours) = first else {
         return Ok(());
-    }
-    let ours = challenge();
+    };
     write64(s, "sending our challenge", &ours, limit).await?;
     let answer = read64(s, "reading the daemon's answer", limit).await?;
-    if !response_ok(auth, key, &ours, &answer) {
-        return Err(AuthError::DaemonFailed);
-    }
+    m.on_answer(&answer)?;
     let theirs = read64(s, "reading the daemon's challenge", limit).await?;
-    write64(
-        s,
-        "answering the daemon's challenge",
-        &response(auth, key, &theirs),
-        limit,
-    )
-    .await
+    let reply = m.on_challenge(&theirs)?;
+    write64(s, "answering the daemon's challenge", &reply, limit).await
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use fenceline_proto::fence_xvm::response;
 
     const KEY: &[u8] = b"0123456789abcdef";
     const SHORT: Duration = Duration::from_millis(300);
