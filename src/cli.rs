@@ -483,6 +483,7 @@ pub fn render_status(s: &Snapshot, now: Millis) -> String {
     let drops = [
         ("malformed fence-agents messages", c.malformed_fence_agents),
         ("malformed fenceline messages", c.malformed_own),
+        ("unauthenticated CPG messages", c.unauthenticated_cpg),
         ("dropped inputs", c.dropped_inputs),
         ("dropped events", c.dropped_events),
         ("dropped effects", c.dropped_effects),

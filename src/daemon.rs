@@ -172,6 +172,7 @@ async fn run_async(cfg: Config, config_path: Option<&Path>) -> anyhow::Result<()
         corosync::CorosyncConfig {
             fence_group: cfg.corosync.fence_group.clone(),
             own_group: cfg.corosync.own_group.clone(),
+            auth: cpg_auth(&cfg)?,
         },
         inputs.clone(),
         eff_rx,
@@ -434,4 +435,39 @@ impl Signals {
             }
         }
     }
+}
+
+/// `[corosync] cluster_key` and `authenticated_only` for the corosync
+/// driver. The key is read like the fence key (no symlink, root's, mode
+/// 0600, never loose) and must be at least 32 bytes.
+fn cpg_auth(cfg: &Config) -> anyhow::Result<corosync::CpgAuth> {
+    let Some(path) = &cfg.corosync.cluster_key else {
+        tracing::warn!(
+            "SECURITY: no corosync.cluster_key: own-group messages are not authenticated; \
+             any process corosync admits to the CPG groups (uid/gid grants, e.g. haclient) \
+             can speak for a node"
+        );
+        return Ok(corosync::CpgAuth::default());
+    };
+    let key = crate::engine::fence::key::read_key(path, false)
+        .with_context(|| format!("corosync.cluster_key: {}", path.display()))?;
+    if key.len() < fenceline_proto::seal::MIN_KEY_LEN {
+        anyhow::bail!(
+            "corosync.cluster_key: {} has {} bytes; use at least {} random bytes \
+             (dd if=/dev/urandom of={} bs=4096 count=1)",
+            path.display(),
+            key.len(),
+            fenceline_proto::seal::MIN_KEY_LEN,
+            path.display()
+        );
+    }
+    tracing::info!(
+        path = %path.display(),
+        authenticated_only = cfg.corosync.authenticated_only,
+        "own-group messages are sealed with the cluster key"
+    );
+    Ok(corosync::CpgAuth {
+        key: Some(key.into()),
+        authenticated_only: cfg.corosync.authenticated_only,
+    })
 }

@@ -8,6 +8,11 @@
 //! up → membership/quorum/votes → self-delivered STORE_VM and own-group
 //! message → fence_virtd-style and malformed messages from a second CPG
 //! handle → SIGKILL of corosync → down → restart → up again → shutdown.
+//! Then a second driver with a cluster key and `authenticated_only`: its
+//! own sealed messages come back, while an attacker process with a CPG
+//! grant but without the key (a forged empty inventory, a wrong key, a
+//! sealed message replayed from another process, a fence-agents message)
+//! gets nothing through; each attempt is reported as `Unauthenticated`.
 //!
 //! It needs root, `ip`, `unshare` and `corosync`; otherwise it is skipped
 //! with a message. Everything it creates carries the run's prefix and is
@@ -210,10 +215,12 @@ const BURST: usize = 5000;
 
 /// Environment variable that turns [`peer_helper`] into a CPG peer.
 const PEER_ENV: &str = "FLCS_PEER_MESSAGES";
+/// The group the peer joins.
+const PEER_GROUP_ENV: &str = "FLCS_PEER_GROUP";
 
 /// Runs this test binary's `peer_helper` inside the lab namespace; it joins
-/// `fence-agents`, multicasts `msgs` and exits.
-fn spawn_peer(lab: &Lab, msgs: &[&[u8]]) -> Child {
+/// `group`, multicasts `msgs` and exits.
+fn spawn_peer(lab: &Lab, group: &str, msgs: &[&[u8]]) -> Child {
     let hex: Vec<String> = msgs
         .iter()
         .map(|m| m.iter().map(|b| format!("{b:02x}")).collect())
@@ -230,6 +237,7 @@ fn spawn_peer(lab: &Lab, msgs: &[&[u8]]) -> Child {
             "--test-threads=1",
         ])
         .env(PEER_ENV, hex.join(","))
+        .env(PEER_GROUP_ENV, group)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .spawn()
@@ -263,12 +271,13 @@ fn peer_helper() {
         0,
     )
     .expect("peer cpg_initialize");
-    cpg::join(&h, "fence-agents").expect("peer join");
+    let group = std::env::var(PEER_GROUP_ENV).expect("peer group");
+    cpg::join(&h, &group).expect("peer join");
     for m in &msgs {
         cpg::mcast_joined(&h, cpg::Guarantee::TypeAgreed, m).expect("peer mcast");
     }
     std::thread::sleep(Duration::from_millis(300));
-    cpg::leave(&h, "fence-agents").expect("peer leave");
+    cpg::leave(&h, &group).expect("peer leave");
     drop(h);
 }
 
@@ -335,6 +344,7 @@ async fn scenario(lab: &mut Lab) {
     let cfg = CorosyncConfig {
         fence_group: "fence-agents".into(),
         own_group: format!("{}own", lab.prefix),
+        auth: Default::default(),
     };
     let t0 = Instant::now();
     let driver = corosync::spawn(cfg, tx, eff_rx, cancel.clone()).expect("spawn driver");
@@ -488,7 +498,7 @@ async fn scenario(lab: &mut Lab) {
     store[16..21].copy_from_slice(b"alpha");
     store[148] = 7; // s_owner 7: the driver must report the sender (1)
     store[152] = 5; // shutoff
-    let peer = KillOnDrop(spawn_peer(lab, &[&store, b"junk"]));
+    let peer = KillOnDrop(spawn_peer(lab, "fence-agents", &[&store, b"junk"]));
     let peer_pid = peer.0.id();
     h.expect("peer join confchg", 5, |i| {
         matches!(i, Input::GroupChange { group: Group::FenceAgents, members, joined, .. }
@@ -511,14 +521,7 @@ async fn scenario(lab: &mut Lab) {
             if members.len() == 1 && member_has(left, 1, peer_pid))
     })
     .await;
-    let status = tokio::task::spawn_blocking(move || {
-        let mut peer = peer;
-        peer.0.wait()
-    })
-    .await
-    .expect("join")
-    .expect("wait peer");
-    assert!(status.success(), "peer helper failed: {status}");
+    wait_peer(peer).await;
 
     // 6. corosync dies: CorosyncDown quickly; effects meanwhile are discarded.
     let killed = Instant::now();
@@ -607,6 +610,7 @@ fn driver_against_real_corosync() {
                 .build()
                 .expect("runtime");
             rt.block_on(scenario(&mut lab));
+            rt.block_on(sealed_scenario(&lab));
         })
         .join()
     });
@@ -615,4 +619,129 @@ fn driver_against_real_corosync() {
         drop(lab);
         std::panic::resume_unwind(panic);
     }
+}
+
+/// Runs `peer` to its end (it exits after sending).
+async fn wait_peer(peer: KillOnDrop) {
+    let status = tokio::task::spawn_blocking(move || {
+        let mut peer = peer;
+        peer.0.wait()
+    })
+    .await
+    .expect("join")
+    .expect("wait peer");
+    assert!(status.success(), "peer helper failed: {status}");
+}
+
+/// A driver with a cluster key against a keyless attacker process.
+async fn sealed_scenario(lab: &Lab) {
+    use fenceline_proto::seal;
+    const KEY: [u8; 32] = [0x5a; 32];
+    let me = std::process::id();
+    let own_group = format!("{}sealed", lab.prefix);
+    let (tx, rx) = InputTx::channel(1024);
+    let (eff_tx, eff_rx) = mpsc::channel::<Effect>(64);
+    let cancel = CancellationToken::new();
+    let cfg = CorosyncConfig {
+        fence_group: "fence-agents".into(),
+        own_group: own_group.clone(),
+        auth: corosync::CpgAuth {
+            key: Some(KEY.to_vec().into()),
+            authenticated_only: true,
+        },
+    };
+    let driver = corosync::spawn(cfg, tx, eff_rx, cancel.clone()).expect("spawn driver");
+    let mut h = Harness {
+        rx,
+        seen: Vec::new(),
+    };
+    h.expect("own group joined", 10, |i| {
+        matches!(i, Input::GroupChange { group: Group::Own, joined, .. } if member_has(joined, 1, me))
+    })
+    .await;
+
+    // Our own message goes out sealed and comes back opened.
+    let vm = LocalDomain {
+        name: "sealed-vm".into(),
+        uuid: "8f1e0002-0000-4000-8000-000000000001".into(),
+        state: DomainState::Running,
+    };
+    eff_tx
+        .send(Effect::Own(OwnMessage::Vms {
+            vms: vec![vm.clone()],
+        }))
+        .await
+        .expect("send effect");
+    h.expect("own sealed message back", 5, |i| {
+        matches!(i, Input::PeerMessage { from: 1, msg: OwnMessage::Vms { vms }, .. } if *vms == [vm.clone()])
+    })
+    .await;
+
+    // The attacker: same node, another process, no key.
+    let forged = own::encode(&OwnMessage::Vms { vms: vec![] }).expect("encode");
+    let wrong_key = seal::seal(&[0x11; 32], &own_group, 1, 4242, &forged);
+    // A sealed message as our driver would send it, replayed by the attacker.
+    let replayed = seal::seal(&KEY, &own_group, 1, me, &forged);
+    let peer = KillOnDrop(spawn_peer(
+        lab,
+        &own_group,
+        &[&forged, &wrong_key, &replayed],
+    ));
+    for n in 1..=3 {
+        h.expect(&format!("Unauthenticated own #{n}"), 5, |i| {
+            matches!(
+                i,
+                Input::Unauthenticated {
+                    group: Group::Own,
+                    from: 1,
+                    ..
+                }
+            )
+        })
+        .await;
+    }
+    wait_peer(peer).await;
+    // A fence-agents STORE_VM from a process that never sealed anything.
+    let mut store = vec![0u8; 156];
+    store[0] = 2;
+    store[16..21].copy_from_slice(b"beta1");
+    store[152] = 1;
+    let peer = KillOnDrop(spawn_peer(lab, "fence-agents", &[&store]));
+    h.expect("Unauthenticated fence-agents", 5, |i| {
+        matches!(
+            i,
+            Input::Unauthenticated {
+                group: Group::FenceAgents,
+                from: 1,
+                ..
+            }
+        )
+    })
+    .await;
+    wait_peer(peer).await;
+    // Nothing the attacker sent reached the model.
+    h.expect("peer leave confchg", 5, |i| {
+        matches!(i, Input::GroupChange { group: Group::FenceAgents, left, .. } if !left.is_empty())
+    })
+    .await;
+    let leaked: Vec<&String> = h
+        .seen
+        .iter()
+        .filter(|s| s.contains("PeerRecord") || s.contains("vms: []"))
+        .collect();
+    assert!(
+        leaked.is_empty(),
+        "attacker messages got through: {leaked:?}"
+    );
+
+    cancel.cancel();
+    let stop = Instant::now();
+    while !driver.is_finished() {
+        assert!(
+            stop.elapsed() < Duration::from_secs(3),
+            "driver did not stop"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    driver.join().expect("driver thread panicked");
 }

@@ -289,6 +289,15 @@ pub struct CorosyncSection {
     pub fence_group: String,
     /// fenceline's own CPG group.
     pub own_group: String,
+    /// The cluster key (at least 32 bytes, mode 0600, the same file on every
+    /// fenceline host): own-group messages are sealed with it and a message
+    /// not sealed by its sender is dropped. Unset: every process corosync
+    /// admits to the groups is trusted (fence_virtd's model).
+    pub cluster_key: Option<PathBuf>,
+    /// With `cluster_key`: accept fence-agents messages (REQUEST, REPLY,
+    /// STORE_VM) only from authenticated fenceline peers. For clusters with
+    /// no fence_virtd left; a fence_virtd host's requests are then dropped.
+    pub authenticated_only: bool,
 }
 
 impl Default for CorosyncSection {
@@ -296,6 +305,8 @@ impl Default for CorosyncSection {
         Self {
             fence_group: "fence-agents".into(),
             own_group: "fenceline".into(),
+            cluster_key: None,
+            authenticated_only: false,
         }
     }
 }

@@ -285,3 +285,21 @@ fn security_keys_parse_and_are_checked() {
         "{e}"
     );
 }
+
+#[test]
+fn cluster_key_must_be_absolute_and_authenticated_only_needs_it() {
+    let c = parse(
+        "[corosync]\ncluster_key = \"/etc/fenceline/cluster.key\"\nauthenticated_only = true\n",
+    )
+    .unwrap();
+    assert_eq!(
+        c.corosync.cluster_key.as_deref(),
+        Some(std::path::Path::new("/etc/fenceline/cluster.key"))
+    );
+    assert!(c.corosync.authenticated_only);
+    let e = parse("[corosync]\nauthenticated_only = true\n").unwrap_err();
+    assert!(e.to_string().contains("corosync.authenticated_only"), "{e}");
+    assert!(e.to_string().contains("cluster_key"), "{e}");
+    let e = parse("[corosync]\ncluster_key = \"cluster.key\"\n").unwrap_err();
+    assert!(e.to_string().contains("corosync.cluster_key"), "{e}");
+}

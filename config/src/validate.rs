@@ -27,6 +27,23 @@ impl Config {
         if let Some(u) = self.libvirt.uris.iter().find(|u| !seen.insert(u.as_str())) {
             return Err(invalid("libvirt", "uris", format!("`{u}` is listed twice")));
         }
+        match &self.corosync.cluster_key {
+            Some(p) if !p.is_absolute() => {
+                return Err(invalid(
+                    "corosync",
+                    "cluster_key",
+                    format!("`{}` must be an absolute path", p.display()),
+                ));
+            }
+            None if self.corosync.authenticated_only => {
+                return Err(invalid(
+                    "corosync",
+                    "authenticated_only",
+                    "needs corosync.cluster_key (nothing can be authenticated without it)".into(),
+                ));
+            }
+            _ => {}
+        }
         if self.libvirt.reconcile_secs < 30 {
             return Err(invalid(
                 "libvirt",

@@ -365,6 +365,12 @@ pub struct Counters {
     pub malformed_fence_agents: u64,
     /// Malformed or unknown messages in fenceline's own group.
     pub malformed_own: u64,
+    /// CPG messages dropped because they were not authenticated (an
+    /// own-group message without a valid cluster-key seal from its sender;
+    /// with `corosync.authenticated_only`, fence-agents messages from
+    /// processes that are not authenticated fenceline peers).
+    #[serde(default)]
+    pub unauthenticated_cpg: u64,
     /// Inputs a driver could not queue to the engine (channel full).
     pub dropped_inputs: u64,
     /// Events a slow subscriber missed.

@@ -20,3 +20,4 @@ pub mod own;
 pub mod paths;
 pub mod ratelimit;
 pub mod replay;
+pub mod seal;

@@ -97,6 +97,7 @@ pub(crate) fn fenceline_toml(
     uris: &[String],
     log_file: &Path,
     key_file: &Path,
+    cluster_key: &Path,
     node_ip: &str,
     extra: &str,
 ) -> String {
@@ -123,6 +124,12 @@ pub(crate) fn fenceline_toml(
         s.push_str(&format!(
             "\n[listeners.tcp]\naddress = {}\nkey_file = {key}\n",
             quote(node_ip)
+        ));
+    }
+    if !extra.contains("[corosync]") {
+        s.push_str(&format!(
+            "\n[corosync]\ncluster_key = {}\n",
+            quote(&cluster_key.to_string_lossy())
         ));
     }
     let mut extra = extra.to_string();
@@ -200,6 +207,7 @@ mod tests {
             &["test+unix:///default".into(), "qemu:///system".into()],
             Path::new("/tmp/a \"b\"/fenceline.log"),
             Path::new("/tmp/k"),
+            Path::new("/tmp/ck"),
             "10.0.0.1",
             "[extra]\nx = 1",
         );
@@ -210,5 +218,6 @@ mod tests {
             Some("/tmp/a \"b\"/fenceline.log")
         );
         assert_eq!(v["extra"]["x"].as_integer(), Some(1));
+        assert_eq!(v["corosync"]["cluster_key"].as_str(), Some("/tmp/ck"));
     }
 }

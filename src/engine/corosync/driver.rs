@@ -10,6 +10,7 @@ use fenceline_proto::ratelimit::RateLimit;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::auth::Gate;
 use super::callbacks::{Raw, take_pending};
 use super::conversions::{deliver_input, fence_req, group_change_input, group_key};
 use super::error::CorosyncError;
@@ -79,6 +80,8 @@ pub(super) struct Driver {
     /// Set when a multicast exhausted its retry budget; cleared on success.
     congested: bool,
     reconnect: Backoff,
+    /// The cluster key's seal; the authenticated senders.
+    gate: Gate,
 }
 
 impl Driver {
@@ -88,7 +91,9 @@ impl Driver {
         effects: mpsc::Receiver<Effect>,
         cancel: CancellationToken,
     ) -> Self {
+        let gate = Gate::new(cfg.auth.clone(), cfg.own_group.clone());
         Driver {
+            gate,
             cfg,
             inputs,
             effects,
@@ -116,6 +121,7 @@ impl Driver {
             match Session::connect(&self.cfg, &self.cancel).await {
                 Ok((session, up)) => {
                     self.last_down = None;
+                    self.gate.reset();
                     let started = Instant::now();
                     match self.serve(session, up).await {
                         End::Stop => break,
@@ -277,16 +283,22 @@ impl Driver {
                     nodeid,
                     pid,
                     data,
-                } => match deliver_input(at, group, nodeid, pid, &data) {
-                    Ok(input) => input,
-                    Err(reason) => Some(self.malformed(at, group, nodeid, pid, reason)),
+                } => match self.gate.admit(group, nodeid, pid, &data) {
+                    Ok(bytes) => match deliver_input(at, group, nodeid, pid, &bytes) {
+                        Ok(input) => input,
+                        Err(reason) => Some(self.malformed(at, group, nodeid, pid, reason)),
+                    },
+                    Err(reason) => Some(self.unauthenticated(at, group, nodeid, pid, reason)),
                 },
                 Raw::Confchg {
                     group,
                     members,
                     left,
                     joined,
-                } => Some(group_change_input(at, group, members, left, joined)),
+                } => {
+                    self.gate.left(group, &left);
+                    Some(group_change_input(at, group, members, left, joined))
+                }
                 Raw::Quorum { quorate, members } => {
                     tracing::info!(quorate, members = ?members, "quorum notification");
                     self.quorum_members.clone_from(&members);
@@ -312,6 +324,24 @@ impl Driver {
             return self.refresh_votes(s).await;
         }
         true
+    }
+
+    /// A message the gate refused: warned (rate-limited) and counted.
+    fn unauthenticated(
+        &mut self,
+        at: u64,
+        group: Group,
+        from: NodeId,
+        pid: u32,
+        reason: String,
+    ) -> Input {
+        if let Some(suppressed) = self
+            .malformed_warn
+            .allow((group_key(group) | 0x80, from), Instant::now())
+        {
+            tracing::warn!(group = ?group, from, pid, suppressed, %reason, "unauthenticated CPG message dropped");
+        }
+        Input::Unauthenticated { at, group, from }
     }
 
     fn malformed(
@@ -410,7 +440,10 @@ impl Driver {
             }
             Effect::StoreVms(records) => (Group::FenceAgents, self.encode_stores(records)),
             Effect::Own(msg) => match own::encode_chunked(&msg, own::DEFAULT_CHUNK) {
-                Ok(m) => (Group::Own, m),
+                Ok(m) => (
+                    Group::Own,
+                    m.into_iter().map(|b| self.gate.seal(s.local, b)).collect(),
+                ),
                 Err(e) => {
                     tracing::error!(error = %e, "cannot encode own-group message; dropped");
                     return self.report_dropped().await;

@@ -29,8 +29,10 @@
 //! Rooms: `callbacks` (the C callback trampolines and their buffer),
 //! `session` (one connection: handles, dispatch, multicast, votes, cmap),
 //! `driver` (the reconnect loop and effect handling), `conversions`
-//! (CPG/quorum data ↔ model inputs), `error` ([`CorosyncError`]).
+//! (CPG/quorum data ↔ model inputs), `error` ([`CorosyncError`]), `auth`
+//! (the cluster key's seal and the authenticated senders).
 
+mod auth;
 mod callbacks;
 mod conversions;
 mod driver;
@@ -45,6 +47,7 @@ use tokio_util::sync::CancellationToken;
 use crate::engine::InputTx;
 use crate::engine::model::Effect;
 
+pub use auth::CpgAuth;
 pub use error::{CorosyncError, Lib};
 
 /// Settings of the corosync driver.
@@ -54,6 +57,8 @@ pub struct CorosyncConfig {
     pub fence_group: String,
     /// fenceline's own group name.
     pub own_group: String,
+    /// The cluster key and who may send.
+    pub auth: CpgAuth,
 }
 
 impl Default for CorosyncConfig {
@@ -61,6 +66,7 @@ impl Default for CorosyncConfig {
         Self {
             fence_group: "fence-agents".into(),
             own_group: "fenceline".into(),
+            auth: CpgAuth::default(),
         }
     }
 }

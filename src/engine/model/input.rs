@@ -66,6 +66,13 @@ pub enum Input {
         from: NodeId,
         msg: OwnMessage,
     },
+    /// A CPG message the corosync driver dropped as not authenticated
+    /// (counted only: it says nothing about the node it claims to be from).
+    Unauthenticated {
+        at: Millis,
+        group: Group,
+        from: NodeId,
+    },
     /// A CPG message that failed to parse.
     Malformed {
         at: Millis,

@@ -186,6 +186,10 @@ impl Cluster {
             } => self.group_change(at, group, members, left, joined, &mut out),
             Input::PeerRecord { at, from, record } => self.peer_record(at, from, record, &mut out),
             Input::PeerMessage { at, from, msg } => self.peer_message(at, from, msg, &mut out),
+            Input::Unauthenticated { .. } => {
+                self.counters.unauthenticated_cpg += 1;
+                out.changed = true;
+            }
             Input::Malformed { group, .. } => {
                 match group {
                     Group::FenceAgents => self.counters.malformed_fence_agents += 1,

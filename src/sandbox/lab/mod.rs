@@ -290,6 +290,11 @@ impl Lab {
     pub fn client_ip(&self) -> String {
         format!("{SUBNET}.{CLIENT_HOST}")
     }
+    /// The cluster key every lab node's fenceline seals its own-group
+    /// messages with (`[corosync] cluster_key`, 64 random bytes, 0600).
+    pub fn cluster_key_path(&self) -> PathBuf {
+        self.dir.join("cluster.key")
+    }
     /// fence_xvm key shared by the lab's fence_virtds (4096 random bytes, 0600).
     pub fn fence_key_path(&self) -> PathBuf {
         self.dir.join("fence_xvm.key")

@@ -3,7 +3,7 @@
 
 use std::io::Read as _;
 use std::os::unix::fs::OpenOptionsExt as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, anyhow, bail, ensure};
 
@@ -91,6 +91,7 @@ impl Lab {
                     &self.spec.uris,
                     &nd.join("fenceline.log"),
                     &self.fence_key_path(),
+                    &self.cluster_key_path(),
                     &self.node_ip(i),
                     &self.spec.fenceline_extra_toml,
                 ),
@@ -102,8 +103,10 @@ impl Lab {
                 )?;
             }
         }
-        // fence_virtd and fenceline's listeners share the lab key.
+        // fence_virtd and fenceline's listeners share the lab key; the
+        // fenceline nodes share a cluster key.
         self.write_fence_key()?;
+        write_random_key(&self.cluster_key_path(), 64)?;
         if !self.spec.fence_virtd_nodes.is_empty() {
             let module = prereq::fence_virt_module_path()
                 .ok_or_else(|| anyhow!("fence-virt plugin directory not found"))?;
@@ -118,18 +121,22 @@ impl Lab {
     }
 
     pub(super) fn write_fence_key(&self) -> Result<()> {
-        let mut key = vec![0u8; 4096];
-        std::fs::File::open("/dev/urandom")
-            .and_then(|mut f| f.read_exact(&mut key))
-            .context("reading /dev/urandom")?;
-        let p = self.fence_key_path();
-        std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&p)
-            .and_then(|mut f| std::io::Write::write_all(&mut f, &key))
-            .with_context(|| format!("writing {}", p.display()))
+        write_random_key(&self.fence_key_path(), 4096)
     }
+}
+
+/// `len` random bytes into a new 0600 file at `p`.
+fn write_random_key(p: &Path, len: usize) -> Result<()> {
+    let mut key = vec![0u8; len];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut key))
+        .context("reading /dev/urandom")?;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(p)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, &key))
+        .with_context(|| format!("writing {}", p.display()))
 }
