@@ -203,6 +203,7 @@ mod tests {
                     domains: 3,
                 }],
                 inventory_complete: true,
+                key_digests: Default::default(),
             }),
             OwnMessage::InventoryBegin { generation: 7 },
             OwnMessage::Vms {
