@@ -392,7 +392,8 @@ impl From<&Config> for ListenerSettings {
     }
 }
 
-fn hash_type(h: HashName) -> HashType {
+/// fence_virt.conf's hash names as the wire's (also `fenceline check`).
+pub fn hash_type(h: HashName) -> HashType {
     match h {
         HashName::None => HashType::None,
         HashName::Sha1 => HashType::Sha1,
