@@ -118,8 +118,9 @@ pub fn render(cfg: &Config) -> Result<String, String> {
         ""
     };
     Ok(format!(
-        "# fenceline configuration: every key with its value (defaults included).\n\
-         # Reference with comments: /usr/share/doc/fenceline/ and contrib/fenceline.toml.\n\
+        "# fenceline configuration: every key with its value (defaults included),\n\
+         # as `fenceline config init` / `config show` print it. Each key is explained\n\
+         # in the commented default config (contrib/fenceline.toml in the source).\n\
          {group}\n{body}"
     ))
 }

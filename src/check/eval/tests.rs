@@ -271,7 +271,7 @@ fn the_self_test_answer_decides() {
     f.self_test = Some(SelfTest {
         listener: "tcp".into(),
         target: "127.0.0.1:1229".into(),
-        result: Ok(FenceResult::Ok),
+        result: Ok(1),
     });
     assert_eq!(evaluate(&f).level(), Level::Ok);
     f.self_test.as_mut().unwrap().result = Err("handshake: the daemon's answer is wrong".into());
