@@ -23,6 +23,15 @@ fn code(o: &CmdOutput) -> i32 {
     o.status.code().unwrap_or(-1)
 }
 
+/// The exit code is `want` and the summary line (the first) contains `text`.
+fn expect(o: &CmdOutput, want: i32, text: &str) {
+    let first = o.stdout.lines().next().unwrap_or_default();
+    assert!(
+        code(o) == want && first.contains(text),
+        "wanted exit {want} and a summary with {text:?}: {o:?}"
+    );
+}
+
 /// Runs `check` on node `i` until its exit code is `want`; the last output.
 fn wait_check(lab: &Lab, i: usize, want: i32, timeout: Duration) -> CmdOutput {
     let t0 = Instant::now();
@@ -69,35 +78,21 @@ fn check_judges_a_real_node() {
     // Healthy: 0, one summary line first, the digests compared, the
     // loopback request answered through the tcp listener.
     let o = wait_check(&lab, 1, 0, CONVERGE);
-    assert_eq!(code(&o), 0, "{o:?}");
-    let first = o.stdout.lines().next().unwrap_or_default();
-    assert!(first.starts_with("FENCELINE OK - "), "{first}");
-    assert!(
-        o.stdout.contains("key digest") && o.stdout.contains("the same on node2 (2), node3 (3)"),
-        "{}",
-        o.stdout
-    );
     eprintln!("healthy node 1:\n{}", o.stdout);
-    let selftest = format!(
-        "[OK] self-test: the tcp listener at {}:1229 verified a signed null request",
-        lab.node_ip(1)
-    );
-    assert!(o.stdout.contains(&selftest), "{}", o.stdout);
-    assert!(
-        o.stdout
-            .contains("225.0.0.12 joined on eth0, udp port 1229 bound")
-    );
-    assert!(
-        o.stdout
-            .contains("last successful request here: status vm2a from control:"),
-        "{}",
-        o.stdout
-    );
-    assert!(
-        o.stdout.contains("[OK] quorum: quorate (votes 3/3"),
-        "{}",
-        o.stdout
-    );
+    expect(&o, 0, "FENCELINE OK - ");
+    for line in [
+        "[OK] keys: multicast key digest ".to_string(),
+        ": the same on node2 (2), node3 (3)".to_string(),
+        format!(
+            "[OK] self-test: the tcp listener at {}:1229 verified a signed null request",
+            lab.node_ip(1)
+        ),
+        "225.0.0.12 joined on eth0, udp port 1229 bound".to_string(),
+        "last successful request here: status vm2a from control:".to_string(),
+        "[OK] quorum: quorate (votes 3/3".to_string(),
+    ] {
+        assert!(o.stdout.contains(&line), "no {line:?} in\n{}", o.stdout);
+    }
 
     // A world-readable key: critical, and the summary names the file.
     let key = lab.fence_key_path();
@@ -105,13 +100,9 @@ fn check_judges_a_real_node() {
     set_mode(0o644);
     let o = check(&lab, 1, &lab.fenceline_config_path(1));
     set_mode(0o600);
-    assert_eq!(code(&o), 2, "{o:?}");
-    let first = o.stdout.lines().next().unwrap_or_default();
-    assert!(
-        first.starts_with("FENCELINE CRITICAL - ") && first.contains(&*key.to_string_lossy()),
-        "{first}"
-    );
-    assert!(first.contains("readable by others"), "{first}");
+    expect(&o, 2, "FENCELINE CRITICAL - ");
+    expect(&o, 2, &key.to_string_lossy());
+    expect(&o, 2, "readable by others");
 
     // A listener interface that does not exist (the node's config with
     // another interface; the running daemon keeps its own).
@@ -125,39 +116,15 @@ fn check_judges_a_real_node() {
     .unwrap();
     std::fs::set_permissions(&other, std::fs::Permissions::from_mode(0o600)).unwrap();
     let o = check(&lab, 1, &other);
-    assert_eq!(code(&o), 2, "{o:?}");
-    assert!(
-        o.stdout
-            .lines()
-            .next()
-            .unwrap_or_default()
-            .contains("multicast: interface nosuch0 does not exist"),
-        "{}",
-        o.stdout
-    );
+    expect(&o, 2, "multicast: interface nosuch0 does not exist");
 
     // corosync killed on node 3: node 3 is critical, the survivors warn
     // that node 3 is not accounted for.
     lab.kill_corosync(3, libc::SIGKILL).expect("kill corosync");
     let o = wait_check(&lab, 3, 2, CONVERGE);
     eprintln!("node 3 without corosync:\n{}", o.stdout);
-    assert_eq!(code(&o), 2, "{o:?}");
-    assert!(
-        o.stdout
-            .lines()
-            .next()
-            .unwrap_or_default()
-            .contains("corosync unreachable"),
-        "{}",
-        o.stdout
-    );
+    expect(&o, 2, "corosync unreachable");
     let o = wait_check(&lab, 1, 1, CONVERGE);
     eprintln!("node 1 after node 3 left:\n{}", o.stdout);
-    assert_eq!(code(&o), 1, "{o:?}");
-    let first = o.stdout.lines().next().unwrap_or_default();
-    assert!(
-        first.starts_with("FENCELINE WARNING - ")
-            && first.contains("node3 (3) is not accounted for"),
-        "{first}"
-    );
+    expect(&o, 1, "FENCELINE WARNING - node3 (3) is not accounted for");
 }

@@ -230,9 +230,19 @@ fn os_random(buf: &mut [u8]) -> Result<(), String> {
     Ok(())
 }
 
-/// Asks for the values `opts` leaves open, on stderr/stdin (an empty answer
-/// keeps the value in brackets).
+/// Asks for each value on stderr/stdin (an empty answer keeps the value in
+/// brackets).
 pub fn ask(opts: &mut InitOptions) -> Result<(), String> {
+    ask_with(opts, &mut std::io::stdin().lock(), &mut std::io::stderr())
+}
+
+/// [`ask`] on any reader and writer.
+pub fn ask_with(
+    opts: &mut InitOptions,
+    input: &mut dyn std::io::BufRead,
+    out: &mut dyn std::io::Write,
+) -> Result<(), String> {
+    let mut prompt = |q: &str, d: &str| prompt(input, out, q, d);
     let listener = prompt(
         "Listener (multicast, tcp, vsock, none)",
         match opts.listener {
@@ -279,11 +289,16 @@ pub fn ask(opts: &mut InitOptions) -> Result<(), String> {
     Ok(())
 }
 
-fn prompt(question: &str, default: &str) -> Result<String, String> {
-    eprint!("{question} [{default}]: ");
-    let _ = std::io::stderr().flush();
+fn prompt(
+    input: &mut dyn std::io::BufRead,
+    out: &mut dyn std::io::Write,
+    question: &str,
+    default: &str,
+) -> Result<String, String> {
+    let _ = write!(out, "{question} [{default}]: ");
+    let _ = out.flush();
     let mut line = String::new();
-    let n = std::io::stdin()
+    let n = input
         .read_line(&mut line)
         .map_err(|e| format!("reading the answer: {e}"))?;
     if n == 0 {
@@ -295,7 +310,12 @@ fn prompt(question: &str, default: &str) -> Result<String, String> {
 
 /// Yes/no on stderr/stdin; only `y`/`yes` is yes.
 pub fn confirm(question: &str) -> Result<bool, String> {
-    let a = prompt(question, "no")?;
+    let a = prompt(
+        &mut std::io::stdin().lock(),
+        &mut std::io::stderr(),
+        question,
+        "no",
+    )?;
     Ok(matches!(a.to_ascii_lowercase().as_str(), "y" | "yes"))
 }
 

@@ -207,3 +207,41 @@ fn describe_says_what_was_done_and_what_was_left() {
     assert!(text.contains("no listener"));
     assert!(text.contains("cluster key"), "{text}");
 }
+
+#[test]
+fn the_questions_fill_the_options_and_empty_answers_keep_the_defaults() {
+    let mut opts = InitOptions::default();
+    let mut input: &[u8] =
+        b"tcp\n192.168.122.1\n/etc/cluster/tcp.key\nqemu:///system test:///default\ng1:vm1\n";
+    let mut shown = Vec::new();
+    ask_with(&mut opts, &mut input, &mut shown).unwrap();
+    assert_eq!(opts.listener, ListenerKind::Tcp);
+    assert_eq!(opts.address.as_deref(), Some("192.168.122.1"));
+    assert_eq!(opts.key_file, Path::new("/etc/cluster/tcp.key"));
+    assert_eq!(opts.uris, ["qemu:///system", "test:///default"]);
+    assert_eq!(opts.host_map.as_deref(), Some("g1:vm1"));
+    let shown = String::from_utf8(shown).unwrap();
+    assert!(
+        shown.contains("Listener (multicast, tcp, vsock, none) [multicast]: "),
+        "{shown}"
+    );
+
+    // Enter everywhere: multicast on virbr0, the default group, key and URI.
+    let mut opts = InitOptions::default();
+    let mut input: &[u8] = b"\n\n\n\n\n\n";
+    ask_with(&mut opts, &mut input, &mut Vec::new()).unwrap();
+    assert_eq!(opts.listener, ListenerKind::Multicast);
+    assert_eq!(opts.interface.as_deref(), Some("virbr0"));
+    assert_eq!(opts.address.as_deref(), Some("225.0.0.12"));
+    assert_eq!(opts.key_file, Path::new(DEFAULT_KEY_FILE));
+    assert_eq!(opts.uris, ["qemu:///system"]);
+    assert_eq!(opts.host_map, None);
+    assert!(plan(&opts).is_ok());
+
+    // A wrong listener name and the end of input are errors, not defaults.
+    let mut input: &[u8] = b"serial\n";
+    assert!(ask_with(&mut InitOptions::default(), &mut input, &mut Vec::new()).is_err());
+    let mut input: &[u8] = b"multicast\n";
+    let e = ask_with(&mut InitOptions::default(), &mut input, &mut Vec::new()).unwrap_err();
+    assert!(e.contains("--yes"), "{e}");
+}
