@@ -427,7 +427,7 @@ fn run(cli: Cli) -> Result<(), ExitCode> {
             let (cfg, path) = match fenceline_config::Config::load(cfg_path) {
                 Ok(x) => x,
                 Err(e) => {
-                    println!("CRITICAL: config error: {e}");
+                    println!("FENCELINE CRITICAL - config error: {e}");
                     return Err(ExitCode::from(fenceline::check::CRITICAL));
                 }
             };

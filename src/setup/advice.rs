@@ -33,7 +33,7 @@ pub fn advice(cfg: &Config, hostname: &str, host_map: Option<&str>) -> String {
         s.push_str(&format!(
             "On every other KVM host: the same key at the same path (mode 0600, root):\n\
              \x20 scp -p {key} root@OTHER-HOST:{key}\n\
-             \x20 fenceline config init (same flags)   # or copy this config\n\
+             \x20 fenceline config init ...           # the same flags or answers (the copied key is kept), or copy this config\n\
              \x20 fenceline check                      # 0 = ready; it compares key digests across hosts\n\n\
              In every guest: the same key at the same path, then a first request:\n"
         ));
