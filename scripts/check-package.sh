@@ -48,7 +48,7 @@ expect 644 usr/share/fish/vendor_completions.d/fenceline.fish
 expect 644 usr/share/doc/fenceline/copyright
 expect 644 usr/share/doc/fenceline/changelog.Debian.gz
 for m in fenceline fenceline-daemon fenceline-status fenceline-events fenceline-fence \
-  fenceline-console fenceline-monitor fenceline-config fenceline-install-hook fenceline-hook; do
+  fenceline-console fenceline-monitor fenceline-config fenceline-check fenceline-install-hook fenceline-hook; do
   expect 644 "usr/share/man/man8/$m.8.gz"
 done
 if dpkg-deb -c "$deb" | awk '{print $2}' | grep -v '^root/root$' | grep -q .; then

@@ -114,6 +114,17 @@ async fn run_async(cfg: Config, config_path: Option<&Path>) -> anyhow::Result<()
         started_at: now_millis(),
         fence: fence_rules(&cfg),
         libvirt_uris: cfg.libvirt.uris.clone(),
+        // Announced to the peers for `fenceline check` (a digest, never the
+        // key); a key that cannot be read stops the listeners below anyway.
+        key_digests: cfg
+            .listener_keys()
+            .into_iter()
+            .filter_map(|(name, path)| {
+                fence::key::digest_file(path, cfg.listeners.allow_loose_key_mode)
+                    .ok()
+                    .map(|d| (name.to_string(), d))
+            })
+            .collect(),
     };
     let (inputs, input_rx) = InputTx::channel(INPUT_CAPACITY);
     // The fence audit log: opened now so an unusable path stops the start.
@@ -382,7 +393,8 @@ impl From<&Config> for ListenerSettings {
     }
 }
 
-fn hash_type(h: HashName) -> HashType {
+/// fence_virt.conf's hash names as the wire's (also `fenceline check`).
+pub fn hash_type(h: HashName) -> HashType {
     match h {
         HashName::None => HashType::None,
         HashName::Sha1 => HashType::Sha1,

@@ -1,6 +1,7 @@
 //! fenceline: a cluster console and fencing daemon for libvirt hosts in a
 //! corosync cluster. See ARCHITECTURE.md for the module map and invariants.
 
+pub mod check;
 pub mod cli;
 
 pub mod daemon;
@@ -11,4 +12,5 @@ pub mod engine;
 pub mod hook;
 #[cfg(feature = "lab")]
 pub mod sandbox;
+pub mod setup;
 pub mod ui;

@@ -39,6 +39,19 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Is this host ready to fence? Checks the config and key files, corosync
+    /// and quorum, libvirt, the listeners, the same key on every fenceline
+    /// host, a loopback request through the local listener, and the last
+    /// successful fence. One summary line, then details. Exit (Nagios/Icinga):
+    /// 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.
+    Check {
+        /// Control socket (default: the read-only socket from the config).
+        #[arg(long, value_name = "PATH")]
+        socket: Option<PathBuf>,
+        /// Limit for each network step (control socket, self-test), in seconds.
+        #[arg(long, value_name = "SECS", default_value_t = 10)]
+        timeout_secs: u64,
+    },
     /// Print one snapshot of the cluster and exit.
     Status {
         /// Print JSON instead of text.
@@ -167,6 +180,43 @@ enum Command {
 
 #[derive(Subcommand)]
 enum ConfigCommand {
+    /// Write a config and create the fence key, like `fence_virtd -c`; then
+    /// print the matching guest-side and Pacemaker commands. Asks for each
+    /// value when stdin is a terminal (unless --yes). Never overwrites the
+    /// config without --force, never replaces an existing key. Writes to
+    /// --config (default /etc/fenceline/fenceline.toml).
+    Init {
+        /// The listener to enable.
+        #[arg(long, value_enum, default_value = "multicast")]
+        listener: fenceline::setup::ListenerKind,
+        /// Multicast: join on this interface only (the guests' bridge, e.g. virbr0).
+        #[arg(long, value_name = "IF")]
+        interface: Option<String>,
+        /// Multicast group (default 225.0.0.12), or the tcp listener's address (default 127.0.0.1).
+        #[arg(long, value_name = "ADDR")]
+        address: Option<String>,
+        /// The fence key; created (4096 random bytes, 0600) unless it exists.
+        #[arg(long, value_name = "PATH", default_value = fenceline_config::DEFAULT_KEY_FILE)]
+        key_file: PathBuf,
+        /// libvirt URI (repeat for several; default qemu:///system).
+        #[arg(long = "uri", value_name = "URI")]
+        uris: Vec<String>,
+        /// Multicast: a network (CIDR) connect-backs may go to (repeatable).
+        #[arg(long = "callback-network", value_name = "CIDR")]
+        callback_networks: Vec<String>,
+        /// Pacemaker's pcmk_host_map for the printed command ("guest1:vm1;guest2:vm2").
+        #[arg(long, value_name = "MAP")]
+        host_map: Option<String>,
+        /// Replace an existing config file (the key is never replaced).
+        #[arg(long)]
+        force: bool,
+        /// Ask nothing: take the flags and defaults as they are.
+        #[arg(long, short = 'y')]
+        yes: bool,
+    },
+    /// Print the effective config (--config, else /etc/fenceline/fenceline.toml
+    /// if it exists, else the built-in defaults) as TOML with every default.
+    Show,
     /// Print the fenceline TOML equivalent of a fence_virt.conf (what
     /// `daemon --fence-virt-conf PATH` would run).
     ImportFenceVirt {
@@ -329,6 +379,68 @@ fn run(cli: Cli) -> Result<(), ExitCode> {
             match client_runtime()?.block_on(cli::confirm(&socket, &node)) {
                 0 => Ok(()),
                 code => Err(ExitCode::from(code)),
+            }
+        }
+        Command::Config {
+            command: ConfigCommand::Show,
+        } => {
+            let cfg = load_config(cfg_path)?;
+            let text = fenceline::setup::render(&cfg).map_err(|e| {
+                eprintln!("fenceline: {e}");
+                ExitCode::from(exit::UNREACHABLE)
+            })?;
+            print!("{text}");
+            Ok(())
+        }
+        Command::Config {
+            command:
+                ConfigCommand::Init {
+                    listener,
+                    interface,
+                    address,
+                    key_file,
+                    uris,
+                    callback_networks,
+                    host_map,
+                    force,
+                    yes,
+                },
+        } => {
+            let mut opts = fenceline::setup::InitOptions {
+                listener,
+                interface,
+                address,
+                key_file,
+                callback_networks,
+                host_map,
+                ..Default::default()
+            };
+            if !uris.is_empty() {
+                opts.uris = uris;
+            }
+            config_init(opts, cfg_path, force, yes)
+        }
+        Command::Check {
+            socket,
+            timeout_secs,
+        } => {
+            let (cfg, path) = match fenceline_config::Config::load(cfg_path) {
+                Ok(x) => x,
+                Err(e) => {
+                    println!("FENCELINE CRITICAL - config error: {e}");
+                    return Err(ExitCode::from(fenceline::check::CRITICAL));
+                }
+            };
+            let code = fenceline::check::run(&fenceline::check::CheckOptions {
+                config: cfg,
+                config_path: path,
+                socket,
+                timeout: std::time::Duration::from_secs(timeout_secs.clamp(1, 120)),
+            });
+            if code == 0 {
+                Ok(())
+            } else {
+                Err(ExitCode::from(code))
             }
         }
         Command::Config {
@@ -495,6 +607,43 @@ fn hook_command() -> clap::Command {
                 .allow_hyphen_values(true)
                 .help("NAME OP SUBOP EXTRA, as libvirt passes them"),
         )
+}
+
+/// `config init`: ask (on a terminal, without --yes), plan, write, advise.
+fn config_init(
+    mut opts: fenceline::setup::InitOptions,
+    cfg_path: Option<&std::path::Path>,
+    force: bool,
+    yes: bool,
+) -> Result<(), ExitCode> {
+    use std::io::IsTerminal;
+    let fail = |e: String| {
+        eprintln!("fenceline config init: {e}");
+        ExitCode::from(exit::USAGE)
+    };
+    let path = cfg_path
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_else(|| fenceline_proto::paths::DEFAULT_CONFIG_PATH.into());
+    let interactive = !yes && std::io::stdin().is_terminal();
+    if interactive {
+        fenceline::setup::ask(&mut opts).map_err(fail)?;
+    }
+    let cfg = fenceline::setup::plan(&opts).map_err(fail)?;
+    if interactive {
+        eprint!("{}", fenceline::setup::render(&cfg).map_err(fail)?);
+        let q = format!("Write {}?", path.display());
+        if !fenceline::setup::confirm(&q).map_err(fail)? {
+            eprintln!("fenceline config init: nothing written");
+            return Err(ExitCode::from(exit::UNREACHABLE));
+        }
+    }
+    let out = fenceline::setup::init(&cfg, &path, force).map_err(fail)?;
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    print!(
+        "{}",
+        fenceline::setup::describe(&out, &cfg, host.trim(), opts.host_map.as_deref())
+    );
+    Ok(())
 }
 
 /// `console` and `monitor`: the socket and theme from flags, else the config.

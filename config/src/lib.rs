@@ -88,6 +88,23 @@ impl Config {
         self.validate("", path)
     }
 
+    /// Every configured listener with its key file: (`multicast` | `tcp` |
+    /// `vsock`, path), in that order.
+    pub fn listener_keys(&self) -> Vec<(&'static str, &Path)> {
+        let l = &self.listeners;
+        let mut v = Vec::new();
+        if let Some(m) = &l.multicast {
+            v.push(("multicast", m.key_file.as_path()));
+        }
+        if let Some(t) = &l.tcp {
+            v.push(("tcp", t.key_file.as_path()));
+        }
+        if let Some(s) = &l.vsock {
+            v.push(("vsock", s.key_file.as_path()));
+        }
+        v
+    }
+
     pub fn reconcile_interval(&self) -> Duration {
         Duration::from_secs(self.libvirt.reconcile_secs)
     }

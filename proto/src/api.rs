@@ -309,6 +309,11 @@ pub struct NodeView {
     /// is ("confirmed down by ...").
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub accounting: Option<String>,
+    /// Listener name → digest of its fence key, as the node's fenceline
+    /// announces it (`fence_xvm::key_digest`, never the key); empty when
+    /// unknown (fence_virtd, older fenceline, no listener).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub key_digests: std::collections::BTreeMap<String, String>,
 }
 
 /// Where one node sees a domain.

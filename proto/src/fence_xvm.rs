@@ -297,6 +297,22 @@ pub fn response(auth: HashType, key: &[u8], challenge: &[u8; CHALLENGE_LEN]) -> 
     auth.digest(&[key, challenge])
 }
 
+/// The domain-separation prefix of [`key_digest`]: the digest can never be
+/// confused with a request hash or a challenge answer made with the key.
+pub const KEY_DIGEST_PREFIX: &[u8] = b"fenceline key digest v1\0";
+
+/// A short fingerprint of a fence key that fenceline peers announce so that
+/// `fenceline check` can tell whether every host holds the same key: the
+/// first 8 bytes of SHA-256(prefix ‖ key), in hex. Never the key itself, and
+/// nothing a request or a handshake could use.
+pub fn key_digest(key: &[u8]) -> String {
+    let d = Sha256::new()
+        .chain_update(KEY_DIGEST_PREFIX)
+        .chain_update(key)
+        .finalize();
+    d[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// Constant-time check of a peer's answer.
 pub fn response_ok(
     auth: HashType,
@@ -526,5 +542,21 @@ mod tests {
             state: 0,
         };
         assert!(long.encode().is_err());
+    }
+
+    #[test]
+    fn key_digest_is_short_stable_and_separated() {
+        let key = [7u8; 4096];
+        let d = key_digest(&key);
+        assert_eq!(d.len(), 16);
+        assert!(d.bytes().all(|b| b.is_ascii_hexdigit()));
+        assert_eq!(d, key_digest(&key));
+        assert_ne!(d, key_digest(&[8u8; 4096]));
+        // Not a plain SHA-256 of the key (the prefix separates it).
+        let plain: String = Sha256::digest(key)[..8]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_ne!(d, plain);
     }
 }

@@ -39,6 +39,11 @@ pub struct PeerInfo {
     /// does not send it: false, the safe direction.
     #[serde(default)]
     pub inventory_complete: bool,
+    /// Listener name (`multicast`, `tcp`, `vsock`) → `fence_xvm::key_digest`
+    /// of its key, for `fenceline check`'s same-key test. Never the key.
+    /// Older peers send nothing.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub key_digests: std::collections::BTreeMap<String, String>,
 }
 
 /// Messages of fenceline's own CPG group, as the model sees them. The wire

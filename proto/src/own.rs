@@ -203,6 +203,7 @@ mod tests {
                     domains: 3,
                 }],
                 inventory_complete: true,
+                key_digests: [("multicast".to_string(), "0011223344556677".to_string())].into(),
             }),
             OwnMessage::InventoryBegin { generation: 7 },
             OwnMessage::Vms {
@@ -455,6 +456,23 @@ mod tests {
         let old = r#"{"version":"0.0.9","started_at":1,"libvirt":[]}"#;
         let info: PeerInfo = serde_json::from_str(old).unwrap();
         assert!(!info.inventory_complete, "the safe direction");
+        assert!(
+            info.key_digests.is_empty(),
+            "an older peer announces no key digest"
+        );
+    }
+
+    #[test]
+    fn a_peer_without_a_key_digest_keeps_its_old_json() {
+        let info = PeerInfo {
+            version: "0.1.0".into(),
+            started_at: 1,
+            libvirt: vec![],
+            inventory_complete: true,
+            key_digests: Default::default(),
+        };
+        let json = serde_json::to_string(&info).unwrap();
+        assert!(!json.contains("key_digests"), "{json}");
     }
 
     #[test]

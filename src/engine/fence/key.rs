@@ -70,6 +70,12 @@ fn refused(why: String) -> std::io::Error {
     std::io::Error::new(std::io::ErrorKind::PermissionDenied, why)
 }
 
+/// [`fenceline_proto::fence_xvm::key_digest`] of the key in `path`, read
+/// with [`read_key`]'s checks.
+pub fn digest_file(path: &Path, loose: bool) -> std::io::Result<String> {
+    read_key(path, loose).map(|k| fenceline_proto::fence_xvm::key_digest(&k))
+}
+
 /// Reads a key file as fence_virtd does: raw bytes, nothing trimmed, at most
 /// the first 4096 bytes; opened with [`open_private`].
 pub fn read_key(path: &Path, loose: bool) -> std::io::Result<Vec<u8>> {

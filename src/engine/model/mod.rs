@@ -61,6 +61,9 @@ pub struct ModelConfig {
     /// The configured libvirt URIs: the inventory is complete only when
     /// every one has been listed since its last (re)connect.
     pub libvirt_uris: Vec<String>,
+    /// Listener name → `fence_xvm::key_digest` of its key, announced to
+    /// the peers (`PeerInfo.key_digests`) for `fenceline check`.
+    pub key_digests: std::collections::BTreeMap<String, String>,
 }
 
 impl Default for ModelConfig {
@@ -71,6 +74,7 @@ impl Default for ModelConfig {
             started_at: 0,
             fence: FenceRules::default(),
             libvirt_uris: Vec::new(),
+            key_digests: Default::default(),
         }
     }
 }

@@ -35,12 +35,20 @@ impl Cluster {
                 {
                     daemons.push(DaemonKind::FenceVirtd);
                 }
-                let (libvirt, version) = if is_local {
-                    (local_health.clone(), Some(self.cfg.version.clone()))
+                let (libvirt, version, key_digests) = if is_local {
+                    (
+                        local_health.clone(),
+                        Some(self.cfg.version.clone()),
+                        self.cfg.key_digests.clone(),
+                    )
                 } else {
                     match &n.info {
-                        Some(i) => (i.libvirt.clone(), Some(i.version.clone())),
-                        None => (Vec::new(), None),
+                        Some(i) => (
+                            i.libvirt.clone(),
+                            Some(i.version.clone()),
+                            i.key_digests.clone(),
+                        ),
+                        None => (Vec::new(), None, Default::default()),
                     }
                 };
                 let (accounted, accounting) = match self.accounting(*id, at) {
@@ -58,6 +66,7 @@ impl Cluster {
                     vm_count: vm_count.get(id).copied().unwrap_or(0),
                     libvirt,
                     version,
+                    key_digests,
                 }
             })
             .collect();

@@ -10,6 +10,7 @@ fn cluster_as(local: NodeId) -> Cluster {
         version: "test".into(),
         started_at: 0,
         libvirt_uris: Vec::new(),
+        key_digests: Default::default(),
         fence: FenceRules::default(),
     });
     c.apply(Input::CorosyncUp {
@@ -451,6 +452,7 @@ fn inventory_drops_what_the_peer_no_longer_has() {
             started_at: 0,
             libvirt: vec![],
             inventory_complete: complete,
+            key_digests: Default::default(),
         }),
     };
     // An incomplete inventory (libvirt down there) removes nothing.

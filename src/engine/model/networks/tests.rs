@@ -12,6 +12,7 @@ fn cluster(local: NodeId, capacity: usize) -> Cluster {
         version: "test".into(),
         started_at: 0,
         libvirt_uris: Vec::new(),
+        key_digests: Default::default(),
         fence: crate::engine::model::FenceRules::default(),
     });
     c.apply(Input::CorosyncUp {

@@ -149,6 +149,7 @@ fn peer_vm(c: &mut Cluster, at: Millis, from: NodeId, d: LocalDomain) {
                 started_at: 0,
                 libvirt: vec![],
                 inventory_complete: true,
+                key_digests: Default::default(),
             }),
             OwnMessage::InventoryBegin { generation: 1 },
             OwnMessage::InventoryEnd { generation: 1 },
@@ -380,6 +381,7 @@ fn the_legacy_switch_restores_fence_virtds_answer_without_quorum() {
         version: "t".into(),
         started_at: 0,
         libvirt_uris: Vec::new(),
+        key_digests: Default::default(),
         fence: FenceRules {
             unknown_without_quorum: true,
             ..FenceRules::default()
@@ -578,6 +580,7 @@ fn libvirt_backend_acts_locally_without_cpg() {
         version: "t".into(),
         started_at: 0,
         libvirt_uris: Vec::new(),
+        key_digests: Default::default(),
         fence: FenceRules {
             cpg: false,
             ..FenceRules::default()
