@@ -198,6 +198,10 @@ enum ConfigCommand {
         /// The fence key; created (4096 random bytes, 0600) unless it exists.
         #[arg(long, value_name = "PATH", default_value = fenceline_config::DEFAULT_KEY_FILE)]
         key_file: PathBuf,
+        /// The cluster key that seals fenceline's own CPG messages; created
+        /// (4096 random bytes, 0600) unless it exists. Copy it to every host.
+        #[arg(long, value_name = "PATH", default_value = fenceline_config::DEFAULT_CLUSTER_KEY_FILE)]
+        cluster_key: PathBuf,
         /// libvirt URI (repeat for several; default qemu:///system).
         #[arg(long = "uri", value_name = "URI")]
         uris: Vec<String>,
@@ -399,6 +403,7 @@ fn run(cli: Cli) -> Result<(), ExitCode> {
                     interface,
                     address,
                     key_file,
+                    cluster_key,
                     uris,
                     callback_networks,
                     host_map,
@@ -411,6 +416,7 @@ fn run(cli: Cli) -> Result<(), ExitCode> {
                 interface,
                 address,
                 key_file,
+                cluster_key,
                 callback_networks,
                 host_map,
                 ..Default::default()

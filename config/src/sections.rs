@@ -67,6 +67,8 @@ pub struct ListenersSection {
 }
 
 pub const DEFAULT_KEY_FILE: &str = "/etc/cluster/fence_xvm.key";
+/// Where `config init` puts the cluster key (`[corosync] cluster_key`).
+pub const DEFAULT_CLUSTER_KEY_FILE: &str = "/etc/fenceline/cluster.key";
 
 /// Hash names as fence_virt.conf spells them: none, sha1, sha256, sha512.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]

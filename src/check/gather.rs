@@ -30,7 +30,7 @@ pub fn file(path: &Path, kind: Private) -> FileFact {
     }
 }
 
-/// Every listener's key: the file's facts and its digest.
+/// Every listener's key (the file's facts and its digest), and the cluster key's file.
 pub fn keys(cfg: &Config) -> Vec<KeyFact> {
     // Opened as loose: the mode is judged from the facts, so a loose key
     // still gets its digest compared.
@@ -45,6 +45,15 @@ pub fn keys(cfg: &Config) -> Vec<KeyFact> {
                 digest: key::digest_file(path, true).ok(),
             }
         })
+        // The cluster key: its file only (peers announce no digest of it; a
+        // host with another cluster key is not heard at all, which the
+        // accounting checks show).
+        .chain(cfg.corosync.cluster_key.iter().map(|path| KeyFact {
+            listener: "cluster".to_string(),
+            file: file(path, Private::Key { loose: false }),
+            loose_allowed: false,
+            digest: None,
+        }))
         .collect()
 }
 

@@ -44,6 +44,8 @@ pub struct InitOptions {
     /// Multicast group, or the tcp listener's address.
     pub address: Option<String>,
     pub key_file: PathBuf,
+    /// The cluster key (`[corosync] cluster_key`); created unless it exists.
+    pub cluster_key: PathBuf,
     pub uris: Vec<String>,
     /// Multicast: networks connect-backs may go to (CIDR).
     pub callback_networks: Vec<String>,
@@ -58,6 +60,7 @@ impl Default for InitOptions {
             interface: None,
             address: None,
             key_file: DEFAULT_KEY_FILE.into(),
+            cluster_key: fenceline_config::DEFAULT_CLUSTER_KEY_FILE.into(),
             uris: vec!["qemu:///system".into()],
             callback_networks: Vec::new(),
             host_map: None,
@@ -72,6 +75,7 @@ pub fn plan(opts: &InitOptions) -> Result<Config, String> {
         cfg.libvirt.uris = opts.uris.clone();
     }
     let key_file = opts.key_file.clone();
+    cfg.corosync.cluster_key = Some(opts.cluster_key.clone());
     match opts.listener {
         ListenerKind::Multicast => {
             let mut m = MulticastListener {
@@ -132,6 +136,8 @@ pub struct InitOutcome {
     /// True: a new key was created; false: an existing key was kept.
     pub key_created: Option<bool>,
     pub key_file: Option<PathBuf>,
+    /// The cluster key, and whether it was created (false: kept).
+    pub cluster_key: Option<(PathBuf, bool)>,
 }
 
 /// Writes the config (refused when it exists, unless `force`) and creates
@@ -145,10 +151,15 @@ pub fn init(cfg: &Config, config_path: &Path, force: bool) -> Result<InitOutcome
         Some(k) => Some(create_key(k)?),
         None => None,
     };
+    let cluster_key = match &cfg.corosync.cluster_key {
+        Some(k) => Some((k.clone(), create_key(k)?)),
+        None => None,
+    };
     Ok(InitOutcome {
         config: config_path.to_path_buf(),
         key_created,
         key_file: key,
+        cluster_key,
     })
 }
 
@@ -333,10 +344,24 @@ pub fn describe(out: &InitOutcome, cfg: &Config, hostname: &str, host_map: Optio
         )),
         (None, _) => s.push_str("no listener, so no fence key\n"),
     }
-    s.push_str(
-        "not created: a cluster key for fenceline's own CPG messages (they are not \
-         authenticated yet)\n\n",
-    );
+    match &out.cluster_key {
+        Some((k, created)) => s.push_str(&format!(
+            "{} the cluster key {} (seals fenceline's own CPG messages): copy the same file \
+             to every fenceline host (scp -p {} root@OTHER-HOST:{})\n\n",
+            if *created {
+                "created"
+            } else {
+                "kept the existing"
+            },
+            k.display(),
+            k.display(),
+            k.display()
+        )),
+        None => s.push_str(
+            "no cluster key: fenceline's own CPG messages are not authenticated \
+             (set [corosync] cluster_key)\n\n",
+        ),
+    }
     s.push_str(&advice(cfg, hostname, host_map));
     s
 }

@@ -11,6 +11,7 @@ fn multicast(dir: &Path) -> InitOptions {
     InitOptions {
         interface: Some("virbr0".into()),
         key_file: dir.join("cluster/fence_xvm.key"),
+        cluster_key: dir.join("fenceline/cluster.key"),
         host_map: Some("g1:vm1;g2:vm2".into()),
         ..InitOptions::default()
     }
@@ -109,6 +110,13 @@ fn init_writes_the_config_and_a_fresh_key_and_refuses_to_overwrite() {
     assert_eq!(mode(&key_path), 0o600);
     // Not all one byte: random bytes (a zero-filled buffer would pass the length).
     assert!(key.iter().any(|&b| b != key[0]));
+    // The cluster key too, a different one, named in the config.
+    let (ck_path, created) = out.cluster_key.clone().unwrap();
+    assert!(created);
+    let ck = std::fs::read(&ck_path).unwrap();
+    assert_eq!((ck.len(), mode(&ck_path)), (4096, 0o600));
+    assert_ne!(ck, key);
+    assert_eq!(cfg.corosync.cluster_key.as_deref(), Some(ck_path.as_path()));
     assert_eq!(mode(&conf), 0o644);
     let (loaded, _) = Config::load(Some(&conf)).unwrap();
     assert_eq!(loaded, cfg);
@@ -117,6 +125,7 @@ fn init_writes_the_config_and_a_fresh_key_and_refuses_to_overwrite() {
     let other = plan(&InitOptions {
         listener: ListenerKind::Tcp,
         key_file: key_path.clone(),
+        cluster_key: ck_path.clone(),
         ..InitOptions::default()
     })
     .unwrap();
@@ -128,6 +137,8 @@ fn init_writes_the_config_and_a_fresh_key_and_refuses_to_overwrite() {
     let out = init(&other, &conf, true).unwrap();
     assert_eq!(out.key_created, Some(false));
     assert_eq!(std::fs::read(&key_path).unwrap(), key);
+    assert_eq!(out.cluster_key, Some((ck_path.clone(), false)));
+    assert_eq!(std::fs::read(&ck_path).unwrap(), ck);
     assert_eq!(Config::load(Some(&conf)).unwrap().0, other);
     assert!(!conf.with_extension("toml.new").exists());
 }
@@ -201,6 +212,7 @@ fn describe_says_what_was_done_and_what_was_left() {
         config: "/etc/fenceline/fenceline.toml".into(),
         key_created: None,
         key_file: None,
+        cluster_key: None,
     };
     let text = describe(&out, &cfg, "h", None);
     assert!(text.contains("wrote /etc/fenceline/fenceline.toml"));
