@@ -167,6 +167,14 @@ fn fencing_errors_name_the_key_and_line() {
             ":2: key `fencing.reboot_timeout_secs`",
         ),
         (
+            "[fencing]\nself_fence_secs = 2\n",
+            ":2: key `fencing.self_fence_secs`: must be 0 (off) or 5 to 3600",
+        ),
+        (
+            "[fencing]\nself_fence_secs = 86400\n",
+            ":2: key `fencing.self_fence_secs`",
+        ),
+        (
             "[fencing]\naudit_log = \"audit.jsonl\"\n",
             ":2: key `fencing.audit_log`: `audit.jsonl` must be an absolute path",
         ),
@@ -283,5 +291,24 @@ fn security_keys_parse_and_are_checked() {
     assert!(
         e.contains("t.toml:3") && e.contains("audit_required"),
         "{e}"
+    );
+}
+
+#[test]
+fn self_fencing_is_off_unless_set() {
+    assert_eq!(parse("").unwrap().fencing.self_fence_secs, 0);
+    assert_eq!(
+        parse("[fencing]\nself_fence_secs = 0\n")
+            .unwrap()
+            .fencing
+            .self_fence_secs,
+        0
+    );
+    assert_eq!(
+        parse("[fencing]\nself_fence_secs = 30\n")
+            .unwrap()
+            .fencing
+            .self_fence_secs,
+        30
     );
 }

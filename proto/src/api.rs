@@ -309,6 +309,10 @@ pub struct NodeView {
     /// is ("confirmed down by ...").
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub accounting: Option<String>,
+    /// The node announced that it self-fences after this many seconds out
+    /// of a quorate membership (`[fencing] self_fence_secs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub self_fence_secs: Option<u32>,
 }
 
 /// Where one node sees a domain.
@@ -433,6 +437,13 @@ pub enum MembershipAction {
     /// An operator confirmed that a departed node is down (`fenceline
     /// confirm`): its lost placements leave the map. Audited.
     Confirmed,
+    /// This node is not part of a quorate membership and self-fences
+    /// (`[fencing] self_fence_secs`): its VMs are destroyed when the time is up.
+    SelfFenceArmed,
+    /// This node's time is up: it destroys its own active VMs. On a peer: a
+    /// departed self-fencing node is past its deadline; its VMs are treated
+    /// as off. Audited.
+    SelfFenced,
 }
 
 /// What happened to a domain.

@@ -122,6 +122,10 @@ pub fn describe(kind: &EventKind, node: &dyn Fn(NodeId) -> String) -> Described 
                     Tone::Warn,
                     format!("{who} CONFIRMED DOWN by an operator"),
                 ),
+                MembershipAction::SelfFenceArmed => {
+                    ("⏱", Tone::Danger, "SELF-FENCE ARMED".to_string())
+                }
+                MembershipAction::SelfFenced => ("✓", Tone::Warn, format!("{who} SELF-FENCED")),
             };
             Described::new(sym, tone, format!("{what}{}", paren(detail)))
         }

@@ -203,6 +203,7 @@ mod tests {
                     domains: 3,
                 }],
                 inventory_complete: true,
+                self_fence_secs: Some(30),
             }),
             OwnMessage::InventoryBegin { generation: 7 },
             OwnMessage::Vms {
@@ -455,6 +456,19 @@ mod tests {
         let old = r#"{"version":"0.0.9","started_at":1,"libvirt":[]}"#;
         let info: PeerInfo = serde_json::from_str(old).unwrap();
         assert!(!info.inventory_complete, "the safe direction");
+        assert_eq!(
+            info.self_fence_secs, None,
+            "an older peer never self-fences"
+        );
+    }
+
+    #[test]
+    fn a_node_that_does_not_self_fence_sends_no_new_field() {
+        let info: PeerInfo =
+            serde_json::from_str(r#"{"version":"1","started_at":1,"inventory_complete":true}"#)
+                .unwrap();
+        let json = serde_json::to_string(&info).unwrap();
+        assert!(!json.contains("self_fence"), "{json}");
     }
 
     #[test]

@@ -27,6 +27,7 @@ pub fn node(id: NodeId, name: &str, member: bool, vms: usize) -> NodeView {
         vm_count: vms,
         accounted: member,
         accounting: (!member).then(|| "left the membership, not confirmed down".to_string()),
+        self_fence_secs: None,
         libvirt: if member {
             vec![LibvirtHealth {
                 uri: URI.into(),

@@ -65,6 +65,7 @@ impl Cluster {
             started_at: self.cfg.started_at,
             libvirt: self.local.values().map(|u| u.health.clone()).collect(),
             inventory_complete: self.local_complete(),
+            self_fence_secs: self.self_fence_secs(),
         }
     }
 

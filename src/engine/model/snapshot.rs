@@ -58,6 +58,7 @@ impl Cluster {
                     vm_count: vm_count.get(id).copied().unwrap_or(0),
                     libvirt,
                     version,
+                    self_fence_secs: self.announced_self_fence(*id),
                 }
             })
             .collect();

@@ -451,6 +451,7 @@ fn inventory_drops_what_the_peer_no_longer_has() {
             started_at: 0,
             libvirt: vec![],
             inventory_complete: complete,
+            self_fence_secs: None,
         }),
     };
     // An incomplete inventory (libvirt down there) removes nothing.

@@ -149,6 +149,7 @@ fn peer_vm(c: &mut Cluster, at: Millis, from: NodeId, d: LocalDomain) {
                 started_at: 0,
                 libvirt: vec![],
                 inventory_complete: true,
+                self_fence_secs: None,
             }),
             OwnMessage::InventoryBegin { generation: 1 },
             OwnMessage::InventoryEnd { generation: 1 },
@@ -619,4 +620,5 @@ fn libvirt_backend_acts_locally_without_cpg() {
     );
 }
 
+mod self_fence;
 mod truth;

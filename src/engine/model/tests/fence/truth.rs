@@ -173,6 +173,7 @@ fn an_incomplete_inventory_keeps_lost_placements_lost() {
             started_at: 0,
             libvirt: vec![],
             inventory_complete: complete,
+            self_fence_secs: None,
         })
     };
     for msg in [
