@@ -34,6 +34,24 @@ impl Described {
 }
 
 /// "3s", "5m", "2h", "4d".
+/// A lost placement in one line: "node2: its daemon is down; vm2a last
+/// seen running 3s ago". `why` is the node's accounting text.
+pub fn lost_placement(
+    vm: &str,
+    node: &str,
+    why: Option<&str>,
+    state: DomainState,
+    now: Millis,
+    since: Millis,
+) -> String {
+    format!(
+        "{node}: {}; {vm} last seen {} {} ago",
+        why.unwrap_or("not accounted for"),
+        state_label(state),
+        age(now, since)
+    )
+}
+
 pub fn age(now: Millis, since: Millis) -> String {
     let s = now.saturating_sub(since) / 1000;
     match s {
@@ -263,6 +281,21 @@ pub fn describe(kind: &EventKind, node: &dyn Fn(NodeId) -> String) -> Described 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_lost_placement_names_the_node_why_and_when() {
+        assert_eq!(
+            lost_placement(
+                "vm2a",
+                "node2",
+                Some("its daemon is down"),
+                DomainState::Running,
+                10_000,
+                7_000
+            ),
+            "node2: its daemon is down; vm2a last seen running 3s ago"
+        );
+    }
 
     #[test]
     fn ages() {
