@@ -7,8 +7,12 @@ use crate::ui::fixtures::{self, NOW};
 use fenceline_proto::api::{DomainAction, DomainState, EventKind, FenceOp, FenceResult};
 
 fn app_with(s: fenceline_proto::api::Snapshot) -> App {
+    app_as(false, s)
+}
+
+fn app_as(read_only: bool, s: fenceline_proto::api::Snapshot) -> App {
     let mut a = App::new(
-        false,
+        read_only,
         Keymap::default(),
         "/run/fenceline/fenceline.sock",
         NOW,
@@ -588,15 +592,7 @@ fn an_open_node_confirmation_closes_when_the_node_returns() {
 
 #[test]
 fn read_only_never_confirms_a_node_down() {
-    let mut a = App::new(
-        true,
-        Keymap::default(),
-        "/run/fenceline/fenceline-ro.sock",
-        NOW,
-    );
-    a.update(Msg::Resize(140, 45));
-    a.update(Msg::Connected);
-    a.update(Msg::Snapshot(Arc::new(fixtures::departures())));
+    let mut a = app_as(true, fixtures::departures());
     select_node(&mut a, "kvm3");
     assert!(key(&mut a, "D").is_empty());
     assert_eq!(a.mode, Mode::Normal);
