@@ -19,7 +19,7 @@ use common::{CONVERGE, bin, events_lenient, full_map, lab, wait_status};
 
 const N_SECS: u64 = 6;
 
-fn node<'a>(v: &'a Value, id: u64) -> Option<&'a Value> {
+fn node(v: &Value, id: u64) -> Option<&Value> {
     v["nodes"].as_array()?.iter().find(|n| n["nodeid"] == id)
 }
 
