@@ -273,13 +273,18 @@ impl StateTask {
             if let (
                 true,
                 EventKind::Membership {
+                    action,
                     nodeid,
                     detail: Some(d),
                     ..
                 },
             ) = (confirmed, &ev.kind)
             {
-                tracing::warn!(node = ?nodeid, "node confirmed down: {d}");
+                if *action == MembershipAction::SelfFenced {
+                    tracing::warn!(node = ?nodeid, "self-fenced: {d}");
+                } else {
+                    tracing::warn!(node = ?nodeid, "node confirmed down: {d}");
+                }
             }
             if let EventKind::Fence { .. } = &ev.kind {
                 log_fence_refusal(&ev);
