@@ -395,6 +395,36 @@ pub fn render_status(s: &Snapshot, now: Millis) -> String {
             "  (`fenceline confirm NODE` once a departed node is really down)"
         );
     }
+    let asserted: Vec<&NodeView> = s
+        .nodes
+        .iter()
+        .filter(|n| n.accounted && !n.member && n.accounting.is_some())
+        .collect();
+    if !asserted.is_empty() {
+        let _ = writeln!(
+            o,
+            "DEPARTED, ACCOUNTED FOR (their lost VMs are answered off):"
+        );
+        for n in asserted {
+            let how = n.accounting.as_deref().unwrap_or_default();
+            let _ = writeln!(o, "  {}: {how}", names.node(n.nodeid));
+        }
+    }
+    let self_fencing: Vec<String> = s
+        .nodes
+        .iter()
+        .filter_map(|n| {
+            n.self_fence_secs
+                .map(|secs| format!("{} ({secs} s)", names.node(n.nodeid)))
+        })
+        .collect();
+    if !self_fencing.is_empty() {
+        let _ = writeln!(
+            o,
+            "Self-fencing: {} (destroys its VMs after that long out of a quorate membership)",
+            self_fencing.join(", ")
+        );
+    }
     let _ = writeln!(o);
     let conflicts = s.domains.iter().filter(|d| d.conflict).count();
     let _ = writeln!(

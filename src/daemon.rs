@@ -349,6 +349,7 @@ pub fn fence_rules(cfg: &Config) -> FenceRules {
         timeout_ms: cfg.fencing.timeout_secs.saturating_mul(1000),
         reboot_timeout_ms: cfg.fencing.reboot_timeout_secs.saturating_mul(1000),
         unknown_without_quorum: cfg.fencing.unknown_vm_without_quorum,
+        self_fence_ms: cfg.fencing.self_fence_secs.saturating_mul(1000),
         ..FenceRules::default()
     }
 }

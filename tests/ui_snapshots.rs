@@ -367,3 +367,63 @@ fn frame_time_does_not_grow_with_the_map() {
         "10,000 domains: {big:?} per frame vs {small:?} for 12"
     );
 }
+
+/// The truth rule on screen: lost placements (`?`), a node whose daemon is
+/// down, an unconfirmed departure, a self-fencing node and one past its
+/// self-fence deadline (`fixtures::departures`).
+#[test]
+fn departures_and_lost_placements() {
+    let mut a = app(fixtures::departures(), false);
+    keys(&mut a, &[":"]);
+    typed(&mut a, "vm2a");
+    keys(&mut a, &["enter"]);
+    both("lost_placement", a.clone());
+    for (node, name) in [
+        ("kvm2", "daemon_down"),
+        ("kvm3", "unconfirmed_departure"),
+        ("kvm4", "self_fenced"),
+    ] {
+        keys(&mut a, &[":"]);
+        typed(&mut a, node);
+        keys(&mut a, &["enter"]);
+        both(name, a.clone());
+    }
+}
+
+#[test]
+fn confirm_node_down_dialog() {
+    let mut a = app(fixtures::departures(), false);
+    keys(&mut a, &[":"]);
+    typed(&mut a, "kvm3");
+    keys(&mut a, &["enter", "D"]);
+    let screen = text(&mut a, &default_theme(), 140, 45);
+    assert!(
+        screen.contains("You assert that kvm3 is powered off or isolated"),
+        "{screen}"
+    );
+    both("confirm_node_down", a);
+    // The monitor neither offers it nor shows the hint.
+    let mut ro = app(fixtures::departures(), true);
+    keys(&mut ro, &[":"]);
+    typed(&mut ro, "kvm3");
+    keys(&mut ro, &["enter", "D"]);
+    let screen = text(&mut ro, &default_theme(), 140, 45);
+    assert!(!screen.contains("You assert"), "{screen}");
+    assert!(!screen.contains("confirms it down"), "{screen}");
+}
+
+#[test]
+fn status_text_of_departures() {
+    let s = fixtures::departures();
+    let out = fenceline::cli::render_status(&s, NOW);
+    for want in [
+        "kvm2(2): its daemon is down",
+        "kvm3(3): left the membership 4 s ago, not confirmed down",
+        "LOST on kvm2(2)",
+        "kvm4 self-fenced (left 60 s ago, self_fence_secs 30)",
+        "Self-fencing: kvm1(1) (30 s), kvm3(3) (30 s), kvm4(4) (30 s)",
+    ] {
+        assert!(out.contains(want), "`{want}` missing:\n{out}");
+    }
+    insta::assert_snapshot!("status_departures", out);
+}

@@ -34,7 +34,18 @@ pub struct FencingSection {
     /// Fail closed: refuse a local fence action (answer "fail") when its
     /// intent record cannot be written and synced to the audit log first.
     pub audit_required: bool,
+    /// Self-fencing (Proxmox HA's model): after this many seconds out of a
+    /// quorate membership (corosync lost, inquorate, cut off) this node
+    /// destroys its own active VMs, and peers treat its lost VMs as off once
+    /// that time plus a margin has passed. 0 = off.
+    pub self_fence_secs: u64,
 }
+
+/// The smallest `self_fence_secs`: shorter than a few corosync token
+/// timeouts would destroy VMs on a membership blip.
+pub const MIN_SELF_FENCE_SECS: u64 = 5;
+/// The largest `self_fence_secs` (one hour).
+pub const MAX_SELF_FENCE_SECS: u64 = 3600;
 
 pub const DEFAULT_AUDIT_LOG: &str = "/var/log/fenceline/audit.jsonl";
 
@@ -47,6 +58,7 @@ impl Default for FencingSection {
             unknown_vm_without_quorum: false,
             audit_log: DEFAULT_AUDIT_LOG.into(),
             audit_required: false,
+            self_fence_secs: 0,
         }
     }
 }

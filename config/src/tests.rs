@@ -167,6 +167,14 @@ fn fencing_errors_name_the_key_and_line() {
             ":2: key `fencing.reboot_timeout_secs`",
         ),
         (
+            "[fencing]\nself_fence_secs = 2\n",
+            ":2: key `fencing.self_fence_secs`: must be 0 (off) or 5 to 3600",
+        ),
+        (
+            "[fencing]\nself_fence_secs = 86400\n",
+            ":2: key `fencing.self_fence_secs`",
+        ),
+        (
             "[fencing]\naudit_log = \"audit.jsonl\"\n",
             ":2: key `fencing.audit_log`: `audit.jsonl` must be an absolute path",
         ),
@@ -302,4 +310,23 @@ fn cluster_key_must_be_absolute_and_authenticated_only_needs_it() {
     assert!(e.to_string().contains("cluster_key"), "{e}");
     let e = parse("[corosync]\ncluster_key = \"cluster.key\"\n").unwrap_err();
     assert!(e.to_string().contains("corosync.cluster_key"), "{e}");
+}
+
+#[test]
+fn self_fencing_is_off_unless_set() {
+    assert_eq!(parse("").unwrap().fencing.self_fence_secs, 0);
+    assert_eq!(
+        parse("[fencing]\nself_fence_secs = 0\n")
+            .unwrap()
+            .fencing
+            .self_fence_secs,
+        0
+    );
+    assert_eq!(
+        parse("[fencing]\nself_fence_secs = 30\n")
+            .unwrap()
+            .fencing
+            .self_fence_secs,
+        30
+    );
 }

@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use super::errors::{find_array_table_line, find_key_line};
-use super::{Config, ConfigError};
+use super::{Config, ConfigError, MAX_SELF_FENCE_SECS, MIN_SELF_FENCE_SECS};
 
 impl Config {
     pub(super) fn validate(&self, text: &str, path: &Path) -> Result<(), ConfigError> {
@@ -152,6 +152,15 @@ impl Config {
                 "fencing",
                 "reboot_timeout_secs",
                 "must be 1 to 900".into(),
+            ));
+        }
+        if f.self_fence_secs != 0
+            && !(MIN_SELF_FENCE_SECS..=MAX_SELF_FENCE_SECS).contains(&f.self_fence_secs)
+        {
+            return Err(invalid(
+                "fencing",
+                "self_fence_secs",
+                format!("must be 0 (off) or {MIN_SELF_FENCE_SECS} to {MAX_SELF_FENCE_SECS}"),
             ));
         }
         if !f.audit_log.as_os_str().is_empty() && !f.audit_log.is_absolute() {

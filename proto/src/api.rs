@@ -314,6 +314,10 @@ pub struct NodeView {
     /// unknown (fence_virtd, older fenceline, no listener).
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub key_digests: std::collections::BTreeMap<String, String>,
+    /// The node announced that it self-fences after this many seconds out
+    /// of a quorate membership (`[fencing] self_fence_secs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub self_fence_secs: Option<u32>,
 }
 
 /// Where one node sees a domain.
@@ -444,6 +448,13 @@ pub enum MembershipAction {
     /// An operator confirmed that a departed node is down (`fenceline
     /// confirm`): its lost placements leave the map. Audited.
     Confirmed,
+    /// This node is not part of a quorate membership and self-fences
+    /// (`[fencing] self_fence_secs`): its VMs are destroyed when the time is up.
+    SelfFenceArmed,
+    /// This node's time is up: it destroys its own active VMs. On a peer: a
+    /// departed self-fencing node is past its deadline; its VMs are treated
+    /// as off. Audited.
+    SelfFenced,
 }
 
 /// What happened to a domain.

@@ -79,6 +79,24 @@ pub fn printable_json(s: &str) -> Cow<'_, str> {
 }
 
 /// "3s", "5m", "2h", "4d".
+/// A lost placement in one line: "node2: its daemon is down; vm2a last
+/// seen running 3s ago". `why` is the node's accounting text.
+pub fn lost_placement(
+    vm: &str,
+    node: &str,
+    why: Option<&str>,
+    state: DomainState,
+    now: Millis,
+    since: Millis,
+) -> String {
+    format!(
+        "{node}: {}; {vm} last seen {} {} ago",
+        why.unwrap_or("not accounted for"),
+        state_label(state),
+        age(now, since)
+    )
+}
+
 pub fn age(now: Millis, since: Millis) -> String {
     let s = now.saturating_sub(since) / 1000;
     match s {
@@ -167,6 +185,10 @@ pub fn describe(kind: &EventKind, node: &dyn Fn(NodeId) -> String) -> Described 
                     Tone::Warn,
                     format!("{who} CONFIRMED DOWN by an operator"),
                 ),
+                MembershipAction::SelfFenceArmed => {
+                    ("⏱", Tone::Danger, "SELF-FENCE ARMED".to_string())
+                }
+                MembershipAction::SelfFenced => ("✓", Tone::Warn, format!("{who} SELF-FENCED")),
             };
             Described::new(sym, tone, format!("{what}{}", paren(detail)))
         }
@@ -323,6 +345,21 @@ mod tests {
         assert!(!safe.chars().any(unsafe_for_terminal), "{safe}");
         let back: serde_json::Value = serde_json::from_str(&safe).unwrap();
         assert_eq!(back["name"], name);
+    }
+
+    #[test]
+    fn a_lost_placement_names_the_node_why_and_when() {
+        assert_eq!(
+            lost_placement(
+                "vm2a",
+                "node2",
+                Some("its daemon is down"),
+                DomainState::Running,
+                10_000,
+                7_000
+            ),
+            "node2: its daemon is down; vm2a last seen running 3s ago"
+        );
     }
 
     #[test]

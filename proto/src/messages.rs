@@ -44,6 +44,12 @@ pub struct PeerInfo {
     /// Older peers send nothing.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub key_digests: std::collections::BTreeMap<String, String>,
+    /// The sender self-fences: it destroys its own active VMs once it has
+    /// not been part of a quorate membership for this many seconds
+    /// (`[fencing] self_fence_secs`). Absent (older peers, or off): it does
+    /// not, and peers never assume it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub self_fence_secs: Option<u32>,
 }
 
 /// Messages of fenceline's own CPG group, as the model sees them. The wire

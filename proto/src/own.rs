@@ -204,6 +204,7 @@ mod tests {
                 }],
                 inventory_complete: true,
                 key_digests: [("multicast".to_string(), "0011223344556677".to_string())].into(),
+                self_fence_secs: Some(30),
             }),
             OwnMessage::InventoryBegin { generation: 7 },
             OwnMessage::Vms {
@@ -460,6 +461,10 @@ mod tests {
             info.key_digests.is_empty(),
             "an older peer announces no key digest"
         );
+        assert_eq!(
+            info.self_fence_secs, None,
+            "an older peer never self-fences"
+        );
     }
 
     #[test]
@@ -470,9 +475,19 @@ mod tests {
             libvirt: vec![],
             inventory_complete: true,
             key_digests: Default::default(),
+            self_fence_secs: None,
         };
         let json = serde_json::to_string(&info).unwrap();
         assert!(!json.contains("key_digests"), "{json}");
+    }
+
+    #[test]
+    fn a_node_that_does_not_self_fence_sends_no_new_field() {
+        let info: PeerInfo =
+            serde_json::from_str(r#"{"version":"1","started_at":1,"inventory_complete":true}"#)
+                .unwrap();
+        let json = serde_json::to_string(&info).unwrap();
+        assert!(!json.contains("self_fence"), "{json}");
     }
 
     #[test]

@@ -133,6 +133,9 @@ impl StateTask {
         // Fence timeouts and grace answers; only polled while the router is busy.
         let mut fence_tick = tokio::time::interval(Duration::from_millis(50));
         fence_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Self-fence countdowns and peers' deadlines; only while one runs.
+        let mut self_fence_tick = tokio::time::interval(Duration::from_millis(500));
+        self_fence_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let mut changed = false;
             tokio::select! {
@@ -172,6 +175,9 @@ impl StateTask {
                     }
                 },
                 _ = fence_tick.tick(), if self.cluster.fence_busy() => {
+                    changed |= self.step(Input::Tick { at: now_millis() });
+                }
+                _ = self_fence_tick.tick(), if self.cluster.self_fence_waiting() => {
                     changed |= self.step(Input::Tick { at: now_millis() });
                 }
                 _ = resync_timer.tick(), if self.resync_pending => self.resync(),
@@ -260,20 +266,25 @@ impl StateTask {
             let confirmed = matches!(
                 &ev.kind,
                 EventKind::Membership {
-                    action: MembershipAction::Confirmed,
+                    action: MembershipAction::Confirmed | MembershipAction::SelfFenced,
                     ..
                 }
             );
             if let (
                 true,
                 EventKind::Membership {
+                    action,
                     nodeid,
                     detail: Some(d),
                     ..
                 },
             ) = (confirmed, &ev.kind)
             {
-                tracing::warn!(node = ?nodeid, "node confirmed down: {d}");
+                if *action == MembershipAction::SelfFenced {
+                    tracing::warn!(node = ?nodeid, "self-fenced: {d}");
+                } else {
+                    tracing::warn!(node = ?nodeid, "node confirmed down: {d}");
+                }
             }
             if let EventKind::Fence { .. } = &ev.kind {
                 log_fence_refusal(&ev);
@@ -397,6 +408,7 @@ impl StateTask {
 /// The model's log lines, at the levels the router used before.
 fn log_notice(notice: &Notice) {
     match notice {
+        Notice::SelfFence(why) => tracing::error!("self-fence: {why}"),
         Notice::UnroutedRequest {
             from,
             seqno,

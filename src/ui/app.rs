@@ -18,7 +18,7 @@ mod keys;
 mod log;
 mod table;
 
-pub use keys::{Confirm, JumpTarget, Mode};
+pub use keys::{Confirm, JumpTarget, Mode, NodeConfirm};
 pub use log::{Entry, FenceRecord, Level, Toast};
 pub use table::{Filter, Sort, SortKey, Summary, contains_ci, state_rank};
 
@@ -63,6 +63,12 @@ pub enum Msg {
         domain: String,
         outcome: Result<FenceOutcome, String>,
     },
+    /// The answer to an [`Effect::ConfirmNode`]: what was asserted, or why not.
+    ConfirmDone {
+        id: u64,
+        node: String,
+        outcome: Result<String, String>,
+    },
 }
 
 /// What the daemon answered to a fence request.
@@ -84,6 +90,9 @@ pub enum Effect {
         op: FenceOp,
         domain: String,
     },
+    /// Send `Request::Confirm` on the read-write socket; answer with
+    /// [`Msg::ConfirmDone`]. The loop refuses it in read-only mode.
+    ConfirmNode { id: u64, node: String },
 }
 
 /// The state of the link to the daemon.
@@ -340,6 +349,24 @@ impl App {
                 self.action_done(id, op, domain, outcome);
                 Vec::new()
             }
+            Msg::ConfirmDone {
+                id: _,
+                node,
+                outcome,
+            } => {
+                match outcome {
+                    Ok(detail) => {
+                        self.push_local(Level::Warn, format!("confirmed: {detail}"));
+                        self.toast(Level::Warn, format!("{node} confirmed down"));
+                    }
+                    Err(why) => {
+                        self.push_local(Level::Error, format!("confirm {node} failed: {why}"));
+                        self.toast(Level::Error, format!("confirm {node} failed: {why}"));
+                    }
+                }
+                self.dirty = true;
+                Vec::new()
+            }
             Msg::Key(k) => match Key::from_event(&k) {
                 Some(key) => {
                     self.dirty = true;
@@ -361,6 +388,7 @@ impl App {
         self.snapshot = Some(s);
         self.recompute();
         self.refresh_confirm();
+        self.refresh_node_confirm();
         self.dirty = true;
     }
 }

@@ -28,6 +28,7 @@ pub fn node(id: NodeId, name: &str, member: bool, vms: usize) -> NodeView {
         accounted: member,
         accounting: (!member).then(|| "left the membership, not confirmed down".to_string()),
         key_digests: Default::default(),
+        self_fence_secs: None,
         libvirt: if member {
             vec![LibvirtHealth {
                 uri: URI.into(),
@@ -183,10 +184,55 @@ pub fn quorum_lost() -> Snapshot {
             n.daemons.clear();
             n.libvirt.clear();
             n.vm_count = 0;
+            n.accounted = false;
+            n.accounting = Some("left the membership 25 s ago, not confirmed down".into());
         }
     }
     s.domains
         .retain(|d| d.placements.iter().any(|p| p.nodeid == 1));
+    s
+}
+
+/// The truth rule's states, seen from kvm1 (which self-fences after 30 s):
+/// kvm2 a member whose daemon is down (vm2a lost, last seen running 3 s
+/// ago), kvm3 left 4 s ago and is not confirmed down (vm3a lost; it
+/// self-fences, its deadline is ahead), kvm4 left 60 s ago and is past its
+/// self-fence deadline (accounted for).
+pub fn departures() -> Snapshot {
+    let lost = |name: &str, node: NodeId, ago_s: u64| {
+        let mut d = domain(name, node, 1, DomainState::Running, 600);
+        d.placements[0].lost = true;
+        d.placements[0].lost_since = Some(NOW - ago_s * 1000);
+        d
+    };
+    let mut n1 = node(1, "kvm1", true, 2);
+    n1.self_fence_secs = Some(30);
+    let mut n2 = node(2, "kvm2", true, 1);
+    n2.daemons.clear();
+    n2.libvirt.clear();
+    n2.accounted = false;
+    n2.accounting = Some("its daemon is down".into());
+    let mut n3 = node(3, "kvm3", false, 1);
+    n3.since = NOW - 4_000;
+    n3.accounting = Some("left the membership 4 s ago, not confirmed down".into());
+    n3.self_fence_secs = Some(30);
+    let mut n4 = node(4, "kvm4", false, 0);
+    n4.since = NOW - 60_000;
+    n4.accounted = true;
+    n4.accounting = Some("kvm4 self-fenced (left 60 s ago, self_fence_secs 30)".into());
+    n4.self_fence_secs = Some(30);
+    let domains = vec![
+        domain("db1", 1, 2, DomainState::Running, 86_400),
+        domain("web1", 1, 3, DomainState::Running, 4_000),
+        lost("vm2a", 2, 3),
+        lost("vm3a", 3, 4),
+    ];
+    let mut s = base(vec![n1, n2, n3, n4], domains);
+    // kvm4 was removed from the expected votes (votequorum's
+    // last_man_standing): kvm1 and kvm2 stay quorate.
+    s.total_votes = Some(2);
+    s.expected_votes = Some(3);
+    s.quorum = Some(2);
     s
 }
 

@@ -1,6 +1,6 @@
 //! The console (`fenceline console`, `fenceline monitor`): a live view of the
-//! cluster map and its events, with fence off, reboot and start behind a
-//! confirmation.
+//! cluster map and its events, with fence off, reboot and start, and the
+//! confirmation that a departed node is down, behind a confirmation.
 //!
 //! It reaches the engine only through `fenceline_proto::api` and the control-socket
 //! client; it never imports a driver. The shape is the Elm one:
@@ -205,6 +205,19 @@ pub fn apply_batch(app: &mut App, batch: &mut Vec<Msg>) {
 /// request never leaves a read-only console, whatever path asked for it.
 fn dispatch(effect: Effect, opts: &ConsoleOptions, tx: &mpsc::Sender<Msg>) {
     match effect {
+        Effect::ConfirmNode { id, node } => {
+            let tx = tx.clone();
+            let socket = opts.socket.clone();
+            let read_only = opts.read_only;
+            tokio::spawn(async move {
+                let outcome = if read_only {
+                    Err("refused: this console is read-only".into())
+                } else {
+                    source::confirm(&socket, &node).await
+                };
+                let _ = tx.send(Msg::ConfirmDone { id, node, outcome }).await;
+            });
+        }
         Effect::Fence { id, op, domain } => {
             let tx = tx.clone();
             if opts.read_only {

@@ -150,3 +150,20 @@ pub async fn fence(socket: &Path, op: FenceOp, domain: &str) -> Result<FenceOutc
         Err(e) => Err(e.to_string()),
     }
 }
+
+/// Sends one `confirm` (a departed node is down) on its own connection and
+/// waits for the answer: what was asserted, or why not.
+pub async fn confirm(socket: &Path, node: &str) -> Result<String, String> {
+    let mut c = Client::connect(socket).await.map_err(|e| e.to_string())?;
+    c.send(&Request::Confirm {
+        node: node.to_string(),
+    })
+    .await
+    .map_err(|e| e.to_string())?;
+    match c.next(Some(FENCE_WAIT)).await {
+        Ok(Reply::Confirmed { detail }) => Ok(detail),
+        Ok(Reply::Error { code, message }) => Err(format!("refused ({code}): {message}")),
+        Ok(other) => Err(format!("unexpected reply {other:?}")),
+        Err(e) => Err(e.to_string()),
+    }
+}

@@ -1,6 +1,8 @@
 //! One schedule from one seed: the cluster (3 to 5 hosts, VMs, maybe a
 //! fence_virtd peer), the start-up, then bursts of concurrent fence requests
-//! and, unless fault-free, a few faults, each with its repair.
+//! and, unless fault-free, a few faults, each with its repair. A quarter of
+//! the fault schedules without fence_virtd self-fence (5 to 8 s), with a
+//! late burst of requests after the departed hosts' deadlines.
 
 use fenceline::engine::model::ModelConfig;
 use fenceline_config::Config;
@@ -34,6 +36,8 @@ pub struct Schedule {
     pub end: Millis,
     pub faults: usize,
     pub actions: usize,
+    /// The hosts self-fence after this long (ms).
+    pub self_fence: Option<Millis>,
 }
 
 pub fn build(seed: u64, faults: bool) -> Schedule {
@@ -87,8 +91,19 @@ pub fn build(seed: u64, faults: bool) -> Schedule {
     let single: Vec<usize> = (0..vm_count).filter(|&v| vms[v].on.len() == 1).collect();
     let vm_names: Vec<String> = vms.iter().map(|v| v.name.clone()).collect();
     let definers: Vec<Vec<NodeId>> = vms.iter().map(|v| v.on.keys().copied().collect()).collect();
+    // Self-fencing in a quarter of the fault schedules, decided from its own
+    // stream so that every other schedule (and every kept seed) is unchanged.
+    // FENCELINE_SIM_SELF_FENCE=off leaves it out (to compare).
+    let mut sf_rng = Rng::new(seed ^ 0x5e1f_fe0c_e000_0001);
+    let sf_allowed = std::env::var("FENCELINE_SIM_SELF_FENCE").as_deref() != Ok("off");
+    let self_fence = (sf_allowed && faults && fvd.is_none() && sf_rng.chance(1, 4))
+        .then(|| sf_rng.range(5, 8) * 1000);
+    let mut cfg = model_config();
+    if let Some(ms) = self_fence {
+        cfg.fence.self_fence_ms = ms;
+    }
     let fork = Rng::new(rng.next_u64());
-    let mut world = World::new(fork, hosts, vms, model_config());
+    let mut world = World::new(fork, hosts, vms, cfg);
     let mut actions: Vec<(Millis, Action)> = Vec::new();
     for h in 1..=n {
         actions.push((rng.range(0, 1000), Action::Start { host: h }));
@@ -129,7 +144,14 @@ pub fn build(seed: u64, faults: bool) -> Schedule {
         for _ in 0..fault_count {
             let at = t(&mut rng).saturating_sub(1_000);
             let host = rng.range(1, u64::from(n)) as NodeId;
-            match rng.range(0, 7) {
+            let mut kind = rng.range(0, 7);
+            if self_fence.is_some() && matches!(kind, 0 | 3 | 6) {
+                // Self-fencing relies on the cut-off host's daemon and
+                // libvirtd (README "What it relies on"): with it, a crash
+                // or a libvirt outage becomes a partition or a corosync loss.
+                kind = 1 + (kind % 2);
+            }
+            match kind {
                 0 => {
                     actions.push((at, Action::Crash { host }));
                     if rng.chance(2, 3) {
@@ -175,6 +197,22 @@ pub fn build(seed: u64, faults: bool) -> Schedule {
             }
         }
     }
+    if let Some(ms) = self_fence {
+        // Requests after the departed hosts' deadlines (N + max(5 s, N/2)).
+        let late =
+            ACTIVE_FROM + ACTIVE_MS + ms + fenceline::engine::model::self_fence_margin_ms(ms);
+        for _ in 0..sf_rng.range(2, 6) {
+            let host = fenceline_hosts[sf_rng.index(fenceline_hosts.len())];
+            let op = if sf_rng.chance(1, 2) {
+                FenceOp::Status
+            } else {
+                FenceOp::Off
+            };
+            let vm = vm_names[sf_rng.index(vm_count)].clone();
+            let at = late + sf_rng.range(0, 3_000);
+            actions.push((at, Action::Submit { host, op, vm }));
+        }
+    }
     actions.sort_by_key(|(at, _)| *at);
     let last = actions.iter().map(|(at, _)| *at).max().unwrap_or(0);
     let count = actions.len();
@@ -186,5 +224,6 @@ pub fn build(seed: u64, faults: bool) -> Schedule {
         end: last + 60_000 + 5_000,
         faults: fault_count,
         actions: count,
+        self_fence,
     }
 }

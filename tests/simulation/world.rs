@@ -24,7 +24,9 @@ use fenceline::engine::model::{
     Cluster, Effect, FenceAct, FenceWire, Group, GroupMember, Input, LocalDomain, ModelConfig,
     OwnMessage, VmRecord,
 };
-use fenceline_proto::api::{DomainState, FenceOp, FenceResult, Millis, NodeId};
+use fenceline_proto::api::{
+    DomainState, EventKind, FenceOp, FenceResult, MembershipAction, Millis, NodeId,
+};
 
 use crate::rng::Rng;
 
@@ -334,7 +336,7 @@ impl World {
             h.daemon
                 .as_ref()
                 .and_then(|d| d.model.as_ref())
-                .is_some_and(|m| m.fence_busy())
+                .is_some_and(|m| m.fence_busy() || m.self_fence_waiting())
         });
         if busy {
             let at = (self.now / TICK_MS + 1) * TICK_MS;
@@ -433,7 +435,7 @@ impl World {
                         .daemon
                         .as_ref()
                         .and_then(|d| d.model.as_ref())
-                        .is_some_and(|m| m.fence_busy());
+                        .is_some_and(|m| m.fence_busy() || m.self_fence_waiting());
                     if busy {
                         let id = self.hosts[i].id;
                         self.apply(id, Input::Tick { at });
@@ -463,7 +465,23 @@ impl World {
         let Some(m) = self.hosts[i].daemon.as_mut().and_then(|d| d.model.as_mut()) else {
             return;
         };
-        let mut effects = m.apply(input).effects;
+        let out = m.apply(input);
+        for ev in &out.events {
+            if let EventKind::Membership {
+                action: MembershipAction::SelfFenced,
+                nodeid,
+                ..
+            } = &ev.kind
+            {
+                self.report.first_self_fence.get_or_insert(self.now);
+                if *nodeid == Some(host) {
+                    self.report.self_fenced += 1;
+                } else {
+                    self.report.assumed_self_fenced += 1;
+                }
+            }
+        }
+        let mut effects = out.effects;
         effects.extend(m.flush_effects());
         for e in effects {
             self.effect(host, e);

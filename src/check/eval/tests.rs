@@ -22,6 +22,7 @@ fn node(id: u32, name: &str, digest: Option<&str>) -> NodeView {
         key_digests: digest
             .map(|d| BTreeMap::from([("multicast".to_string(), d.to_string())]))
             .unwrap_or_default(),
+        self_fence_secs: None,
     }
 }
 

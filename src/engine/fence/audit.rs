@@ -65,7 +65,8 @@ impl AuditTx {
             ev.kind,
             EventKind::Fence { .. }
                 | EventKind::Membership {
-                    action: fenceline_proto::api::MembershipAction::Confirmed,
+                    action: fenceline_proto::api::MembershipAction::Confirmed
+                        | fenceline_proto::api::MembershipAction::SelfFenced,
                     ..
                 }
         );

@@ -58,6 +58,9 @@ impl Cluster {
         {
             return Ok(Some(format!("confirmed down {} by {by}", ago(at, *when))));
         }
+        if let Some(how) = self.self_fenced(id, at) {
+            return Ok(Some(how));
+        }
         if !n.member {
             return Err(format!(
                 "left the membership {}, not confirmed down",

@@ -75,4 +75,7 @@ pub enum Notice {
         seqno: u32,
         holders: Vec<NodeId>,
     },
+    /// Self-fencing: why this host arms, destroys its VMs, or a destroy
+    /// failed (logged at error level).
+    SelfFence(String),
 }

@@ -149,7 +149,8 @@ pub enum Input {
         result: FenceResult,
         detail: Option<String>,
     },
-    /// Clock tick for fence timeouts (sent while [`Cluster::fence_busy`](super::Cluster::fence_busy)).
+    /// Clock tick for fence timeouts (sent while [`Cluster::fence_busy`](super::Cluster::fence_busy))
+    /// and self-fence deadlines (while [`Cluster::self_fence_waiting`](super::Cluster::self_fence_waiting)).
     Tick {
         at: Millis,
     },
@@ -196,6 +197,40 @@ pub enum Input {
         what: DropKind,
         count: u64,
     },
+}
+
+impl Input {
+    /// When the input happened (every input carries its time).
+    pub fn at(&self) -> Millis {
+        match self {
+            Input::CorosyncUp { at, .. }
+            | Input::CorosyncDown { at, .. }
+            | Input::Quorum { at, .. }
+            | Input::Votes { at, .. }
+            | Input::GroupChange { at, .. }
+            | Input::PeerRecord { at, .. }
+            | Input::PeerMessage { at, .. }
+            | Input::Malformed { at, .. }
+            | Input::Unauthenticated { at, .. }
+            | Input::LibvirtLink { at, .. }
+            | Input::LocalList { at, .. }
+            | Input::LocalDomain { at, .. }
+            | Input::LocalGone { at, .. }
+            | Input::LocalRebooted { at, .. }
+            | Input::FenceSubmit { at, .. }
+            | Input::FenceCpgRequest { at, .. }
+            | Input::FenceCpgReply { at, .. }
+            | Input::FenceSendFailed { at, .. }
+            | Input::FenceActed { at, .. }
+            | Input::Tick { at }
+            | Input::Hook { at, .. }
+            | Input::LocalNetworks { at, .. }
+            | Input::LocalNetwork { at, .. }
+            | Input::LocalPorts { at, .. }
+            | Input::Confirm { at, .. }
+            | Input::Dropped { at, .. } => *at,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -66,6 +66,7 @@ impl Cluster {
             libvirt: self.local.values().map(|u| u.health.clone()).collect(),
             inventory_complete: self.local_complete(),
             key_digests: self.cfg.key_digests.clone(),
+            self_fence_secs: self.self_fence_secs(),
         }
     }
 

@@ -20,7 +20,8 @@
 //! `domains.rs` (the map and its ownership rules), `local.rs` (this host's
 //! libvirt view and its announcements), `networks/`, `fence/` (the router),
 //! `accounting.rs` (which nodes are accounted for, the truth rule, operator
-//! confirmations), `snapshot.rs`.
+//! confirmations), `self_fence.rs` (opt-in self-fencing: this host's
+//! countdown and destroys, peers' deadlines), `snapshot.rs`.
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -34,6 +35,7 @@ mod input;
 mod local;
 mod membership;
 mod networks;
+mod self_fence;
 mod snapshot;
 #[cfg(test)]
 mod tests;
@@ -50,6 +52,7 @@ pub use fenceline_proto::messages::{
 };
 pub use input::{DropKind, Group, GroupMember, Input, NetInfo};
 pub use networks::port_key;
+pub use self_fence::margin_ms as self_fence_margin_ms;
 
 /// Tunables of the model.
 #[derive(Debug, Clone)]
@@ -99,6 +102,7 @@ pub struct Cluster {
     inventory_generation: u64,
     fence: fence::FenceState,
     nets: networks::Networks,
+    self_fence: self_fence::SelfFence,
 }
 
 /// What one `apply` produced.
@@ -137,6 +141,7 @@ impl Cluster {
             inventory_generation: 0,
             fence: fence::FenceState::new(u32::try_from(started % 1_000_000_007).unwrap_or(1)),
             nets: networks::Networks::default(),
+            self_fence: self_fence::SelfFence::new(started),
         }
     }
 
@@ -156,6 +161,14 @@ impl Cluster {
     /// Applies one input.
     pub fn apply(&mut self, input: Input) -> Output {
         let mut out = Output::default();
+        let at = input.at();
+        if self.self_fence_input(&input, &mut out) {
+            self.self_fence_after(at, &mut out);
+            if out.changed {
+                self.version += 1;
+            }
+            return out;
+        }
         match input {
             Input::CorosyncUp {
                 at,
@@ -280,6 +293,7 @@ impl Cluster {
                 out.changed = true;
             }
         }
+        self.self_fence_after(at, &mut out);
         if out.changed {
             self.version += 1;
         }

@@ -67,6 +67,7 @@ impl Cluster {
                     libvirt,
                     version,
                     key_digests,
+                    self_fence_secs: self.announced_self_fence(*id),
                 }
             })
             .collect();

@@ -453,6 +453,7 @@ fn inventory_drops_what_the_peer_no_longer_has() {
             libvirt: vec![],
             inventory_complete: complete,
             key_digests: Default::default(),
+            self_fence_secs: None,
         }),
     };
     // An incomplete inventory (libvirt down there) removes nothing.

@@ -18,6 +18,21 @@ pub struct Confirm {
     pub on_action: bool,
 }
 
+/// An operator's assertion that a departed node is down, waiting for
+/// confirmation (`fenceline confirm NODE`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeConfirm {
+    pub nodeid: NodeId,
+    /// The node's name (what is sent), or its id.
+    pub node: String,
+    /// Why it is not accounted for ("left the membership 40 s ago, ...").
+    pub why: String,
+    /// Its lost VMs, with the state they were last seen in.
+    pub lost: Vec<(String, DomainState)>,
+    /// The action button has focus (Cancel has it at first).
+    pub on_action: bool,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Mode {
     Normal,
@@ -33,6 +48,7 @@ pub enum Mode {
         scroll: u16,
     },
     Confirm(Confirm),
+    ConfirmNode(NodeConfirm),
 }
 
 /// Where a jump goes.
@@ -109,6 +125,7 @@ impl App {
                 Vec::new()
             }
             Mode::Confirm(c) => self.key_confirm(key, c),
+            Mode::ConfirmNode(c) => self.key_confirm_node(key, c),
         }
     }
 
@@ -164,6 +181,7 @@ impl App {
             Action::FenceOff => self.ask(FenceOp::Off),
             Action::Reboot => self.ask(FenceOp::Reboot),
             Action::Start => self.ask(FenceOp::On),
+            Action::ConfirmDown => self.ask_node(),
             Action::CloseHelp
             | Action::Confirm
             | Action::Cancel
@@ -199,20 +217,152 @@ impl App {
         });
     }
 
-    pub(super) fn key_confirm(&mut self, key: Key, mut c: Confirm) -> Vec<Effect> {
+    /// A key in a confirmation dialog: `Some(true)` confirms, `Some(false)`
+    /// closes it; `None` keeps it open (`on_action` may have switched).
+    fn dialog_key(&self, key: Key, on_action: &mut bool) -> Option<bool> {
         match self.keymap.action(Scope::Dialog, key) {
-            Some(Action::Confirm) => self.confirmed(c),
-            Some(Action::Press) if c.on_action => self.confirmed(c),
-            Some(Action::Press) | Some(Action::Cancel) => {
+            Some(Action::Confirm) => Some(true),
+            Some(Action::Press) => Some(*on_action),
+            Some(Action::Cancel) => Some(false),
+            Some(Action::SwitchButton) => {
+                *on_action = !*on_action;
+                None
+            }
+            _ => None,
+        }
+    }
+
+    pub(super) fn key_confirm(&mut self, key: Key, mut c: Confirm) -> Vec<Effect> {
+        match self.dialog_key(key, &mut c.on_action) {
+            Some(true) => self.confirmed(c),
+            Some(false) => {
                 self.mode = Mode::Normal;
                 Vec::new()
             }
-            Some(Action::SwitchButton) => {
-                c.on_action = !c.on_action;
+            None => {
                 self.mode = Mode::Confirm(c);
                 Vec::new()
             }
-            _ => Vec::new(),
+        }
+    }
+
+    pub(super) fn key_confirm_node(&mut self, key: Key, mut c: NodeConfirm) -> Vec<Effect> {
+        match self.dialog_key(key, &mut c.on_action) {
+            Some(true) => {
+                self.mode = Mode::Normal;
+                if self.read_only {
+                    return Vec::new();
+                }
+                let id = self.next_id;
+                self.next_id += 1;
+                self.push_local(
+                    Level::Warn,
+                    format!(
+                        "console: confirm {} down requested (you assert it is off)",
+                        c.node
+                    ),
+                );
+                vec![Effect::ConfirmNode { id, node: c.node }]
+            }
+            Some(false) => {
+                self.mode = Mode::Normal;
+                Vec::new()
+            }
+            None => {
+                self.mode = Mode::ConfirmNode(c);
+                Vec::new()
+            }
+        }
+    }
+
+    /// Opens the confirmation that the selected node (nodes pane) is down:
+    /// only for a departed node that is not accounted for.
+    pub(super) fn ask_node(&mut self) {
+        if self.read_only {
+            self.toast(
+                Level::Warn,
+                "read-only monitor: confirming a node down is not available here".into(),
+            );
+            return;
+        }
+        match self.node_confirm() {
+            Ok(c) => self.mode = Mode::ConfirmNode(c),
+            Err(why) => self.toast(Level::Warn, why),
+        }
+    }
+
+    /// The dialog's data for the selected node, or why it is not offered.
+    fn node_confirm(&self) -> Result<NodeConfirm, String> {
+        let s = self.snapshot.as_deref();
+        let n = match (self.focus, s) {
+            (Pane::Nodes, Some(s)) => s.nodes.get(self.node_sel),
+            _ => None,
+        };
+        let (Some(s), Some(n)) = (s, n) else {
+            return Err("select a departed node in the nodes pane first (tab)".into());
+        };
+        let name = self.node_name(n.nodeid);
+        if s.local_nodeid == Some(n.nodeid) {
+            return Err(format!("{name} is this node"));
+        }
+        if n.member {
+            return Err(format!(
+                "{name} is a member: only a node that left can be confirmed down"
+            ));
+        }
+        if n.accounted {
+            let how = n.accounting.as_deref().unwrap_or("accounted for");
+            return Err(format!("{name} is already accounted for ({how})"));
+        }
+        let lost = s
+            .domains
+            .iter()
+            .flat_map(|d| {
+                d.placements
+                    .iter()
+                    .filter(|p| p.lost && p.nodeid == n.nodeid)
+                    .map(|p| (d.name.clone(), p.state))
+            })
+            .collect();
+        Ok(NodeConfirm {
+            nodeid: n.nodeid,
+            node: n.name.clone().unwrap_or_else(|| n.nodeid.to_string()),
+            why: n
+                .accounting
+                .clone()
+                .unwrap_or_else(|| "not accounted for".into()),
+            lost,
+            on_action: false,
+        })
+    }
+
+    /// An open node confirmation follows the snapshot; when the node is
+    /// back or accounted for, it closes without sending anything.
+    pub(super) fn refresh_node_confirm(&mut self) {
+        let Mode::ConfirmNode(c) = &self.mode else {
+            return;
+        };
+        let (nodeid, node, on_action) = (c.nodeid, c.node.clone(), c.on_action);
+        let sel = self
+            .snapshot
+            .as_deref()
+            .and_then(|s| s.nodes.iter().position(|n| n.nodeid == nodeid));
+        let fresh = sel.and_then(|i| {
+            self.node_sel = i;
+            self.node_confirm().ok()
+        });
+        match fresh {
+            Some(mut c) => {
+                c.on_action = on_action;
+                self.mode = Mode::ConfirmNode(c);
+            }
+            None => {
+                self.mode = Mode::Normal;
+                self.toast(
+                    Level::Warn,
+                    format!("{node} is back or accounted for; confirm not sent"),
+                );
+            }
         }
     }
 

@@ -7,8 +7,12 @@ use crate::ui::fixtures::{self, NOW};
 use fenceline_proto::api::{DomainAction, DomainState, EventKind, FenceOp, FenceResult};
 
 fn app_with(s: fenceline_proto::api::Snapshot) -> App {
+    app_as(false, s)
+}
+
+fn app_as(read_only: bool, s: fenceline_proto::api::Snapshot) -> App {
     let mut a = App::new(
-        false,
+        read_only,
         Keymap::default(),
         "/run/fenceline/fenceline.sock",
         NOW,
@@ -516,5 +520,89 @@ fn an_open_confirmation_follows_the_vm_and_closes_if_it_is_gone() {
             .text
             .contains("web2 left the cluster map")
     );
+    assert!(key(&mut a, "y").is_empty());
+}
+
+/// Jumps to node `name`: the nodes pane has the focus.
+fn select_node(a: &mut App, name: &str) {
+    key(a, ":");
+    typed(a, name);
+    key(a, "enter");
+    assert_eq!(a.focus, Pane::Nodes);
+}
+
+#[test]
+fn confirm_down_is_offered_only_for_a_departed_unconfirmed_node() {
+    let mut a = app_with(fixtures::departures());
+    // kvm2 is a member (its daemon is down): not offered.
+    select_node(&mut a, "kvm2");
+    assert!(key(&mut a, "D").is_empty());
+    assert_eq!(a.mode, Mode::Normal);
+    assert!(a.toasts.iter().any(|t| t.text.contains("kvm2 is a member")));
+    // kvm4 is accounted for (self-fenced): not offered.
+    select_node(&mut a, "kvm4");
+    key(&mut a, "D");
+    assert_eq!(a.mode, Mode::Normal);
+    assert!(
+        a.toasts
+            .iter()
+            .any(|t| t.text.contains("already accounted for"))
+    );
+    // kvm3 left and is not confirmed: the dialog, Cancel focused first.
+    select_node(&mut a, "kvm3");
+    key(&mut a, "D");
+    let Mode::ConfirmNode(c) = a.mode.clone() else {
+        panic!("{:?}", a.mode);
+    };
+    assert_eq!(c.node, "kvm3");
+    assert_eq!(c.lost, vec![("vm3a".to_string(), DomainState::Running)]);
+    assert!(!c.on_action);
+    assert!(key(&mut a, "enter").is_empty(), "enter presses Cancel");
+    assert_eq!(a.mode, Mode::Normal);
+    key(&mut a, "D");
+    assert_eq!(
+        key(&mut a, "y"),
+        vec![Effect::ConfirmNode {
+            id: 1,
+            node: "kvm3".into()
+        }]
+    );
+    a.update(Msg::ConfirmDone {
+        id: 1,
+        node: "kvm3".into(),
+        outcome: Ok("control:uid=0 asserts that kvm3 (3) is down".into()),
+    });
+    assert!(a.toasts.iter().any(|t| t.text == "kvm3 confirmed down"));
+}
+
+#[test]
+fn an_open_node_confirmation_closes_when_the_node_returns() {
+    let mut a = app_with(fixtures::departures());
+    select_node(&mut a, "kvm3");
+    key(&mut a, "D");
+    assert!(matches!(a.mode, Mode::ConfirmNode(_)));
+    let mut s = fixtures::departures();
+    s.nodes[2].member = true;
+    s.nodes[2].accounted = true;
+    s.nodes[2].accounting = None;
+    a.update(Msg::Snapshot(Arc::new(s)));
+    assert_eq!(a.mode, Mode::Normal);
+    assert!(a.toasts.iter().any(|t| t.text.contains("confirm not sent")));
+}
+
+#[test]
+fn read_only_never_confirms_a_node_down() {
+    let mut a = app_as(true, fixtures::departures());
+    select_node(&mut a, "kvm3");
+    assert!(key(&mut a, "D").is_empty());
+    assert_eq!(a.mode, Mode::Normal);
+    // Even a dialog forced open cannot produce an effect.
+    a.mode = Mode::ConfirmNode(NodeConfirm {
+        nodeid: 3,
+        node: "kvm3".into(),
+        why: String::new(),
+        lost: Vec::new(),
+        on_action: true,
+    });
     assert!(key(&mut a, "y").is_empty());
 }

@@ -49,6 +49,7 @@ pub enum Action {
     FenceOff,
     Reboot,
     Start,
+    ConfirmDown,
     CloseHelp,
     Confirm,
     Cancel,
@@ -296,6 +297,15 @@ pub const ACTIONS: &[ActionInfo] = &[
         "Start (power on) the selected VM, after confirmation",
         true,
         Some("start")
+    ),
+    act!(
+        ConfirmDown,
+        "confirm-down",
+        ["D"],
+        MAIN,
+        "Confirm the selected departed node down (nodes pane): you assert it is off; fenceline then answers off for its lost VMs",
+        true,
+        None
     ),
     act!(
         CloseHelp,

@@ -9,7 +9,7 @@ use ratatui::widgets::{Paragraph, Wrap};
 use super::super::app::{App, Pane};
 use super::super::theme::Theme;
 use fenceline_proto::api::{DaemonKind, FenceResult, NodeView, Snapshot};
-use fenceline_proto::display::{op_label, state_label};
+use fenceline_proto::display::{lost_placement, op_label, state_label};
 
 pub fn draw(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
     if app.focus == Pane::Nodes
@@ -70,6 +70,28 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
             ));
         }
         lines.push(Line::from(spans));
+    }
+    for p in d.placements.iter().filter(|p| p.lost) {
+        let why = app.snapshot.as_deref().and_then(|s| {
+            s.nodes
+                .iter()
+                .find(|n| n.nodeid == p.nodeid)
+                .and_then(|n| n.accounting.as_deref())
+        });
+        lines.push(Line::from(vec![
+            label("lost"),
+            Span::styled(
+                lost_placement(
+                    &d.name,
+                    &app.node_name(p.nodeid),
+                    why,
+                    p.state,
+                    app.now,
+                    p.lost_since.unwrap_or(app.now),
+                ),
+                theme.warn,
+            ),
+        ]));
     }
     if let Some(uri) = &d.uri {
         lines.push(Line::from(vec![label("uri"), Span::raw(uri.clone())]));
@@ -144,7 +166,8 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
 }
 
 /// The selected node (when the nodes pane has the focus): membership,
-/// daemons, libvirt connections with their errors, and its networks.
+/// daemons, whether it is accounted for, self-fencing, libvirt connections
+/// with their errors, and its networks.
 fn node(frame: &mut Frame, area: Rect, app: &App, theme: &Theme, s: &Snapshot, n: &NodeView) {
     let name = app.node_name(n.nodeid);
     let local = s.local_nodeid == Some(n.nodeid);
@@ -190,6 +213,32 @@ fn node(frame: &mut Frame, area: Rect, app: &App, theme: &Theme, s: &Snapshot, n
     lines.push(Line::from(vec![
         label("domains"),
         Span::raw(format!("{} owned", n.vm_count)),
+    ]));
+    lines.push(Line::from(vec![
+        label("account"),
+        match (&n.accounting, n.accounted) {
+            (Some(why), false) => Span::styled(format!("⚠ NOT accounted for: {why}"), theme.danger),
+            (Some(how), true) => Span::styled(format!("✓ {how}"), theme.warn),
+            (None, true) => Span::styled("✓ accounted for", theme.ok),
+            (None, false) => Span::styled("⚠ NOT accounted for", theme.danger),
+        },
+    ]));
+    if !app.read_only && !n.member && !n.accounted && !local {
+        lines.push(Line::from(Span::styled(
+            format!(
+                "          {} confirms it down, if it is",
+                app.keymap
+                    .keys_text(super::super::keymap::Action::ConfirmDown)
+            ),
+            theme.dim,
+        )));
+    }
+    lines.push(Line::from(vec![
+        label("self-fence"),
+        match n.self_fence_secs {
+            Some(s) => Span::raw(format!(" ⏱ after {s} s out of a quorate membership")),
+            None => Span::styled(" off", theme.dim),
+        },
     ]));
     lines.push(Line::from(Span::styled("libvirt", theme.title)));
     if n.libvirt.is_empty() {

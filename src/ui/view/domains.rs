@@ -1,5 +1,5 @@
 //! The domain table: name, state, owner, time in state, uuid, and a conflict
-//! marker. Only the rows on screen are built.
+//! (`!!`) or lost-placement (`?`) marker. Only the rows on screen are built.
 
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Rect};
@@ -78,6 +78,10 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
             let mut cells = vec![
                 if d.conflict {
                     Cell::from(Span::styled("!!", theme.conflict))
+                } else if d.placements.iter().any(|p| p.lost) {
+                    // A lost placement: the VM may still run on a node
+                    // that is not accounted for.
+                    Cell::from(Span::styled("? ", theme.warn))
                 } else {
                     Cell::from("")
                 },

@@ -60,6 +60,7 @@ pub fn draw(frame: &mut Frame, app: &App, theme: &Theme) {
     match &app.mode {
         Mode::Help { scroll } => help::draw(frame, area, app, theme, *scroll),
         Mode::Confirm(c) => confirm::draw(frame, area, app, theme, c),
+        Mode::ConfirmNode(c) => confirm::draw_node(frame, area, app, theme, c),
         _ => {}
     }
 }

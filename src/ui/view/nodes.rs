@@ -1,4 +1,5 @@
-//! The nodes pane: id, name, membership, VM count, libvirt health, daemon.
+//! The nodes pane: id, name, membership, VM count, libvirt health, daemon,
+//! and whether the node is accounted for (README "When fenceline says off").
 
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Rect};
@@ -7,7 +8,7 @@ use ratatui::widgets::{Cell, Paragraph, Row, Table, TableState};
 
 use super::super::app::{App, Pane};
 use super::super::theme::Theme;
-use fenceline_proto::api::DaemonKind;
+use fenceline_proto::api::{DaemonKind, NodeView};
 
 pub fn draw(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
     let focused = app.focus == Pane::Nodes;
@@ -99,11 +100,7 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
                 Cell::from(Span::styled(super::age(app.now, n.since), theme.dim)),
                 Cell::from(Line::from(n.vm_count.to_string()).right_aligned()),
                 libvirt,
-                Cell::from(if daemon.is_empty() {
-                    "-".to_string()
-                } else {
-                    daemon
-                }),
+                daemon_cell(n, daemon, theme),
             ])
         })
         .collect();
@@ -138,4 +135,24 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
         state.select(Some(app.node_sel - first));
     }
     frame.render_stateful_widget(table, area, &mut state);
+}
+
+/// The daemons, then why the node is not accounted for (`⚠`), how a
+/// departed one is (`✓`: confirmed down or self-fenced), and `⏱` when it
+/// self-fences.
+fn daemon_cell<'a>(n: &NodeView, daemon: String, theme: &Theme) -> Cell<'a> {
+    let mut spans = vec![Span::raw(if daemon.is_empty() {
+        "-".to_string()
+    } else {
+        daemon
+    })];
+    if let Some(s) = n.self_fence_secs {
+        spans.push(Span::styled(format!(" ⏱{s}s"), theme.dim));
+    }
+    match (&n.accounting, n.accounted) {
+        (Some(why), false) => spans.push(Span::styled(format!(" ⚠ {why}"), theme.danger)),
+        (Some(how), true) => spans.push(Span::styled(format!(" ✓ {how}"), theme.warn)),
+        (None, _) => {}
+    }
+    Cell::from(Line::from(spans))
 }

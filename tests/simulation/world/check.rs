@@ -64,6 +64,13 @@ pub struct Report {
     pub orphaned: u32,
     pub steps: u64,
     pub first_refusal: String,
+    /// Hosts that destroyed their own VMs (self-fencing), and departed
+    /// self-fencing hosts a peer treated as off after their deadline.
+    pub self_fenced: u32,
+    pub assumed_self_fenced: u32,
+    /// When the first of those happened: a wrong answer before it is not
+    /// self-fencing's.
+    pub first_self_fence: Option<Millis>,
 }
 
 impl World {

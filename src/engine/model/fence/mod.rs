@@ -59,6 +59,9 @@ pub struct FenceRules {
     /// Delay before the highest id answers for an unknown VM; cancelled when
     /// any other node replies first.
     pub unknown_grace_ms: Millis,
+    /// Self-fencing: destroy this host's active VMs after this long out of
+    /// a quorate membership (`[fencing] self_fence_secs`); 0 = off.
+    pub self_fence_ms: Millis,
 }
 
 impl Default for FenceRules {
@@ -69,6 +72,7 @@ impl Default for FenceRules {
             reboot_timeout_ms: 60_000,
             unknown_without_quorum: false,
             unknown_grace_ms: 250,
+            self_fence_ms: 0,
         }
     }
 }

@@ -150,6 +150,7 @@ fn peer_vm(c: &mut Cluster, at: Millis, from: NodeId, d: LocalDomain) {
                 libvirt: vec![],
                 inventory_complete: true,
                 key_digests: Default::default(),
+                self_fence_secs: None,
             }),
             OwnMessage::InventoryBegin { generation: 1 },
             OwnMessage::InventoryEnd { generation: 1 },
@@ -622,4 +623,5 @@ fn libvirt_backend_acts_locally_without_cpg() {
     );
 }
 
+mod self_fence;
 mod truth;

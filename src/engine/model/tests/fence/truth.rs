@@ -174,6 +174,7 @@ fn an_incomplete_inventory_keeps_lost_placements_lost() {
             libvirt: vec![],
             inventory_complete: complete,
             key_digests: Default::default(),
+            self_fence_secs: None,
         })
     };
     for msg in [
