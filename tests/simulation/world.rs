@@ -566,7 +566,9 @@ impl World {
                 );
             }
             // The simulation does not confirm nodes down.
-            Effect::ConfirmDone { .. } => {}
+            // The simulation does not confirm nodes down, and its requests
+            // do not come from multicast listeners (no claims).
+            Effect::ConfirmDone { .. } | Effect::ClaimDone { .. } => {}
             Effect::FenceDone {
                 id,
                 result,

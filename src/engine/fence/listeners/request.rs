@@ -19,6 +19,7 @@ use super::super::perm::Permissions;
 use super::refusal::{Refusal, Refusals};
 use super::{FenceService, MAX_CONCURRENT};
 use crate::engine::InputTx;
+use crate::engine::model::ClaimOutcome;
 use fenceline_proto::api::FenceOp;
 use fenceline_proto::fence_xvm::{self, FenceRequest, HashType, REQ_LEN};
 
@@ -178,6 +179,30 @@ impl<S: FenceService> Common<S> {
                 callback,
             })
             .ok_or(Refusal::InFlight)
+    }
+
+    /// Whether this node connects back for a multicast request: one
+    /// fenceline node per fence_xvm run, cluster-wide (the engine decides,
+    /// `model/fence/claim.rs`). Losing is quiet (debug); no decision is a
+    /// counted, logged refusal.
+    pub(crate) async fn claim(&self, req: &FenceRequest, origin: &Origin) -> bool {
+        match self.svc.claim(req.round_id(), req.domain.clone()).await {
+            ClaimOutcome::Won => true,
+            ClaimOutcome::Lost(winner) => {
+                tracing::debug!(
+                    listener = self.name,
+                    source = %origin.label,
+                    domain = %req.domain,
+                    seqno = req.seqno,
+                    "multicast request claimed by node {winner}; it connects back"
+                );
+                false
+            }
+            ClaimOutcome::Unavailable(why) => {
+                self.refuse(&origin.label, &Refusal::Unclaimed(why));
+                false
+            }
+        }
     }
 
     /// Handshake, permission check, answer, history. `stream` is connected

@@ -619,4 +619,5 @@ fn libvirt_backend_acts_locally_without_cpg() {
     );
 }
 
+mod claim;
 mod truth;
