@@ -427,7 +427,10 @@ async fn multicast_connects_back_only_when_this_node_wins_the_claim() {
         client.send_to(&r.encode().unwrap(), to).await.unwrap();
     }
     let none = tokio::time::timeout(Duration::from_millis(700), callback.accept()).await;
-    assert!(none.is_err(), "no connect-back for a lost or undecided claim");
+    assert!(
+        none.is_err(),
+        "no connect-back for a lost or undecided claim"
+    );
     // Only the undecided one is a counted drop (the counter reports once a second).
     let t0 = std::time::Instant::now();
     let dropped = loop {
