@@ -175,9 +175,7 @@ pub(crate) async fn run<S: FenceService>(
                 _ = cancel.cancelled() => return,
                 c = common.claim(&req, &origin) => c,
             };
-            if !claimed {
-                return;
-            }
+            let Some(_run) = claimed else { return };
             let mut stream = tokio::select! {
                 _ = cancel.cancelled() => return,
                 r = connect_back(callback) => match r {

@@ -64,6 +64,10 @@ pub(crate) struct Common<S> {
     pub(super) perms: Arc<Permissions>,
     history: Mutex<History>,
     in_flight: InFlight<FlightKey>,
+    /// Multicast runs ([`FenceRequest::round_id`]) this host is claiming or
+    /// connecting back for: another packet of the run (another interface
+    /// of the client) does not get a second connect-back meanwhile.
+    runs: InFlight<String>,
     pub slots: Arc<Semaphore>,
     refusals: Refusals,
     pub(super) svc: S,
@@ -104,6 +108,7 @@ impl<S: FenceService> Common<S> {
             perms,
             history: Mutex::new(History::default()),
             in_flight: InFlight::default(),
+            runs: InFlight::default(),
             slots: Arc::new(Semaphore::new(MAX_CONCURRENT)),
             refusals: Refusals::new(name, input_tx, cancel),
             svc,
@@ -183,11 +188,28 @@ impl<S: FenceService> Common<S> {
 
     /// Whether this node connects back for a multicast request: one
     /// fenceline node per fence_xvm run, cluster-wide (the engine decides,
-    /// `model/fence/claim.rs`). Losing is quiet (debug); no decision is a
+    /// `model/fence/claim.rs`), and one connect-back of that run at a time
+    /// on this node. `Some` while this node may connect back (hold it until
+    /// the answer is written). Losing is quiet (debug); no decision is a
     /// counted, logged refusal.
-    pub(crate) async fn claim(&self, req: &FenceRequest, origin: &Origin) -> bool {
-        match self.svc.claim(req.round_id(), req.domain.clone()).await {
-            ClaimOutcome::Won => true,
+    pub(crate) async fn claim(
+        &self,
+        req: &FenceRequest,
+        origin: &Origin,
+    ) -> Option<InFlightGuard<String>> {
+        let run = req.round_id();
+        let Some(guard) = self.runs.begin(run.clone()) else {
+            tracing::debug!(
+                listener = self.name,
+                source = %origin.label,
+                domain = %req.domain,
+                seqno = req.seqno,
+                "another packet of this fence_xvm run is being handled here; not connecting back twice"
+            );
+            return None;
+        };
+        match self.svc.claim(run, req.domain.clone()).await {
+            ClaimOutcome::Won => Some(guard),
             ClaimOutcome::Lost(winner) => {
                 tracing::debug!(
                     listener = self.name,
@@ -196,11 +218,11 @@ impl<S: FenceService> Common<S> {
                     seqno = req.seqno,
                     "multicast request claimed by node {winner}; it connects back"
                 );
-                false
+                None
             }
             ClaimOutcome::Unavailable(why) => {
                 self.refuse(&origin.label, &Refusal::Unclaimed(why));
-                false
+                None
             }
         }
     }

@@ -449,8 +449,28 @@ async fn multicast_connects_back_only_when_this_node_wins_the_claim() {
     runs.push((r.round_id(), "won".to_string()));
     client.send_to(&r.encode().unwrap(), to).await.unwrap();
     let got = tokio::time::timeout(Duration::from_secs(3), callback.accept()).await;
-    assert!(got.is_ok_and(|r| r.is_ok()), "a won claim connects back");
-    assert_eq!(*rec.claim_calls.lock().unwrap(), runs);
+    let Ok(Ok((_held, _))) = got else {
+        panic!("a won claim connects back: {got:?}")
+    };
+    // The same run from another address of the client (fence_xvm sends
+    // one packet per local address): no second connect-back while the
+    // first one is being handled (it waits for our handshake now).
+    let second =
+        tokio::net::TcpListener::bind(SocketAddr::new("127.0.0.2".parse().unwrap(), cb.port()))
+            .await
+            .unwrap();
+    let mut r2 = FenceRequest::new(FenceOp::Status, "won", 3).unwrap();
+    r2.set_callback(second.local_addr().unwrap());
+    r2.sign(KEY, HashType::Sha256, [42; 6]).unwrap();
+    assert_eq!(r2.round_id(), r.round_id());
+    client.send_to(&r2.encode().unwrap(), to).await.unwrap();
+    let none = tokio::time::timeout(Duration::from_millis(700), second.accept()).await;
+    assert!(none.is_err(), "one connect-back per run on this host too");
+    assert_eq!(
+        *rec.claim_calls.lock().unwrap(),
+        runs,
+        "no second claim asked"
+    );
     cancel.cancel();
     let _ = task.await;
 }
