@@ -164,5 +164,22 @@ fn concurrent_fence_xvm_requests_get_one_connect_back_and_true_answers() {
     assert_eq!(c[0], requests as u64, "connect-backs (claims won)");
     assert_eq!(results, requests, "answers over a connect-back");
     assert_eq!(c[2], 0, "no claim left undecided");
+    // Every node got every packet: the two others lost each run.
+    assert_eq!(c[1], 2 * requests as u64, "claims lost");
+    // `fenceline status` shows the outcomes.
+    for i in 1..=3 {
+        let o = lab.fenceline(i, &["status"]).expect("status");
+        let line = o
+            .stdout
+            .lines()
+            .find(|l| l.starts_with("Counters:"))
+            .unwrap_or_else(|| panic!("node {i}: no counters line:\n{}", o.stdout));
+        eprintln!("node {i}: {line}");
+        assert!(
+            line.contains("multicast requests connected back here")
+                && line.contains("claimed by another node"),
+            "{line}"
+        );
+    }
     lab.down().unwrap();
 }
