@@ -31,6 +31,12 @@
 //!   30 s of retransmissions), at most [`MAX_CLAIMS`] of them; the oldest go
 //!   first, counted (`claims_evicted`).
 //!
+//! Known limit: CPG's total order holds within a component. When a partition
+//! forms during a claim round, a node that still believes itself quorate can
+//! win in its component while the majority picks another winner: two
+//! connect-backs for that run, as before this room existed. Not covered by
+//! the simulator (its requests do not come from multicast listeners).
+//!
 //! Pure: time comes from the inputs (`Input::ClaimAsk`, the delivery, and
 //! `Input::Tick` while [`Cluster::claims_busy`]).
 
