@@ -197,27 +197,24 @@ impl<S: FenceService> Common<S> {
         req: &FenceRequest,
         origin: &Origin,
     ) -> Option<InFlightGuard<String>> {
-        let run = req.round_id();
-        let Some(guard) = self.runs.begin(run.clone()) else {
+        let quiet = |why: &str| {
             tracing::debug!(
                 listener = self.name,
                 source = %origin.label,
                 domain = %req.domain,
                 seqno = req.seqno,
-                "another packet of this fence_xvm run is being handled here; not connecting back twice"
+                "not connecting back: {why}"
             );
+        };
+        let run = req.round_id();
+        let Some(guard) = self.runs.begin(run.clone()) else {
+            quiet("another packet of this fence_xvm run is being handled here");
             return None;
         };
         match self.svc.claim(run, req.domain.clone()).await {
             ClaimOutcome::Won => Some(guard),
             ClaimOutcome::Lost(winner) => {
-                tracing::debug!(
-                    listener = self.name,
-                    source = %origin.label,
-                    domain = %req.domain,
-                    seqno = req.seqno,
-                    "multicast request claimed by node {winner}; it connects back"
-                );
+                quiet(&format!("claimed by node {winner}, which connects back"));
                 None
             }
             ClaimOutcome::Unavailable(why) => {
