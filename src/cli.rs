@@ -521,6 +521,13 @@ pub fn render_status(s: &Snapshot, now: Millis) -> String {
         ("dropped fence packets", c.dropped_fence_packets),
         ("dropped audit records", c.dropped_audit),
         ("dropped hook events", c.dropped_hook_events),
+        ("multicast requests connected back here", c.claims_won),
+        ("claimed by another node", c.claims_lost),
+        (
+            "not connected back (no claim decided)",
+            c.claims_unavailable,
+        ),
+        ("claims evicted", c.claims_evicted),
     ];
     let nonzero: Vec<String> = drops
         .iter()

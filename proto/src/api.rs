@@ -398,6 +398,20 @@ pub struct Counters {
     /// Hook events dropped (burst over the ring, queue full, malformed).
     #[serde(default)]
     pub dropped_hook_events: u64,
+    /// Multicast requests this node won the connect-back of (one claim
+    /// round over the own group per fence_xvm run; only the winner connects back).
+    #[serde(default)]
+    pub claims_won: u64,
+    /// Multicast requests another fenceline node claimed (dropped here quietly).
+    #[serde(default)]
+    pub claims_lost: u64,
+    /// Multicast requests dropped because no claim was decided in time (own
+    /// group unavailable, no quorum): nobody here connects back.
+    #[serde(default)]
+    pub claims_unavailable: u64,
+    /// Claims forgotten early because the claim table was full.
+    #[serde(default)]
+    pub claims_evicted: u64,
 }
 
 /// An immutable picture of the cluster, as this node's engine knows it.

@@ -236,6 +236,26 @@ impl FenceRequest {
         Some(SocketAddr::new(ip, self.port))
     }
 
+    /// The identity of one fence_xvm run, the same on every host that
+    /// receives any of its packets: a digest (SHA-256, first 16 bytes, hex)
+    /// of what every packet of the run shares: op, hash type, flags,
+    /// domain, callback port, seqno and family. Left out: the callback
+    /// address (one packet per local address of the client), the random
+    /// bytes and the hash (fresh in every packet and every retransmission).
+    pub fn round_id(&self) -> String {
+        let mut h = Sha256::new();
+        h.update([self.request, self.hashtype, self.flags]);
+        h.update((self.domain.len() as u32).to_le_bytes());
+        h.update(self.domain.as_bytes());
+        h.update(self.port.to_le_bytes());
+        h.update(self.seqno.to_le_bytes());
+        h.update(self.family.to_le_bytes());
+        h.finalize()[..16]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+
     /// Signs in place: hash = SHA-x(key ‖ request with a zero hash field).
     /// With `HashType::None`, random and hash stay zero.
     pub fn sign(&mut self, key: &[u8], ht: HashType, random: [u8; 6]) -> Result<(), WireError> {
@@ -401,6 +421,36 @@ mod tests {
         r.set_callback("10.0.0.1:1229".parse().unwrap());
         r.sign(KEY, HashType::Sha256, [1, 2, 3, 4, 5, 6]).unwrap();
         assert_eq!(r.encode().unwrap().to_vec(), hex(VECTOR));
+    }
+
+    #[test]
+    fn round_id_is_shared_by_every_packet_of_one_run() {
+        let packet = |addr: &str, random: [u8; 6]| {
+            let mut r = FenceRequest::new(FenceCmd::Status, "vm1", 12345).unwrap();
+            r.set_callback(addr.parse().unwrap());
+            r.sign(KEY, HashType::Sha256, random).unwrap();
+            r
+        };
+        let a = packet("10.0.0.1:1229", [1, 2, 3, 4, 5, 6]);
+        // Another local address of the client, a retransmission: same run.
+        let id = a.round_id();
+        assert_eq!(id.len(), 32);
+        assert!(id.bytes().all(|b| b.is_ascii_hexdigit()));
+        assert_eq!(packet("192.168.1.7:1229", [9; 6]).round_id(), id);
+        assert_eq!(packet("10.0.0.1:1229", [7; 6]).round_id(), id);
+        // Another run, op, domain or port: another id.
+        let mut b = a.clone();
+        b.seqno += 1;
+        assert_ne!(b.round_id(), id);
+        let mut b = a.clone();
+        b.request = FenceCmd::Off as u8;
+        assert_ne!(b.round_id(), id);
+        let mut b = a.clone();
+        b.domain = "vm10".into();
+        assert_ne!(b.round_id(), id);
+        let mut b = a.clone();
+        b.port = 1230;
+        assert_ne!(b.round_id(), id);
     }
 
     #[test]

@@ -97,6 +97,14 @@ pub enum OwnMessage {
         nodeid: NodeId,
         source: String,
     },
+    /// The sender claims the connect-back of one fence_xvm multicast run
+    /// (`id`: [`FenceRequest::round_id`](crate::fence_xvm::FenceRequest::round_id));
+    /// the first claim delivered in total order wins on every node, and only
+    /// the winner connects back. Older receivers count it as malformed (and
+    /// keep connecting back on their own, like fence_virtd).
+    Claim {
+        id: String,
+    },
 }
 
 /// One hook call as the hook intake hands it to the model.

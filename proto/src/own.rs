@@ -244,6 +244,9 @@ mod tests {
             OwnMessage::NetList {
                 names: vec!["net1".into()],
             },
+            OwnMessage::Claim {
+                id: "0123456789abcdef0123456789abcdef".into(),
+            },
         ]
     }
 
@@ -497,6 +500,32 @@ mod tests {
             source: "control:uid=0,pid=1".into(),
         };
         assert_eq!(parse(&encode(&m).unwrap()).unwrap(), m);
+    }
+
+    #[test]
+    fn a_claim_round_trips_and_older_receivers_count_it_as_malformed() {
+        let m = OwnMessage::Claim {
+            id: "00112233445566778899aabbccddeeff".into(),
+        };
+        let b = encode(&m).unwrap();
+        assert_eq!(b[4], VERSION);
+        assert_eq!(parse(&b).unwrap(), m);
+        assert_eq!(
+            &b[HEADER_LEN..],
+            br#"{"type":"claim","id":"00112233445566778899aabbccddeeff"}"#
+        );
+        assert_eq!(encode_chunked(&m, DEFAULT_CHUNK).unwrap(), vec![b]);
+        // Hostile shapes are errors, not panics.
+        for payload in [
+            &br#"{"type":"claim"}"#[..],
+            br#"{"type":"claim","id":7}"#,
+            br#"{"type":"claim","id":null}"#,
+        ] {
+            assert!(matches!(
+                parse(&frame(payload).unwrap()),
+                Err(WireError::Json(_))
+            ));
+        }
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
-use super::model::Input;
+use super::model::{CLAIM_TIMEOUT_MS, ClaimOutcome, Input};
 use fenceline_proto::api::{Event, FenceOp, FenceResult, NodeId, Snapshot};
 
 /// The sending side drivers use to feed the engine. Cloneable.
@@ -101,6 +101,8 @@ pub(super) enum Query {
     Subscribe(oneshot::Sender<(Vec<Event>, broadcast::Receiver<Event>)>),
     /// Count events a subscriber missed.
     SubscriberLagged(u64),
+    /// May this node connect back for a multicast run: (run id, domain).
+    Claim(String, String, oneshot::Sender<ClaimOutcome>),
     /// An operator confirms a departed node down: (node, source).
     Confirm(String, String, oneshot::Sender<Result<String, String>>),
 }
@@ -144,6 +146,31 @@ impl EngineHandle {
             Ok(Ok(a)) => a,
             Ok(Err(_)) => FenceAnswer::fail("the engine dropped the request"),
             Err(_) => FenceAnswer::fail("the engine did not answer in time"),
+        }
+    }
+
+    /// Whether this node connects back for the fence_xvm run `claim` (a
+    /// request for `domain`): one fenceline node per run, agreed over the
+    /// own CPG group (`model/fence/claim.rs`). Never hangs.
+    pub async fn claim(&self, claim: String, domain: String) -> ClaimOutcome {
+        let (tx, rx) = oneshot::channel();
+        if self
+            .queries
+            .send(Query::Claim(claim, domain, tx))
+            .await
+            .is_err()
+        {
+            return ClaimOutcome::Unavailable("the engine is not running".into());
+        }
+        // The model answers within its own timeout; this bounds the wait
+        // should the state task be stuck.
+        let limit = Duration::from_millis(CLAIM_TIMEOUT_MS * 2);
+        match tokio::time::timeout(limit, rx).await {
+            Ok(Ok(o)) => o,
+            Ok(Err(_)) => ClaimOutcome::Unavailable("the engine dropped the claim".into()),
+            Err(_) => {
+                ClaimOutcome::Unavailable("the engine did not decide the claim in time".into())
+            }
         }
     }
 

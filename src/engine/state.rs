@@ -12,7 +12,10 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::handle::{EngineHandle, FenceAnswer, FenceCall, InputTx, Query};
-use super::model::{Cluster, DropKind, Effect, FenceAct, Input, ModelConfig, Notice, Output};
+use super::model::{
+    ClaimOutcome, Cluster, DropKind, Effect, FenceAct, Input, ModelConfig, Notice, Output,
+    OwnMessage,
+};
 use super::{EVENT_CAPACITY, INPUT_CAPACITY};
 use fenceline_proto::api::{
     Event, EventKind, FencePhase, FenceResult, MembershipAction, NodeId, Snapshot, now_millis,
@@ -87,6 +90,7 @@ pub fn spawn_state_with(
         ev_tx,
         calls: HashMap::new(),
         confirms: HashMap::new(),
+        claims: HashMap::new(),
         next_call: 1,
         resync_pending: false,
     };
@@ -113,6 +117,8 @@ struct StateTask {
     calls: HashMap<u64, oneshot::Sender<FenceAnswer>>,
     /// Callers of `EngineHandle::confirm` waiting for their answer.
     confirms: HashMap<u64, oneshot::Sender<Result<String, String>>>,
+    /// Multicast listeners waiting for a claim decision.
+    claims: HashMap<u64, oneshot::Sender<ClaimOutcome>>,
     next_call: u64,
     /// Effects the corosync driver could not take; we resend everything later.
     resync_pending: bool,
@@ -163,6 +169,12 @@ impl StateTask {
                     Query::Subscribe(reply) => {
                         let backlog: Vec<Event> = self.cluster.events().cloned().collect();
                         let _ = reply.send((backlog, self.ev_tx.subscribe()));
+                    }
+                    Query::Claim(claim, domain, reply) => {
+                        let id = self.next_call;
+                        self.next_call += 1;
+                        self.claims.insert(id, reply);
+                        changed |= self.step(Input::ClaimAsk { at: now_millis(), id, claim, domain });
                     }
                     Query::Confirm(node, source, reply) => {
                         let id = self.next_call;
@@ -324,6 +336,24 @@ impl StateTask {
                         duration_ms,
                         detail,
                     });
+                }
+            }
+            Effect::ClaimDone { id, outcome } => {
+                if let Some(tx) = self.claims.remove(&id) {
+                    let _ = tx.send(outcome);
+                }
+            }
+            // A claim is not part of the state a resync re-announces: it goes
+            // out even then, and one that cannot is left to its timeout.
+            Effect::Own(OwnMessage::Claim { id }) => {
+                if routes
+                    .corosync
+                    .try_send(Effect::Own(OwnMessage::Claim { id }))
+                    .is_err()
+                {
+                    tracing::warn!(
+                        "connect-back claim not sent: the corosync driver is busy or gone"
+                    );
                 }
             }
             Effect::ConfirmDone { id, result } => {

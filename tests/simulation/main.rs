@@ -293,6 +293,7 @@ fn sweep(faults: bool) -> Sweep {
                 VKind::Wrong | VKind::DoubleStart => sw.wrong += 1,
                 VKind::Unanswered | VKind::Twice => sw.unanswered += 1,
                 VKind::Late => sw.late += 1,
+                VKind::ConnectBacks => sw.unanswered += 1,
             }
             let c = sw
                 .classes
@@ -400,6 +401,30 @@ fn replay() {
         r.report.violations.is_empty(),
         "seed {seed} violates the properties"
     );
+}
+
+/// One connect-back per fence_xvm multicast run: at most one node wins each
+/// run's claim (exactly one without faults), in schedules with and without
+/// faults (partitions excepted: `model/fence/claim.rs`).
+#[test]
+fn one_connect_back_per_multicast_run() {
+    let n = env_u64("FENCELINE_SIM_CLAIM_SCHEDULES").unwrap_or(500);
+    let mut runs = 0usize;
+    let mut failed = Vec::new();
+    for faults in [false, true] {
+        for seed in 0..n {
+            let mut s = schedule::build_with_claims(seed, faults);
+            s.world.run(s.end);
+            runs += s.world.claim_runs.len();
+            for v in &s.world.report.violations {
+                if v.kind == VKind::ConnectBacks && failed.len() < 5 {
+                    failed.push(format!("seed {seed} (faults: {faults}): {}", v.text));
+                }
+            }
+        }
+    }
+    assert!(runs as u64 > n, "{runs} runs");
+    assert!(failed.is_empty(), "{failed:#?}");
 }
 
 #[test]

@@ -227,3 +227,25 @@ pub fn build(seed: u64, faults: bool) -> Schedule {
         self_fence,
     }
 }
+
+/// [`build`] plus fence_xvm multicast runs (claims), drawn from a second
+/// stream of the seed so that the plain schedules, and the regression seeds,
+/// stay exactly as they were.
+pub fn build_with_claims(seed: u64, faults: bool) -> Schedule {
+    let mut s = build(seed, faults);
+    let mut rng = Rng::new(seed ^ 0x636c_6169_6d5f_7275);
+    let mut vms: Vec<String> = s.world.vms.iter().map(|v| v.name.clone()).collect();
+    vms.push(GHOST.to_string());
+    for _ in 0..rng.range(1, 3) {
+        let at = ACTIVE_FROM + rng.range(0, ACTIVE_MS);
+        for _ in 0..rng.range(1, 6) {
+            let vm = vms[rng.index(vms.len())].clone();
+            let run = format!("{:016x}{:016x}", rng.next_u64(), rng.next_u64());
+            s.world
+                .schedule(at + rng.range(0, 300), Action::Multicast { vm, run });
+            s.actions += 1;
+        }
+    }
+    s.world.exact_claims = !faults;
+    s
+}

@@ -21,8 +21,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use fenceline::engine::model::{
-    Cluster, Effect, FenceAct, FenceWire, Group, GroupMember, Input, LocalDomain, ModelConfig,
-    OwnMessage, VmRecord,
+    ClaimOutcome, Cluster, Effect, FenceAct, FenceWire, Group, GroupMember, Input, LocalDomain,
+    ModelConfig, OwnMessage, VmRecord,
 };
 use fenceline_proto::api::{
     DomainState, EventKind, FenceOp, FenceResult, MembershipAction, Millis, NodeId,
@@ -31,6 +31,7 @@ use fenceline_proto::api::{
 use crate::rng::Rng;
 
 mod check;
+mod claims;
 mod cpg;
 mod libvirt;
 
@@ -115,6 +116,13 @@ pub enum Action {
     /// Live migration to the other host that defines it (atomic here).
     Migrate {
         vm: usize,
+    },
+    /// A guest's fence_xvm multicasts one run (id `run`) for `vm`: every
+    /// fenceline daemon's listener gets it (a few ms apart) and asks the
+    /// claim; at most one may connect back.
+    Multicast {
+        vm: String,
+        run: String,
     },
 }
 
@@ -208,6 +216,14 @@ pub struct World {
     /// The rule each node saw when a REQUEST was delivered to it:
     /// (node, requester, seqno) → the rule.
     decided: BTreeMap<(NodeId, NodeId, u32), String>,
+    /// Claim asks: ask id → (run, host).
+    claim_asks: BTreeMap<u64, (String, NodeId)>,
+    /// Per multicast run: when, the VM, and the hosts that won its claim.
+    pub claim_runs: BTreeMap<String, (Millis, String, Vec<NodeId>)>,
+    /// A partition happened (CPG's order holds only within a component).
+    partitioned: bool,
+    /// Every multicast run must be connected back exactly once (fault-free).
+    pub exact_claims: bool,
 }
 
 fn result_name(r: FenceResult) -> &'static str {
@@ -256,6 +272,10 @@ impl World {
             submitting: None,
             reasons: BTreeMap::new(),
             decided: BTreeMap::new(),
+            claim_asks: BTreeMap::new(),
+            claim_runs: BTreeMap::new(),
+            partitioned: false,
+            exact_claims: false,
         }
     }
 
@@ -313,6 +333,7 @@ impl World {
             self.handle(seq, ev);
             self.schedule_tick();
         }
+        self.check_claims();
         for (id, r) in &self.requests {
             if r.answer.is_none() && !r.orphaned {
                 self.report.violations.push(Violation {
@@ -584,7 +605,9 @@ impl World {
                 );
             }
             // The simulation does not confirm nodes down.
+            // The simulation does not confirm nodes down.
             Effect::ConfirmDone { .. } => {}
+            Effect::ClaimDone { id, outcome } => self.claim_done(id, outcome),
             Effect::FenceDone {
                 id,
                 result,
@@ -601,6 +624,7 @@ impl World {
         }
         match a {
             Action::Submit { host, op, vm } => self.submit(host, op, vm),
+            Action::Multicast { vm, run } => self.multicast(vm, run),
             Action::Start { host } => self.start_daemon(host),
             Action::Crash { host } => {
                 let i = self.h(host);
@@ -615,6 +639,7 @@ impl World {
                 }
             }
             Action::Partition { side } => {
+                self.partitioned = true;
                 for h in &mut self.hosts {
                     h.comp = u32::from(side.contains(&h.id));
                 }

@@ -434,7 +434,10 @@ impl Driver {
                     }
                 }
             }
-            Effect::FenceAct(_) | Effect::FenceDone { .. } | Effect::ConfirmDone { .. } => {
+            Effect::FenceAct(_)
+            | Effect::FenceDone { .. }
+            | Effect::ConfirmDone { .. }
+            | Effect::ClaimDone { .. } => {
                 tracing::error!("a fence effect was routed to the corosync driver; ignored");
                 return Ok(());
             }

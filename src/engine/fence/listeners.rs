@@ -5,7 +5,9 @@
 //! request, refuses one in another listener's format, drops exact copies of
 //! any request verified in the last hour (one record for the process, see
 //! [`guard`](super::guard)) and fence_virtd-style duplicates, refuses unsafe
-//! connect-back destinations, runs the challenge/response (refusing our own
+//! connect-back destinations, lets one fenceline node of the cluster connect
+//! back per fence_xvm run (a claim over the own CPG group, see
+//! `model/fence/claim.rs`), runs the challenge/response (refusing our own
 //! outstanding challenges offered back), checks the
 //! permission groups and then answers: `null`, `monitor` and `list` here,
 //! `off`/`on`/`reboot`/`status` through the engine. Unlike fence_virtd,
@@ -13,8 +15,8 @@
 //! listener), so one slow request does not block the others.
 //!
 //! Everything refused before any action (bad or weaker hash, duplicate,
-//! replay, wrong listener, refused destination, truncated, garbage, failed
-//! connect-back or challenge, no free slot) is
+//! replay, wrong listener, refused destination, undecided claim, truncated,
+//! garbage, failed connect-back or challenge, no free slot) is
 //! logged with its reason and source and counted as `dropped_fence_packets`
 //! (at most one engine input per second per listener).
 //!
@@ -48,6 +50,7 @@ use super::multicast::MulticastSettings;
 use super::perm::{PermissionGroup, Permissions};
 use super::tcp::TcpSettings;
 use super::vsock::VsockSettings;
+use crate::engine::model::ClaimOutcome;
 use crate::engine::{EngineHandle, FenceAnswer, FenceCall, InputTx};
 use fenceline_proto::api::Snapshot;
 use fenceline_proto::fence_xvm::HashType;
@@ -69,6 +72,9 @@ pub trait FenceService: Clone + Send + Sync + 'static {
     fn fence(&self, call: FenceCall) -> impl Future<Output = FenceAnswer> + Send;
     /// The current cluster map (for `list` and the local node id).
     fn snapshot(&self) -> Arc<Snapshot>;
+    /// Whether this node connects back for the multicast run `claim` (a
+    /// request for `domain`): one fenceline node per run, cluster-wide.
+    fn claim(&self, claim: String, domain: String) -> impl Future<Output = ClaimOutcome> + Send;
 }
 
 impl FenceService for EngineHandle {
@@ -78,6 +84,10 @@ impl FenceService for EngineHandle {
 
     fn snapshot(&self) -> Arc<Snapshot> {
         EngineHandle::snapshot(self)
+    }
+
+    fn claim(&self, claim: String, domain: String) -> impl Future<Output = ClaimOutcome> + Send {
+        EngineHandle::claim(self, claim, domain)
     }
 }
 

@@ -112,7 +112,9 @@ pub fn bind(cfg: &MulticastSettings) -> anyhow::Result<UdpSocket> {
 }
 
 /// Reads datagrams until cancelled; each valid request whose callback
-/// destination `allow` admits is handled on its own task.
+/// destination `allow` admits is handled on its own task, which connects
+/// back only when this node wins the run's claim (one fenceline node per
+/// fence_xvm run, cluster-wide; `model/fence/claim.rs`).
 pub(crate) async fn run<S: FenceService>(
     sock: UdpSocket,
     common: Arc<Common<S>>,
@@ -169,6 +171,11 @@ pub(crate) async fn run<S: FenceService>(
                 perm_source: ip.to_string(),
                 label: format!("multicast:{ip}"),
             };
+            let claimed = tokio::select! {
+                _ = cancel.cancelled() => return,
+                c = common.claim(&req, &origin) => c,
+            };
+            let Some(_run) = claimed else { return };
             let mut stream = tokio::select! {
                 _ = cancel.cancelled() => return,
                 r = connect_back(callback) => match r {

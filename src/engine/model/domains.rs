@@ -133,6 +133,8 @@ impl Cluster {
                 n.info = Some(info);
                 out.changed = true;
             }
+            // Handled in `apply` (fence/claim.rs), this node's own included.
+            OwnMessage::Claim { .. } => {}
             OwnMessage::Confirmed { nodeid, source } => {
                 let source = format!("{source} on {}", self.node_label(from));
                 // Refused here (the node is up in our view): nothing changes.

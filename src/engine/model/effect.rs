@@ -3,7 +3,7 @@
 
 use fenceline_proto::api::{FenceResult, NodeId};
 
-use super::{FenceAct, FenceWire, OwnMessage, VmRecord};
+use super::{ClaimOutcome, FenceAct, FenceWire, OwnMessage, VmRecord};
 
 /// What the drivers must do after an input.
 #[derive(Debug, Clone, PartialEq)]
@@ -31,6 +31,8 @@ pub enum Effect {
         duration_ms: u64,
         detail: Option<String>,
     },
+    /// Answer the listener of [`Input::ClaimAsk`](super::Input::ClaimAsk) `id`.
+    ClaimDone { id: u64, outcome: ClaimOutcome },
     /// Answer the caller of [`Input::Confirm`](super::Input::Confirm) `id`:
     /// what was confirmed, or why not.
     ConfirmDone {

@@ -121,6 +121,15 @@ pub enum Input {
         domain: String,
         source: String,
     },
+    /// A multicast listener asks whether this node connects back for the
+    /// fence_xvm run `claim` (a request for `domain`); answered by
+    /// [`Effect::ClaimDone`](super::Effect::ClaimDone) `id` (`fence/claim.rs`).
+    ClaimAsk {
+        at: Millis,
+        id: u64,
+        claim: String,
+        domain: String,
+    },
     /// A REQUEST in `fence-agents` (our own come back too).
     FenceCpgRequest {
         at: Millis,
@@ -212,6 +221,7 @@ impl Input {
             | Input::PeerMessage { at, .. }
             | Input::Malformed { at, .. }
             | Input::Unauthenticated { at, .. }
+            | Input::ClaimAsk { at, .. }
             | Input::LibvirtLink { at, .. }
             | Input::LocalList { at, .. }
             | Input::LocalDomain { at, .. }

@@ -46,7 +46,9 @@ use membership::NodeRec;
 
 pub use domains::DomKey;
 pub use effect::{Effect, Notice};
-pub use fence::{FenceAct, FenceRules, FenceWire, MAX_CPG_VM_NAME, Route};
+pub use fence::{
+    CLAIM_TIMEOUT_MS, ClaimOutcome, FenceAct, FenceRules, FenceWire, MAX_CPG_VM_NAME, Route,
+};
 pub use fenceline_proto::messages::{
     HookCall, LocalDomain, MAX_ANNOUNCED_PORTS, OwnMessage, PeerInfo, VmRecord,
 };
@@ -202,11 +204,23 @@ impl Cluster {
                 joined,
             } => self.group_change(at, group, members, left, joined, &mut out),
             Input::PeerRecord { at, from, record } => self.peer_record(at, from, record, &mut out),
+            // Claims count from every sender, this node included.
+            Input::PeerMessage {
+                at,
+                from,
+                msg: OwnMessage::Claim { id },
+            } => self.claim_delivered(at, from, id, &mut out),
             Input::PeerMessage { at, from, msg } => self.peer_message(at, from, msg, &mut out),
             Input::Unauthenticated { .. } => {
                 self.counters.unauthenticated_cpg += 1;
                 out.changed = true;
             }
+            Input::ClaimAsk {
+                at,
+                id,
+                claim,
+                domain,
+            } => self.claim_ask(at, id, claim, &domain, &mut out),
             Input::Malformed { group, .. } => {
                 match group {
                     Group::FenceAgents => self.counters.malformed_fence_agents += 1,

@@ -43,6 +43,9 @@ pub enum VKind {
     Late,
     Unanswered,
     Twice,
+    /// A multicast run connected back by more than one node (or, fault-free,
+    /// by none).
+    ConnectBacks,
 }
 
 #[derive(Debug, Clone)]

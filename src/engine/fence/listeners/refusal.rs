@@ -40,6 +40,8 @@ pub(crate) enum Refusal {
     /// Too many of those from one source.
     SourceBusy(usize),
     NoCallback,
+    /// No fenceline node could be agreed on to connect back (nobody here does).
+    Unclaimed(String),
     ConnectBack(String),
     Handshake(String),
     RequestRead(String),
@@ -74,6 +76,7 @@ impl std::fmt::Display for Refusal {
                 "{n} connections from this source already waiting for their request"
             ),
             Refusal::NoCallback => f.write_str("no usable callback address in the request"),
+            Refusal::Unclaimed(why) => write!(f, "not connecting back: {why}"),
             Refusal::ConnectBack(e) => write!(f, "connect-back failed: {e}"),
             Refusal::Handshake(e) => write!(f, "challenge/response failed: {e}"),
             Refusal::RequestRead(e) => write!(f, "no request: {e}"),

@@ -19,6 +19,7 @@ use super::super::perm::Permissions;
 use super::refusal::{Refusal, Refusals};
 use super::{FenceService, MAX_CONCURRENT};
 use crate::engine::InputTx;
+use crate::engine::model::ClaimOutcome;
 use fenceline_proto::api::FenceOp;
 use fenceline_proto::fence_xvm::{self, FenceRequest, HashType, REQ_LEN};
 
@@ -63,6 +64,10 @@ pub(crate) struct Common<S> {
     pub(super) perms: Arc<Permissions>,
     history: Mutex<History>,
     in_flight: InFlight<FlightKey>,
+    /// Multicast runs ([`FenceRequest::round_id`]) this host is claiming or
+    /// connecting back for: another packet of the run (another interface
+    /// of the client) does not get a second connect-back meanwhile.
+    runs: InFlight<String>,
     pub slots: Arc<Semaphore>,
     refusals: Refusals,
     pub(super) svc: S,
@@ -103,6 +108,7 @@ impl<S: FenceService> Common<S> {
             perms,
             history: Mutex::new(History::default()),
             in_flight: InFlight::default(),
+            runs: InFlight::default(),
             slots: Arc::new(Semaphore::new(MAX_CONCURRENT)),
             refusals: Refusals::new(name, input_tx, cancel),
             svc,
@@ -178,6 +184,44 @@ impl<S: FenceService> Common<S> {
                 callback,
             })
             .ok_or(Refusal::InFlight)
+    }
+
+    /// Whether this node connects back for a multicast request: one
+    /// fenceline node per fence_xvm run, cluster-wide (the engine decides,
+    /// `model/fence/claim.rs`), and one connect-back of that run at a time
+    /// on this node. `Some` while this node may connect back (hold it until
+    /// the answer is written). Losing is quiet (debug); no decision is a
+    /// counted, logged refusal.
+    pub(crate) async fn claim(
+        &self,
+        req: &FenceRequest,
+        origin: &Origin,
+    ) -> Option<InFlightGuard<String>> {
+        let quiet = |why: &str| {
+            tracing::debug!(
+                listener = self.name,
+                source = %origin.label,
+                domain = %req.domain,
+                seqno = req.seqno,
+                "not connecting back: {why}"
+            );
+        };
+        let run = req.round_id();
+        let Some(guard) = self.runs.begin(run.clone()) else {
+            quiet("another packet of this fence_xvm run is being handled here");
+            return None;
+        };
+        match self.svc.claim(run, req.domain.clone()).await {
+            ClaimOutcome::Won => Some(guard),
+            ClaimOutcome::Lost(winner) => {
+                quiet(&format!("claimed by node {winner}, which connects back"));
+                None
+            }
+            ClaimOutcome::Unavailable(why) => {
+                self.refuse(&origin.label, &Refusal::Unclaimed(why));
+                None
+            }
+        }
     }
 
     /// Handshake, permission check, answer, history. `stream` is connected

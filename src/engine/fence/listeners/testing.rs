@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::FenceService;
+use crate::engine::model::ClaimOutcome;
 use crate::engine::{FenceAnswer, FenceCall};
 use fenceline_proto::api::{Counters, DomainState, DomainView, FenceResult, Link, Snapshot};
 
@@ -21,6 +22,10 @@ pub struct Recorder {
     pub answers: Arc<HashMap<String, FenceResult>>,
     /// How long the "engine" takes per domain (default at once).
     pub delays: Arc<HashMap<String, Duration>>,
+    /// The claim outcome per domain (default: this node won).
+    pub claims: Arc<HashMap<String, ClaimOutcome>>,
+    /// Every claim asked: (run id, domain).
+    pub claim_calls: Arc<Mutex<Vec<(String, String)>>>,
 }
 
 impl Recorder {
@@ -50,6 +55,16 @@ impl FenceService for Recorder {
                 detail: None,
             }
         }
+    }
+
+    fn claim(&self, claim: String, domain: String) -> impl Future<Output = ClaimOutcome> + Send {
+        let o = self
+            .claims
+            .get(&domain)
+            .cloned()
+            .unwrap_or(ClaimOutcome::Won);
+        self.claim_calls.lock().unwrap().push((claim, domain));
+        async move { o }
     }
 
     fn snapshot(&self) -> Arc<Snapshot> {

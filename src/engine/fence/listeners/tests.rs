@@ -381,3 +381,96 @@ fn field_truncates_on_a_character_boundary() {
     let s = format!("{}é", "x".repeat(62)); // é is 2 bytes: 62 + 2 = 64
     assert_eq!(field(&s), "x".repeat(62));
 }
+
+/// The multicast listener connects back only when this node wins the run's
+/// claim; a lost claim is dropped quietly, an undecided one is a counted
+/// drop. (The claim itself is decided by the engine, tested in the model;
+/// here the recording stand-in gives the outcome per domain.)
+#[tokio::test]
+async fn multicast_connects_back_only_when_this_node_wins_the_claim() {
+    use crate::engine::model::ClaimOutcome;
+    use fenceline_proto::cidr::Cidr;
+    let rec = Recorder {
+        claims: Arc::new(HashMap::from([
+            ("lost".to_string(), ClaimOutcome::Lost(3)),
+            (
+                "undecided".to_string(),
+                ClaimOutcome::Unavailable("no quorum".into()),
+            ),
+        ])),
+        ..Default::default()
+    };
+    let (c, mut irx) = common(rec.clone(), &[], HashType::Sha256);
+    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let to = sock.local_addr().unwrap();
+    let callback = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let cb = callback.local_addr().unwrap();
+    let allow: Arc<[Cidr]> = Arc::from(vec![Cidr::parse("127.0.0.0/8").unwrap()]);
+    let cancel = CancellationToken::new();
+    let task = tokio::spawn(crate::engine::fence::multicast::run(
+        sock,
+        c,
+        allow,
+        cancel.clone(),
+    ));
+    let client = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let packet = |vm: &str, seq: u32| {
+        let mut r = FenceRequest::new(FenceOp::Status, vm, seq).unwrap();
+        r.set_callback(cb);
+        r.sign(KEY, HashType::Sha256, [seq as u8; 6]).unwrap();
+        r
+    };
+    let mut runs = Vec::new();
+    for (vm, seq) in [("lost", 1), ("undecided", 2)] {
+        let r = packet(vm, seq);
+        runs.push((r.round_id(), vm.to_string()));
+        client.send_to(&r.encode().unwrap(), to).await.unwrap();
+    }
+    let none = tokio::time::timeout(Duration::from_millis(700), callback.accept()).await;
+    assert!(
+        none.is_err(),
+        "no connect-back for a lost or undecided claim"
+    );
+    // Only the undecided one is a counted drop (the counter reports once a second).
+    let t0 = std::time::Instant::now();
+    let dropped = loop {
+        match tokio::time::timeout(Duration::from_millis(200), irx.recv()).await {
+            Ok(Some(Input::Dropped {
+                what: DropKind::FencePackets,
+                count,
+                ..
+            })) => break count,
+            _ if t0.elapsed() > Duration::from_secs(3) => panic!("no drop reported"),
+            _ => {}
+        }
+    };
+    assert_eq!(dropped, 1);
+    let r = packet("won", 3);
+    runs.push((r.round_id(), "won".to_string()));
+    client.send_to(&r.encode().unwrap(), to).await.unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(3), callback.accept()).await;
+    let Ok(Ok((_held, _))) = got else {
+        panic!("a won claim connects back: {got:?}")
+    };
+    // The same run from another address of the client (fence_xvm sends
+    // one packet per local address): no second connect-back while the
+    // first one is being handled (it waits for our handshake now).
+    let second =
+        tokio::net::TcpListener::bind(SocketAddr::new("127.0.0.2".parse().unwrap(), cb.port()))
+            .await
+            .unwrap();
+    let mut r2 = FenceRequest::new(FenceOp::Status, "won", 3).unwrap();
+    r2.set_callback(second.local_addr().unwrap());
+    r2.sign(KEY, HashType::Sha256, [42; 6]).unwrap();
+    assert_eq!(r2.round_id(), r.round_id());
+    client.send_to(&r2.encode().unwrap(), to).await.unwrap();
+    let none = tokio::time::timeout(Duration::from_millis(700), second.accept()).await;
+    assert!(none.is_err(), "one connect-back per run on this host too");
+    assert_eq!(
+        *rec.claim_calls.lock().unwrap(),
+        runs,
+        "no second claim asked"
+    );
+    cancel.cancel();
+    let _ = task.await;
+}

@@ -32,7 +32,8 @@
 //! Here: the types and the routing decision ([`Cluster::fence_route`]);
 //! `acting.rs`: the node that gets a REQUEST (act, answer, or answer for an
 //! unknown VM after the grace); `requester.rs`: the node that sends one
-//! (pending requests, their replies, timeouts and early failures).
+//! (pending requests, their replies, timeouts and early failures);
+//! `claim.rs`: which fenceline node connects back for a multicast request.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -40,7 +41,10 @@ use super::{Cluster, DomKey, Effect, LocalDomain, Output};
 use fenceline_proto::api::{FenceOp, FenceResult, Millis, NodeId};
 
 mod acting;
+pub(super) mod claim;
 mod requester;
+
+pub use claim::{CLAIM_TIMEOUT_MS, ClaimOutcome};
 
 /// fence_virtd's limit for the CPG request name (`char vm_name[128]`).
 pub const MAX_CPG_VM_NAME: usize = 127;
@@ -194,6 +198,8 @@ pub(super) struct FenceState {
     /// Domains with a fence `off` since the last time no job ran on them:
     /// their stops are real and never held back.
     no_hold: BTreeSet<DomKey>,
+    /// Who connects back for each multicast run (`claim.rs`).
+    claims: claim::Claims,
 }
 
 impl FenceState {
@@ -266,6 +272,7 @@ impl Cluster {
         !self.fence.pending.is_empty()
             || !self.fence.jobs.is_empty()
             || !self.fence.unknown.is_empty()
+            || self.claims_busy()
     }
 
     pub(in crate::engine::model) fn node_label(&self, id: NodeId) -> String {
@@ -466,5 +473,6 @@ impl Cluster {
     pub(in crate::engine::model) fn fence_tick(&mut self, at: Millis, out: &mut Output) {
         self.answer_due_unknown(at, out);
         self.expire_pending(at, out);
+        self.claims_tick(at, out);
     }
 }

@@ -623,5 +623,6 @@ fn libvirt_backend_acts_locally_without_cpg() {
     );
 }
 
+mod claim;
 mod self_fence;
 mod truth;
