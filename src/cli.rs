@@ -480,6 +480,8 @@ pub fn render_status(s: &Snapshot, now: Millis) -> String {
         ("dropped fence packets", c.dropped_fence_packets),
         ("dropped audit records", c.dropped_audit),
         ("dropped hook events", c.dropped_hook_events),
+        ("peer inventories with a lost chunk", c.inventory_gaps),
+        ("dropped peer VM entries", c.dropped_peer_vms),
     ];
     let nonzero: Vec<String> = drops
         .iter()

@@ -73,6 +73,7 @@ pub fn spawn_state_with(
     cancel: CancellationToken,
     (input_tx, input_rx): (InputTx, mpsc::Receiver<Input>),
 ) -> (EngineHandle, InputTx, tokio::task::JoinHandle<()>) {
+    let rules = cfg.fence.clone();
     let cluster = Cluster::new(cfg);
     let (snap_tx, snap_rx) = watch::channel(Arc::new(cluster.snapshot(now_millis())));
     let (q_tx, q_rx) = mpsc::channel(64);
@@ -98,6 +99,7 @@ pub fn spawn_state_with(
         EngineHandle {
             snapshot: snap_rx,
             queries: q_tx,
+            rules,
         },
         input_tx,
         task,
@@ -334,6 +336,7 @@ impl StateTask {
                         job,
                         result: FenceResult::Fail,
                         detail: Some(why),
+                        not_found: false,
                     });
                 }
                 let sent = match &routes.fence_act {
@@ -352,6 +355,7 @@ impl StateTask {
                         job,
                         result: FenceResult::Fail,
                         detail: Some(why.to_string()),
+                        not_found: false,
                     });
                 }
             }

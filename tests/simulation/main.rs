@@ -34,6 +34,16 @@ const DEFAULT_SCHEDULES: u64 = 10_000;
 /// check, and the wait decided in total order.
 const REGRESSIONS: &[(u64, bool, &str)] = &[
     (
+        4849,
+        true,
+        "mixed cluster: a fence_virtd peer started while libvirtd was down holds the VM; it counted as accounted for, so the unknown-VM rule answered status -> off (fixed: absence proves nothing while a fence_virtd peer is a member)",
+    ),
+    (
+        2476,
+        true,
+        "mixed cluster: a fence_virtd peer holds the VM unannounced; the unknown-VM rule answered off -> ok (fixed likewise)",
+    ),
+    (
         1679,
         true,
         "the owner's daemon crashed: its VMs were purged; the lowest node with a shut-off copy answers off -> ok",
@@ -165,16 +175,6 @@ const OPEN_REGRESSIONS: &[(u64, bool, &str)] = &[
         299,
         true,
         "mixed cluster, live migration: a fence_virtd peer answers status -> off from its own libvirt",
-    ),
-    (
-        4849,
-        true,
-        "mixed cluster: a fence_virtd peer started while libvirtd was down holds the VM; it counts as accounted for, so the unknown-VM rule answers status -> off",
-    ),
-    (
-        2476,
-        true,
-        "mixed cluster: a fence_virtd peer holds the VM unannounced; the unknown-VM rule answers off -> ok",
     ),
 ];
 

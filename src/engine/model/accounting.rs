@@ -12,9 +12,8 @@ use fenceline_proto::api::{FenceOp, MembershipAction, Millis, NodeId};
 
 use super::{Cluster, DomKey, Effect, Output, OwnMessage};
 
-fn ago(at: Millis, since: Millis) -> String {
-    let s = at.saturating_sub(since) / 1000;
-    format!("{s} s ago")
+pub(super) fn ago(at: Millis, since: Millis) -> String {
+    format!("{} ago", fenceline_proto::display::age(at, since))
 }
 
 impl Cluster {
@@ -69,6 +68,12 @@ impl Cluster {
         }
         if self.is_fence_virtd(id) {
             return Ok(None);
+        }
+        if let Some((when, why)) = &n.unparsed {
+            return Err(format!(
+                "its messages cannot be parsed (a version this build does not read?): {} {why}",
+                ago(at, *when)
+            ));
         }
         let complete = n.info.as_ref().is_some_and(|i| i.inventory_complete);
         let sent = self.peers.get(&id).is_some_and(|p| p.inventoried);
@@ -140,11 +145,10 @@ impl Cluster {
         }
         // `unknown_vm_without_quorum` is the operator's explicit opt-in to
         // fence_virtd's unsafe rule: it also waives the accounting.
-        let un = if self.cfg.fence.unknown_without_quorum {
-            Vec::new()
-        } else {
-            self.unaccounted(at)
-        };
+        if self.cfg.fence.unknown_without_quorum {
+            return None;
+        }
+        let un = self.unaccounted(at);
         if !un.is_empty() {
             let list: Vec<String> = un
                 .iter()
@@ -153,6 +157,16 @@ impl Cluster {
             return Some(format!(
                 "not every node is accounted for ({}); `{target}` may run there; refusing to {}",
                 list.join("; "),
+                claim(op)
+            ));
+        }
+        // fence_virtd sends no inventory: a VM may run on such a peer
+        // unannounced (its libvirtd was down at its start, or its record is
+        // not out yet). Only its own answer, as the holder, proves "off".
+        if let Some(id) = self.nodes.keys().find(|id| self.is_fence_virtd(**id)) {
+            return Some(format!(
+                "{} runs fence_virtd, which announces no complete inventory: `{target}` may run there unannounced; refusing to {}",
+                self.node_label(*id),
                 claim(op)
             ));
         }

@@ -39,6 +39,7 @@ impl Cluster {
         self.inventory_generation += 1;
         let g = self.inventory_generation;
         let nets = self.announce_networks();
+        let count = Some(merged.len() as u64);
         let mut v = vec![
             Effect::StoreVms(records),
             Effect::Own(OwnMessage::Info(self.peer_info())),
@@ -53,7 +54,10 @@ impl Cluster {
                     })
                     .collect(),
             }),
-            Effect::Own(OwnMessage::InventoryEnd { generation: g }),
+            Effect::Own(OwnMessage::InventoryEnd {
+                generation: g,
+                count,
+            }),
         ];
         v.extend(nets);
         v

@@ -20,6 +20,9 @@ pub(super) struct NodeRec {
     /// An operator confirmed the node down (when, and the request's source);
     /// cleared when it joins the membership again.
     pub(super) confirmed: Option<(Millis, String)>,
+    /// A message of its daemon did not parse (when, why): not accounted for
+    /// until its next complete inventory is applied.
+    pub(super) unparsed: Option<(Millis, String)>,
 }
 
 impl Cluster {

@@ -186,13 +186,12 @@ impl Cluster {
             } => self.group_change(at, group, members, left, joined, &mut out),
             Input::PeerRecord { at, from, record } => self.peer_record(at, from, record, &mut out),
             Input::PeerMessage { at, from, msg } => self.peer_message(at, from, msg, &mut out),
-            Input::Malformed { group, .. } => {
-                match group {
-                    Group::FenceAgents => self.counters.malformed_fence_agents += 1,
-                    Group::Own => self.counters.malformed_own += 1,
-                }
-                out.changed = true;
-            }
+            Input::Malformed {
+                at,
+                group,
+                from,
+                reason,
+            } => self.malformed(at, group, from, reason, &mut out),
             Input::LibvirtLink {
                 at,
                 uri,
@@ -241,7 +240,8 @@ impl Cluster {
                 job,
                 result,
                 detail,
-            } => self.fence_acted(at, job, result, detail, &mut out),
+                not_found,
+            } => self.fence_acted(at, job, result, detail, not_found, &mut out),
             Input::Tick { at } => self.fence_tick(at, &mut out),
             Input::Hook { at, call } => self.hook(at, call, &mut out),
             Input::LocalNetworks { at, uri, networks } => {

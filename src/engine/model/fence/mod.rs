@@ -61,6 +61,27 @@ pub struct FenceRules {
     pub unknown_grace_ms: Millis,
 }
 
+/// How much longer than the requester's own wait the engine's caller waits:
+/// the router always answers first; this only fires if the engine died.
+pub const CALL_MARGIN_MS: Millis = 10_000;
+
+impl FenceRules {
+    /// The requester's wait for `op`.
+    pub fn wait_ms(&self, op: FenceOp) -> Millis {
+        if op == FenceOp::Reboot {
+            self.reboot_timeout_ms
+        } else {
+            self.timeout_ms
+        }
+    }
+
+    /// The longest a caller of the engine waits for the answer to `op`
+    /// (`EngineHandle::fence`): the configured wait plus [`CALL_MARGIN_MS`].
+    pub fn call_limit_ms(&self, op: FenceOp) -> Millis {
+        self.wait_ms(op).saturating_add(CALL_MARGIN_MS)
+    }
+}
+
 impl Default for FenceRules {
     fn default() -> Self {
         Self {
@@ -313,6 +334,46 @@ impl Cluster {
             }
         }
         active
+    }
+
+    /// `target` is a name that more than one VM (by UUID) has, here or in
+    /// the map: refused, whichever copy was meant.
+    pub(in crate::engine::model) fn ambiguous(&self, target: &str) -> Option<String> {
+        if fenceline_proto::api::is_canonical_uuid(target) {
+            return None;
+        }
+        let local = self.local.values().flat_map(|u| u.domains.values());
+        let uuids: BTreeSet<String> = self
+            .map
+            .values()
+            .map(|e| (e.name.as_str(), e.uuid.as_str()))
+            .chain(local.map(|o| (o.name.as_str(), o.uuid.as_str())))
+            .filter(|(n, u)| !u.is_empty() && n.eq_ignore_ascii_case(target))
+            .map(|(_, u)| u.to_ascii_lowercase())
+            .collect();
+        (uuids.len() > 1).then(|| {
+            let list: Vec<&str> = uuids.iter().map(String::as_str).collect();
+            format!(
+                "`{target}` names {} VMs ({}): ambiguous; use the UUID",
+                uuids.len(),
+                list.join(", ")
+            )
+        })
+    }
+
+    /// The local copy of `target` was not found where the map had it: why
+    /// an "ok"/"off" may not stand (another node holds it active), if so.
+    fn vanished_elsewhere(&self, target: &str, op: FenceOp) -> Option<String> {
+        let me = self.local_nodeid?;
+        let mut elsewhere = self.holders(target).unwrap_or_default().0;
+        elsewhere.remove(&me);
+        (!elsewhere.is_empty()).then(|| {
+            format!(
+                "`{target}` was not found on this host, where the map had it, and the map now has it active on nodes {}: refusing to answer {}",
+                list(&elsewhere),
+                if op == FenceOp::Status { "off" } else { "ok" }
+            )
+        })
     }
 
     /// Who handles `op` on `target`, from this node's point of view.

@@ -1,0 +1,250 @@
+//! Issue 12's holes: inventories that prove nothing, peers that cannot be
+//! parsed, and the smaller cases of the router.
+
+use super::*;
+
+/// A peer's inventory: begin, one `Vms` with `vms`, end announcing `count`.
+fn inventory(c: &mut Cluster, at: Millis, from: NodeId, g: u64, vms: Vec<LocalDomain>, count: u64) {
+    for msg in [
+        OwnMessage::InventoryBegin { generation: g },
+        OwnMessage::Vms { vms },
+        OwnMessage::InventoryEnd {
+            generation: g,
+            count: Some(count),
+        },
+    ] {
+        c.apply(Input::PeerMessage { at, from, msg });
+    }
+}
+
+fn node_view(c: &Cluster, at: Millis, id: NodeId) -> fenceline_proto::api::NodeView {
+    c.snapshot(at)
+        .nodes
+        .into_iter()
+        .find(|n| n.nodeid == id)
+        .unwrap()
+}
+
+#[test]
+fn an_inventory_with_a_lost_chunk_removes_nothing() {
+    let mut n1 = lab(1, &[]);
+    peer_vm(&mut n1, 5, 2, dom("vm2a", 1, Running));
+    peer_vm(&mut n1, 5, 2, dom("vm2b", 2, Running));
+    // The chunk with vm2b was lost under flow control; the end still came.
+    inventory(&mut n1, 10, 2, 2, vec![dom("vm2a", 1, Running)], 2);
+    let s = n1.snapshot(11);
+    assert!(
+        domain(&s, "vm2b").is_some(),
+        "not removed: it may still run"
+    );
+    assert_eq!(s.counters.inventory_gaps, 1);
+    // The re-announce that follows the drop is whole: now vm2b is gone.
+    inventory(&mut n1, 20, 2, 3, vec![dom("vm2a", 1, Running)], 1);
+    let s = n1.snapshot(21);
+    assert!(domain(&s, "vm2b").is_none());
+    assert!(domain(&s, "vm2a").is_some());
+    assert_eq!(s.counters.inventory_gaps, 1);
+}
+
+#[test]
+fn an_older_peers_end_without_a_count_removes_nothing() {
+    let mut n1 = lab(1, &[]);
+    peer_vm(&mut n1, 5, 2, dom("vm2b", 2, Running));
+    for msg in [
+        OwnMessage::InventoryBegin { generation: 4 },
+        OwnMessage::InventoryEnd {
+            generation: 4,
+            count: None,
+        },
+    ] {
+        n1.apply(Input::PeerMessage {
+            at: 10,
+            from: 2,
+            msg,
+        });
+    }
+    let s = n1.snapshot(11);
+    assert!(domain(&s, "vm2b").is_some());
+    assert_eq!(s.counters.inventory_gaps, 0, "no count: not a gap");
+}
+
+#[test]
+fn a_peer_whose_messages_cannot_be_parsed_is_not_accounted_for() {
+    let mut n1 = lab(1, &[]);
+    peer_vm(&mut n1, 5, 2, dom("vm2a", 1, Running));
+    assert!(node_view(&n1, 6, 2).accounted);
+    n1.apply(Input::Malformed {
+        at: 10,
+        group: Group::Own,
+        from: 2,
+        reason: "bad JSON payload: unknown variant `hibernating`".into(),
+    });
+    let v = node_view(&n1, 14_000, 2);
+    assert!(!v.accounted);
+    let why = v.accounting.unwrap();
+    assert!(
+        why.contains("its messages cannot be parsed") && why.contains("13s ago"),
+        "{why}"
+    );
+    // An unknown VM is not reported off while node 2 is unaccounted for.
+    let seqno = sent_request(&submit(&mut n1, 14_000, 1, "ghost", FenceOp::Status))
+        .unwrap()
+        .0;
+    let out = request(&mut n1, 14_001, 1, seqno, "ghost", FenceOp::Status);
+    assert!(sent_replies(&out).is_empty(), "nobody may say off");
+    // A newer peer's unknown message type is ignorable: node 3 stays.
+    n1.apply(Input::PeerMessage {
+        at: 15_000,
+        from: 3,
+        msg: OwnMessage::Unknown,
+    });
+    assert!(node_view(&n1, 15_001, 3).accounted);
+    assert_eq!(n1.snapshot(15_001).counters.malformed_own, 2);
+    // An inventory that a bad message interrupts proves nothing either.
+    n1.apply(Input::PeerMessage {
+        at: 16_000,
+        from: 2,
+        msg: OwnMessage::InventoryBegin { generation: 9 },
+    });
+    n1.apply(Input::Malformed {
+        at: 16_001,
+        group: Group::Own,
+        from: 2,
+        reason: "bad JSON payload".into(),
+    });
+    n1.apply(Input::PeerMessage {
+        at: 16_002,
+        from: 2,
+        msg: OwnMessage::InventoryEnd {
+            generation: 9,
+            count: Some(0),
+        },
+    });
+    assert!(!node_view(&n1, 16_003, 2).accounted);
+    assert!(domain(&n1.snapshot(16_003), "vm2a").is_some());
+    // Its next complete inventory (after an upgrade) accounts for it again.
+    inventory(&mut n1, 20_000, 2, 10, vec![dom("vm2a", 1, Running)], 1);
+    assert!(node_view(&n1, 20_001, 2).accounted);
+}
+
+#[test]
+fn off_for_a_domain_not_found_where_the_map_had_it_evaluates_the_map_again() {
+    // n1 holds vm1 running; by the time libvirt looks, it is gone here.
+    let mut n1 = lab(1, &[dom("vm1", 1, Running)]);
+    peer_vm(&mut n1, 5, 2, dom("other", 2, Shutoff));
+    let out = request(&mut n1, 10, 3, 7, "vm1", FenceOp::Off);
+    let job = acts(&out)[0].job;
+    // Meanwhile node 2 reports vm1 running (it migrated there).
+    n1.apply(Input::PeerMessage {
+        at: 11,
+        from: 2,
+        msg: OwnMessage::Vms {
+            vms: vec![dom("vm1", 1, Running)],
+        },
+    });
+    let out = n1.apply(Input::FenceActed {
+        at: 12,
+        job,
+        result: FenceResult::Ok,
+        detail: Some("vanished".into()),
+        not_found: true,
+    });
+    assert_eq!(sent_replies(&out), vec![(7, 3, FenceResult::Fail)]);
+    assert!(format!("{:?}", out.events).contains("active on nodes 2"));
+    // Not found, and the map has no other active placement: ok stands.
+    let mut n1 = lab(1, &[dom("vm1", 1, Running)]);
+    peer_vm(&mut n1, 5, 2, dom("other", 2, Shutoff));
+    let job = acts(&request(&mut n1, 10, 3, 8, "vm1", FenceOp::Off))[0].job;
+    let out = n1.apply(Input::FenceActed {
+        at: 12,
+        job,
+        result: FenceResult::Ok,
+        detail: Some("vanished".into()),
+        not_found: true,
+    });
+    assert_eq!(sent_replies(&out), vec![(8, 3, FenceResult::Ok)]);
+}
+
+#[test]
+fn a_name_with_two_uuids_is_refused_as_ambiguous() {
+    let mut n1 = lab(1, &[dom("web", 1, Shutoff)]);
+    peer_vm(&mut n1, 5, 2, dom("web", 2, Running));
+    // A local request is refused at once, without a REQUEST.
+    let out = submit(&mut n1, 10, 1, "WEB", FenceOp::Off);
+    assert!(sent_request(&out).is_none());
+    let (_, result, _, detail) = done(&out).unwrap();
+    assert_eq!(result, FenceResult::Fail);
+    let detail = detail.unwrap();
+    assert!(detail.contains("ambiguous; use the UUID"), "{detail}");
+    // A peer's REQUEST (fence_virtd's, by name): nobody acts; the lowest
+    // member of `fence-agents` (node 1) says why.
+    let out = request(&mut n1, 11, 3, 9, "web", FenceOp::Off);
+    assert!(acts(&out).is_empty());
+    assert_eq!(sent_replies(&out), vec![(9, 3, FenceResult::Fail)]);
+    let mut n2 = lab(2, &[dom("web", 2, Running)]);
+    peer_vm(&mut n2, 5, 1, dom("web", 1, Shutoff));
+    let out = request(&mut n2, 11, 3, 9, "web", FenceOp::Off);
+    assert!(acts(&out).is_empty() && sent_replies(&out).is_empty());
+    // The UUID picks one.
+    let uuid = dom("web", 2, Running).uuid;
+    assert_eq!(
+        acts(&request(&mut n2, 12, 3, 10, &uuid, FenceOp::Off)).len(),
+        1
+    );
+}
+
+#[test]
+fn in_a_mixed_cluster_absence_proves_nothing() {
+    // Nodes 1 and 2 run fence_virtd (in `fence-agents`, not in our group).
+    let mut n3 = lab(3, &[dom("local", 3, Shutoff)]);
+    // An unknown VM: refused at once, not after a grace.
+    let out = request(&mut n3, 10, 1, 5, "ghost", FenceOp::Status);
+    assert_eq!(sent_replies(&out), vec![(5, 1, FenceResult::Fail)]);
+    assert!(format!("{:?}", out.events).contains("runs fence_virtd"));
+    assert!(!n3.fence_busy());
+    // A shut-off copy here does not answer ok for it.
+    let out = request(&mut n3, 11, 1, 6, "local", FenceOp::Off);
+    assert!(acts(&out).is_empty());
+    assert_eq!(sent_replies(&out), vec![(6, 1, FenceResult::Fail)]);
+    // A requester here does not take a shut-off copy's ok either.
+    let seqno = sent_request(&submit(&mut n3, 12, 1, "local", FenceOp::Off))
+        .unwrap()
+        .0;
+    let out = request(&mut n3, 13, 3, seqno, "local", FenceOp::Off);
+    let (_, result, _, detail) = done(&out).unwrap();
+    assert_eq!(result, FenceResult::Fail);
+    assert!(detail.unwrap().contains("runs fence_virtd"));
+    // The fence_virtd peer that holds the VM active answers for it.
+    store(&mut n3, 14, 2, &dom("vm2", 9, Running));
+    let seqno = sent_request(&submit(&mut n3, 15, 2, "vm2", FenceOp::Off))
+        .unwrap()
+        .0;
+    request(&mut n3, 16, 3, seqno, "vm2", FenceOp::Off);
+    let out = reply(
+        &mut n3,
+        17,
+        2,
+        seqno,
+        3,
+        "vm2",
+        FenceOp::Off,
+        FenceResult::Ok,
+    );
+    assert_eq!(done(&out).unwrap().1, FenceResult::Ok);
+}
+
+#[test]
+fn the_call_limit_follows_the_configured_timeouts() {
+    let rules = FenceRules {
+        timeout_ms: 30_000,
+        reboot_timeout_ms: 300_000,
+        ..FenceRules::default()
+    };
+    assert_eq!(rules.call_limit_ms(FenceOp::Off), 40_000);
+    assert_eq!(rules.call_limit_ms(FenceOp::Status), 40_000);
+    assert_eq!(rules.call_limit_ms(FenceOp::Reboot), 310_000);
+    // Always longer than the requester's own wait: the router answers first.
+    for op in [FenceOp::Off, FenceOp::On, FenceOp::Reboot, FenceOp::Status] {
+        assert!(rules.call_limit_ms(op) > rules.wait_ms(op));
+    }
+}
