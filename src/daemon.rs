@@ -16,7 +16,7 @@ use crate::engine::fence::multicast::MulticastSettings;
 use crate::engine::fence::perm::PermissionGroup;
 use crate::engine::fence::tcp::TcpSettings;
 use crate::engine::fence::vsock::VsockSettings;
-use crate::engine::model::{FenceRules, ModelConfig};
+use crate::engine::model::{FenceRules, ModelConfig, NameMatch};
 use crate::engine::{
     AuditSink, EFFECT_CAPACITY, EffectRoutes, FENCE_ACT_CAPACITY, INPUT_CAPACITY, InputTx,
     IntentSink, control, corosync, fence, hooks, libvirt, spawn_state_with,
@@ -337,6 +337,10 @@ pub fn fence_rules(cfg: &Config) -> FenceRules {
         timeout_ms: cfg.fencing.timeout_secs.saturating_mul(1000),
         reboot_timeout_ms: cfg.fencing.reboot_timeout_secs.saturating_mul(1000),
         unknown_without_quorum: cfg.fencing.unknown_vm_without_quorum,
+        name_match: match cfg.libvirt.name_mode {
+            fenceline_config::NameMode::Name => NameMatch::Name,
+            fenceline_config::NameMode::Uuid => NameMatch::Uuid,
+        },
         ..FenceRules::default()
     }
 }

@@ -174,7 +174,8 @@ impl Cluster {
     }
 
     pub(super) fn entry_of(&self, target: &str) -> Option<&super::Entry> {
-        let key_hit = if fenceline_proto::api::is_canonical_uuid(target) {
+        let mode = self.cfg.fence.name_match;
+        let key_hit = if mode == super::NameMatch::Uuid {
             self.map.get(&DomKey::of("", target))
         } else {
             None
@@ -182,7 +183,7 @@ impl Cluster {
         key_hit.or_else(|| {
             self.map
                 .values()
-                .find(|e| super::fence::matches(target, &e.name, &e.uuid))
+                .find(|e| mode.matches(target, &e.name, &e.uuid))
         })
     }
 

@@ -44,7 +44,7 @@ use membership::NodeRec;
 
 pub use domains::DomKey;
 pub use effect::{Effect, Notice};
-pub use fence::{FenceAct, FenceRules, FenceWire, MAX_CPG_VM_NAME, Route};
+pub use fence::{FenceAct, FenceRules, FenceWire, MAX_CPG_VM_NAME, NameMatch, Route};
 pub use fenceline_proto::messages::{
     HookCall, LocalDomain, MAX_ANNOUNCED_PORTS, OwnMessage, PeerInfo, VmRecord,
 };

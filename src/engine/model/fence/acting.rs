@@ -35,7 +35,7 @@ impl Cluster {
         if from == me {
             self.own_request_delivered(at, seqno, out);
         }
-        if let Some(why) = self.ambiguous(&body.vm_name) {
+        if let Some(why) = self.unroutable(&body.vm_name) {
             // Nobody acts; the lowest member in `fence-agents` says why.
             if self.fa_members().first() == Some(&me) {
                 self.refuse_cpg(at, from, seqno, body, op, why, out);

@@ -59,6 +59,27 @@ pub struct FenceRules {
     /// Delay before the highest id answers for an unknown VM; cancelled when
     /// any other node replies first.
     pub unknown_grace_ms: Millis,
+    /// How fence requests name VMs (`[libvirt] name_mode`).
+    pub name_match: NameMatch,
+}
+
+/// fence_virtd's `name_mode`: a request's target is matched against VM
+/// names only, or against UUIDs only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum NameMatch {
+    #[default]
+    Name,
+    Uuid,
+}
+
+impl NameMatch {
+    /// `target` names the VM `name`/`uuid`.
+    pub fn matches(self, target: &str, name: &str, uuid: &str) -> bool {
+        match self {
+            NameMatch::Name => name.eq_ignore_ascii_case(target),
+            NameMatch::Uuid => !uuid.is_empty() && uuid.eq_ignore_ascii_case(target),
+        }
+    }
 }
 
 /// How much longer than the requester's own wait the engine's caller waits:
@@ -90,6 +111,7 @@ impl Default for FenceRules {
             reboot_timeout_ms: 60_000,
             unknown_without_quorum: false,
             unknown_grace_ms: 250,
+            name_match: NameMatch::Name,
         }
     }
 }
@@ -267,15 +289,6 @@ fn list(nodes: &BTreeSet<NodeId>) -> String {
         .join(", ")
 }
 
-/// A target string names a VM by UUID when it has the canonical form.
-pub(in crate::engine::model) fn matches(target: &str, name: &str, uuid: &str) -> bool {
-    if fenceline_proto::api::is_canonical_uuid(target) {
-        uuid.eq_ignore_ascii_case(target)
-    } else {
-        name.eq_ignore_ascii_case(target)
-    }
-}
-
 impl Cluster {
     /// True while requests, actions or grace answers are outstanding; the
     /// state task then sends `Tick`s.
@@ -296,7 +309,7 @@ impl Cluster {
         let mut best: Option<(String, String, String, bool)> = None;
         for (uri, u) in &self.local {
             for o in u.domains.values() {
-                if matches(target, &o.name, &o.uuid) {
+                if self.cfg.fence.name_match.matches(target, &o.name, &o.uuid) {
                     let active = o.state.is_active();
                     if best.as_ref().is_none_or(|b| !b.3 && active) {
                         best = Some((uri.clone(), o.name.clone(), o.uuid.clone(), active));
@@ -336,11 +349,30 @@ impl Cluster {
         active
     }
 
-    /// `target` is a name that more than one VM (by UUID) has, here or in
-    /// the map: refused, whichever copy was meant.
-    pub(in crate::engine::model) fn ambiguous(&self, target: &str) -> Option<String> {
-        if fenceline_proto::api::is_canonical_uuid(target) {
-            return None;
+    /// Why `target` cannot be routed at all: it does not fit `name_mode`,
+    /// or it is a name that more than one VM (by UUID) has, here or in the
+    /// map (refused, whichever copy was meant).
+    pub(in crate::engine::model) fn unroutable(&self, target: &str) -> Option<String> {
+        let uuid_shaped = fenceline_proto::api::is_canonical_uuid(target);
+        match self.cfg.fence.name_match {
+            NameMatch::Uuid if uuid_shaped => return None,
+            NameMatch::Uuid => {
+                return Some(format!(
+                    "`{target}` is not a UUID, and name_mode = \"uuid\" matches VMs by UUID only; use the UUID"
+                ));
+            }
+            // Matching names only, a UUID would find no VM, and the
+            // unknown-VM rule would answer for a VM that may well run.
+            NameMatch::Name
+                if uuid_shaped
+                    && self.entry_of(target).is_none()
+                    && self.find_local(target).is_none() =>
+            {
+                return Some(format!(
+                    "`{target}` is a UUID, and name_mode = \"name\" matches VMs by name only; use the name"
+                ));
+            }
+            NameMatch::Name => {}
         }
         let local = self.local.values().flat_map(|u| u.domains.values());
         let uuids: BTreeSet<String> = self

@@ -58,7 +58,7 @@ impl Cluster {
                 "the VM name must be 1 to 127 bytes".into(),
             );
         }
-        if let Some(why) = self.ambiguous(&domain) {
+        if let Some(why) = self.unroutable(&domain) {
             return refuse(self, out, FenceResult::Fail, why);
         }
         if !self.cfg.fence.cpg {
@@ -170,7 +170,7 @@ impl Cluster {
             return;
         };
         let active = self.live_active(&domain);
-        let refusal = self.ambiguous(&domain).or_else(|| {
+        let refusal = self.unroutable(&domain).or_else(|| {
             active
                 .is_empty()
                 .then(|| self.untrue(at, &domain, op, false))

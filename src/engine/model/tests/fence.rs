@@ -196,7 +196,8 @@ fn the_owner_acts_and_the_others_stay_silent() {
     peer_vm(&mut n3, 5, 2, vm.clone());
     let out = request(&mut n3, 10, 1, 7, "vm2a", FenceOp::Off);
     assert!(acts(&out).is_empty() && sent_replies(&out).is_empty());
-    // By UUID, case-insensitively, too.
+    // By UUID (name_mode = "uuid"), case-insensitively, too.
+    n2.cfg.fence.name_match = NameMatch::Uuid;
     let out = request(&mut n2, 40, 1, 8, &vm.uuid.to_uppercase(), FenceOp::Status);
     assert_eq!(acts(&out).len(), 1);
 }

@@ -185,7 +185,8 @@ fn a_name_with_two_uuids_is_refused_as_ambiguous() {
     peer_vm(&mut n2, 5, 1, dom("web", 1, Shutoff));
     let out = request(&mut n2, 11, 3, 9, "web", FenceOp::Off);
     assert!(acts(&out).is_empty() && sent_replies(&out).is_empty());
-    // The UUID picks one.
+    // With name_mode = "uuid", the UUID picks one.
+    n2.cfg.fence.name_match = NameMatch::Uuid;
     let uuid = dom("web", 2, Running).uuid;
     assert_eq!(
         acts(&request(&mut n2, 12, 3, 10, &uuid, FenceOp::Off)).len(),
@@ -247,4 +248,37 @@ fn the_call_limit_follows_the_configured_timeouts() {
     for op in [FenceOp::Off, FenceOp::On, FenceOp::Reboot, FenceOp::Status] {
         assert!(rules.call_limit_ms(op) > rules.wait_ms(op));
     }
+}
+
+#[test]
+fn name_mode_name_refuses_a_uuid_and_uuid_refuses_a_name() {
+    let vm = dom("vm1", 1, Running);
+    // name_mode = "name" (the default, as in fence_virtd).
+    let mut n1 = lab(1, std::slice::from_ref(&vm));
+    peer_vm(&mut n1, 5, 2, dom("other", 2, Shutoff));
+    let out = submit(&mut n1, 10, 1, &vm.uuid, FenceOp::Status);
+    assert!(sent_request(&out).is_none());
+    let (_, result, _, detail) = done(&out).unwrap();
+    assert_eq!(result, FenceResult::Fail);
+    assert!(detail.unwrap().contains("name_mode = \"name\""));
+    // A peer's REQUEST by UUID: nobody acts, nobody says "off" for it.
+    let out = request(&mut n1, 11, 3, 4, &vm.uuid, FenceOp::Status);
+    assert!(acts(&out).is_empty());
+    assert_eq!(sent_replies(&out), vec![(4, 3, FenceResult::Fail)]);
+    assert_eq!(
+        acts(&request(&mut n1, 12, 3, 5, "VM1", FenceOp::Status)).len(),
+        1
+    );
+    // name_mode = "uuid".
+    n1.cfg.fence.name_match = NameMatch::Uuid;
+    let out = submit(&mut n1, 20, 2, "vm1", FenceOp::Off);
+    assert!(sent_request(&out).is_none());
+    let (_, result, _, detail) = done(&out).unwrap();
+    assert_eq!(result, FenceResult::Fail);
+    assert!(detail.unwrap().contains("name_mode = \"uuid\""));
+    let out = request(&mut n1, 21, 3, 6, "vm1", FenceOp::Off);
+    assert!(acts(&out).is_empty());
+    assert_eq!(sent_replies(&out), vec![(6, 3, FenceResult::Fail)]);
+    let out = request(&mut n1, 22, 3, 7, &vm.uuid.to_uppercase(), FenceOp::Off);
+    assert_eq!(acts(&out).len(), 1);
 }
