@@ -114,6 +114,7 @@ async fn run_async(cfg: Config, config_path: Option<&Path>) -> anyhow::Result<()
         started_at: now_millis(),
         fence: fence_rules(&cfg),
         libvirt_uris: cfg.libvirt.uris.clone(),
+        max_peer_vms: crate::engine::model::DEFAULT_MAX_PEER_VMS,
     };
     let (inputs, input_rx) = InputTx::channel(INPUT_CAPACITY);
     // The fence audit log: opened now so an unusable path stops the start.

@@ -411,6 +411,11 @@ fn log_notice(notice: &Notice) {
             request,
             "fence-agents REQUEST with an op nobody routes; ignored"
         ),
+        Notice::PeerVmDropped { from, why } => tracing::warn!(
+            from,
+            %why,
+            "peer VM entries dropped; the peer is not accounted for until its next complete inventory"
+        ),
         Notice::MismatchedReply { from, seqno, vm } => tracing::warn!(
             from,
             seqno,

@@ -24,6 +24,7 @@ fn model_config() -> ModelConfig {
         started_at: 0,
         fence: fenceline::daemon::fence_rules(&cfg),
         libvirt_uris: cfg.libvirt.uris.clone(),
+        max_peer_vms: fenceline::engine::model::DEFAULT_MAX_PEER_VMS,
     }
 }
 

@@ -43,6 +43,10 @@ pub(super) struct PeerDomains {
     pub(super) lost: Option<Millis>,
     /// A complete inventory of this peer's daemon arrived since it joined.
     pub(super) inventoried: bool,
+    /// fence_virtd peers: the current burst of STORE_VM records, and how
+    /// many bursts in a row each record was missing from.
+    pub(super) burst: Option<super::peer_data::Burst>,
+    pub(super) missed: BTreeMap<DomKey, u32>,
 }
 
 /// The merged view of one VM.
@@ -86,6 +90,12 @@ impl Cluster {
         }
         // fence_virtd puts its own nodeid in s_owner; trust the sender, not the field.
         let key = DomKey::of(&rec.name, &rec.uuid);
+        if self
+            .refuse_peer_vm(from, &key, &rec.name, &rec.uuid)
+            .is_none()
+        {
+            self.fvd_burst(at, from, &key, out);
+        }
         self.upsert_peer(at, from, key, rec.name, rec.uuid, rec.state, out);
     }
 
@@ -100,6 +110,9 @@ impl Cluster {
         state: DomainState,
         out: &mut Output,
     ) {
+        if let Some(why) = self.refuse_peer_vm(from, &key, &name, &uuid) {
+            return self.drop_peer_vm(at, from, why, out);
+        }
         let p = self.peers.entry(from).or_default();
         if let Some((_, seen)) = p.inventory.as_mut() {
             seen.insert(key.clone());

@@ -75,4 +75,6 @@ pub enum Notice {
         seqno: u32,
         holders: Vec<NodeId>,
     },
+    /// A peer's VM entry was dropped (out of bounds); the first of a run.
+    PeerVmDropped { from: NodeId, why: String },
 }

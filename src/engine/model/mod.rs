@@ -20,7 +20,8 @@
 //! `domains.rs` (the map and its ownership rules), `local.rs` (this host's
 //! libvirt view and its announcements), `networks/`, `fence/` (the router),
 //! `accounting.rs` (which nodes are accounted for, the truth rule, operator
-//! confirmations), `snapshot.rs`.
+//! confirmations), `peer_data.rs` (bounds on peer data, ageing of
+//! fence_virtd records), `snapshot.rs`.
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -34,6 +35,7 @@ mod input;
 mod local;
 mod membership;
 mod networks;
+mod peer_data;
 mod snapshot;
 #[cfg(test)]
 mod tests;
@@ -51,6 +53,9 @@ pub use fenceline_proto::messages::{
 pub use input::{DropKind, Group, GroupMember, Input, NetInfo};
 pub use networks::port_key;
 
+/// The default bound of VMs per peer: far above what one host runs.
+pub const DEFAULT_MAX_PEER_VMS: usize = 10_000;
+
 /// Tunables of the model.
 #[derive(Debug, Clone)]
 pub struct ModelConfig {
@@ -61,6 +66,8 @@ pub struct ModelConfig {
     /// The configured libvirt URIs: the inventory is complete only when
     /// every one has been listed since its last (re)connect.
     pub libvirt_uris: Vec<String>,
+    /// The most VMs kept per peer (`peer_data.rs`).
+    pub max_peer_vms: usize,
 }
 
 impl Default for ModelConfig {
@@ -71,6 +78,7 @@ impl Default for ModelConfig {
             started_at: 0,
             fence: FenceRules::default(),
             libvirt_uris: Vec::new(),
+            max_peer_vms: DEFAULT_MAX_PEER_VMS,
         }
     }
 }

@@ -10,6 +10,7 @@ fn cluster_as(local: NodeId) -> Cluster {
         version: "test".into(),
         started_at: 0,
         libvirt_uris: Vec::new(),
+        max_peer_vms: DEFAULT_MAX_PEER_VMS,
         fence: FenceRules::default(),
     });
     c.apply(Input::CorosyncUp {

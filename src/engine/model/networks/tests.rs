@@ -12,6 +12,7 @@ fn cluster(local: NodeId, capacity: usize) -> Cluster {
         version: "test".into(),
         started_at: 0,
         libvirt_uris: Vec::new(),
+        max_peer_vms: crate::engine::model::DEFAULT_MAX_PEER_VMS,
         fence: crate::engine::model::FenceRules::default(),
     });
     c.apply(Input::CorosyncUp {

@@ -388,6 +388,7 @@ fn the_legacy_switch_restores_fence_virtds_answer_without_quorum() {
         version: "t".into(),
         started_at: 0,
         libvirt_uris: Vec::new(),
+        max_peer_vms: DEFAULT_MAX_PEER_VMS,
         fence: FenceRules {
             unknown_without_quorum: true,
             ..FenceRules::default()
@@ -587,6 +588,7 @@ fn libvirt_backend_acts_locally_without_cpg() {
         version: "t".into(),
         started_at: 0,
         libvirt_uris: Vec::new(),
+        max_peer_vms: DEFAULT_MAX_PEER_VMS,
         fence: FenceRules {
             cpg: false,
             ..FenceRules::default()

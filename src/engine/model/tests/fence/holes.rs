@@ -282,3 +282,110 @@ fn name_mode_name_refuses_a_uuid_and_uuid_refuses_a_name() {
     let out = request(&mut n1, 22, 3, 7, &vm.uuid.to_uppercase(), FenceOp::Off);
     assert_eq!(acts(&out).len(), 1);
 }
+
+#[test]
+fn peer_inventories_are_bounded_and_the_overflow_counted() {
+    let mut n1 = lab(1, &[]);
+    n1.cfg.max_peer_vms = 3;
+    peer_vm(&mut n1, 5, 2, dom("vm2a", 1, Running));
+    let vms: Vec<LocalDomain> = (1..=5)
+        .map(|i| dom(&format!("vm{i}"), 10 + i, Running))
+        .collect();
+    let mut notices = 0;
+    for msg in [
+        OwnMessage::InventoryBegin { generation: 2 },
+        OwnMessage::Vms { vms },
+        OwnMessage::InventoryEnd {
+            generation: 2,
+            count: Some(5),
+        },
+    ] {
+        let out = n1.apply(Input::PeerMessage {
+            at: 10,
+            from: 2,
+            msg,
+        });
+        notices += out
+            .notices
+            .iter()
+            .filter(|n| matches!(n, Notice::PeerVmDropped { from: 2, .. }))
+            .count();
+    }
+    let s = n1.snapshot(11);
+    let on2 = s
+        .domains
+        .iter()
+        .filter(|d| d.placements.iter().any(|p| p.nodeid == 2))
+        .count();
+    assert_eq!(on2, 3, "the bound holds");
+    assert_eq!(s.counters.dropped_peer_vms, 3, "vm3, vm4, vm5");
+    assert_eq!(notices, 1, "one log line per run of drops");
+    let v = node_view(&n1, 11, 2);
+    assert!(!v.accounted, "a VM we dropped may run there");
+    assert!(v.accounting.unwrap().contains("max_peer_vms"));
+    // Names and UUIDs out of bounds are dropped too, never a panic.
+    for (name, uuid) in [
+        ("x".repeat(5000), String::new()),
+        (String::new(), dom("a", 1, Running).uuid),
+        ("bad\0name".into(), String::new()),
+        ("ok-name".into(), "not-a-uuid".into()),
+    ] {
+        n1.apply(Input::PeerMessage {
+            at: 12,
+            from: 3,
+            msg: OwnMessage::Vms {
+                vms: vec![LocalDomain {
+                    name,
+                    uuid,
+                    state: Running,
+                }],
+            },
+        });
+    }
+    assert_eq!(n1.snapshot(13).counters.dropped_peer_vms, 7);
+}
+
+#[test]
+fn a_stale_fence_virtd_record_ages_out_but_never_proves_off() {
+    // Nodes 1 and 2 run fence_virtd. vmB moved from node 2 to this node.
+    let mut n3 = lab(3, &[dom("vmB", 2, Running)]);
+    let burst = |c: &mut Cluster, at: Millis, vms: &[LocalDomain]| {
+        for (i, v) in vms.iter().enumerate() {
+            store(c, at + i as u64, 2, v);
+        }
+    };
+    burst(
+        &mut n3,
+        10,
+        &[
+            dom("vmA", 1, Running),
+            dom("vmB", 2, Running),
+            dom("vmC", 3, Running),
+        ],
+    );
+    assert!(domain(&n3.snapshot(11), "vmB").unwrap().conflict);
+    // Node 2's bursts (one per REQUEST) no longer carry vmB and vmC.
+    for at in [2_000, 4_000, 6_000] {
+        burst(&mut n3, at, &[dom("vmA", 1, Running)]);
+        assert!(
+            domain(&n3.snapshot(at + 10), "vmB").unwrap().conflict,
+            "{at}"
+        );
+    }
+    // Missing from three bursts in a row: gone when the next one starts.
+    burst(&mut n3, 8_000, &[dom("vmA", 1, Running)]);
+    let s = n3.snapshot(8_010);
+    let b = domain(&s, "vmB").unwrap();
+    assert!(!b.conflict);
+    assert_eq!(b.owner, Some(3), "fencing it here is no longer blocked");
+    assert!(domain(&s, "vmA").is_some(), "announced: kept");
+    // vmC is unknown now, but absence proves nothing with fence_virtd
+    // members: it is never reported off.
+    let out = request(&mut n3, 9_000, 1, 4, "vmC", FenceOp::Status);
+    assert_eq!(sent_replies(&out), vec![(4, 1, FenceResult::Fail)]);
+    let seqno = sent_request(&submit(&mut n3, 9_001, 1, "vmC", FenceOp::Off))
+        .unwrap()
+        .0;
+    let out = request(&mut n3, 9_002, 3, seqno, "vmC", FenceOp::Off);
+    assert_eq!(done(&out).unwrap().1, FenceResult::Fail);
+}
