@@ -135,7 +135,7 @@ impl Cluster {
         out: &mut Output,
     ) {
         if Some(from) == self.local_nodeid {
-            return;
+            return self.own_delivered(&msg);
         }
         match msg {
             m @ (OwnMessage::NetEvent { .. }

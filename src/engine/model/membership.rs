@@ -101,6 +101,8 @@ impl Cluster {
             error: Some(error.clone()),
         };
         self.fence_corosync_down(at, out);
+        // What was in flight is lost; the rejoin re-announces everything.
+        self.stops_in_flight.clear();
         // Group membership is unknown until we rejoin; records are kept (stale)
         // and reconciled against the first membership after the reconnect.
         for n in self.nodes.values_mut() {

@@ -101,6 +101,10 @@ pub struct Cluster {
     next_seq: u64,
     counters: Counters,
     inventory_generation: u64,
+    /// The state last announced per local domain (active or not), and the
+    /// stops announced but not yet delivered back to us (`local.rs`).
+    sent_active: BTreeMap<DomKey, bool>,
+    stops_in_flight: BTreeMap<DomKey, u32>,
     fence: fence::FenceState,
     nets: networks::Networks,
 }
@@ -139,6 +143,8 @@ impl Cluster {
             next_seq: 1,
             counters: Counters::default(),
             inventory_generation: 0,
+            sent_active: BTreeMap::new(),
+            stops_in_flight: BTreeMap::new(),
             fence: fence::FenceState::new(u32::try_from(started % 1_000_000_007).unwrap_or(1)),
             nets: networks::Networks::default(),
         }

@@ -413,12 +413,14 @@ impl Cluster {
         let me = self.local_nodeid.unwrap_or(0);
         let local = self.find_local(target);
         let (mut active, mut all) = self.holders(target).unwrap_or_default();
-        if let Some((_, _, _, is_active)) = &local {
+        if let Some((_, name, uuid, is_active)) = &local {
             all.insert(me);
-            if *is_active {
+            // Our own libvirt is fresher than the map for this host; but
+            // while our stop is not delivered, the requester (whose map
+            // still has us active) waits for our answer.
+            if *is_active || self.stop_in_flight(&DomKey::of(name, uuid)) {
                 active.insert(me);
             } else {
-                // Our own libvirt is fresher than the map for this host.
                 active.remove(&me);
             }
         }

@@ -389,3 +389,35 @@ fn a_stale_fence_virtd_record_ages_out_but_never_proves_off() {
     let out = request(&mut n3, 9_002, 3, seqno, "vmC", FenceOp::Off);
     assert_eq!(done(&out).unwrap().1, FenceResult::Fail);
 }
+
+#[test]
+fn a_holder_answers_while_its_stop_is_not_delivered_back() {
+    // vm3b runs here (node 3) and is defined, shut off, on node 1.
+    let mut n3 = lab(3, &[dom("vm3b", 2, Running)]);
+    peer_vm(&mut n3, 5, 1, dom("vm3b", 2, Shutoff));
+    // It stops here; the announcement is multicast, not yet delivered.
+    let out = n3.apply(Input::LocalDomain {
+        at: 10,
+        uri: URI.into(),
+        domain: dom("vm3b", 2, Shutoff),
+    });
+    let sent = out
+        .effects
+        .iter()
+        .find_map(|e| match e {
+            Effect::Own(m @ OwnMessage::Vms { .. }) => Some(m.clone()),
+            _ => None,
+        })
+        .unwrap();
+    // A REQUEST ordered before it: every requester still expects node 3.
+    let out = request(&mut n3, 11, 2, 7, "vm3b", FenceOp::Off);
+    assert_eq!(acts(&out).len(), 1, "the expected holder answers");
+    // Once its own message is back, node 1 (lowest defining) answers.
+    n3.apply(Input::PeerMessage {
+        at: 12,
+        from: 3,
+        msg: sent,
+    });
+    let out = request(&mut n3, 13, 2, 8, "vm3b", FenceOp::Off);
+    assert!(acts(&out).is_empty() && sent_replies(&out).is_empty());
+}
