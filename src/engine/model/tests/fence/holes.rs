@@ -17,6 +17,16 @@ fn inventory(c: &mut Cluster, at: Millis, from: NodeId, g: u64, vms: Vec<LocalDo
     }
 }
 
+/// An own-group message from `from` that did not parse.
+fn malformed_from(c: &mut Cluster, at: Millis, from: NodeId, reason: &str) {
+    c.apply(Input::Malformed {
+        at,
+        group: Group::Own,
+        from,
+        reason: reason.into(),
+    });
+}
+
 fn node_view(c: &Cluster, at: Millis, id: NodeId) -> fenceline_proto::api::NodeView {
     c.snapshot(at)
         .nodes
@@ -73,12 +83,12 @@ fn a_peer_whose_messages_cannot_be_parsed_is_not_accounted_for() {
     let mut n1 = lab(1, &[]);
     peer_vm(&mut n1, 5, 2, dom("vm2a", 1, Running));
     assert!(node_view(&n1, 6, 2).accounted);
-    n1.apply(Input::Malformed {
-        at: 10,
-        group: Group::Own,
-        from: 2,
-        reason: "bad JSON payload: unknown variant `hibernating`".into(),
-    });
+    malformed_from(
+        &mut n1,
+        10,
+        2,
+        "bad JSON payload: unknown variant `hibernating`",
+    );
     let v = node_view(&n1, 14_000, 2);
     assert!(!v.accounted);
     let why = v.accounting.unwrap();
@@ -106,12 +116,7 @@ fn a_peer_whose_messages_cannot_be_parsed_is_not_accounted_for() {
         from: 2,
         msg: OwnMessage::InventoryBegin { generation: 9 },
     });
-    n1.apply(Input::Malformed {
-        at: 16_001,
-        group: Group::Own,
-        from: 2,
-        reason: "bad JSON payload".into(),
-    });
+    malformed_from(&mut n1, 16_001, 2, "bad JSON payload");
     n1.apply(Input::PeerMessage {
         at: 16_002,
         from: 2,
@@ -125,6 +130,18 @@ fn a_peer_whose_messages_cannot_be_parsed_is_not_accounted_for() {
     // Its next complete inventory (after an upgrade) accounts for it again.
     inventory(&mut n1, 20_000, 2, 10, vec![dom("vm2a", 1, Running)], 1);
     assert!(node_view(&n1, 20_001, 2).accounted);
+}
+
+/// libvirt did not find the domain of `job` (a transient VM that stopped,
+/// or one that moved away).
+fn vanished(c: &mut Cluster, job: u64) -> Output {
+    c.apply(Input::FenceActed {
+        at: 12,
+        job,
+        result: FenceResult::Ok,
+        detail: Some("vanished".into()),
+        not_found: true,
+    })
 }
 
 #[test]
@@ -142,26 +159,14 @@ fn off_for_a_domain_not_found_where_the_map_had_it_evaluates_the_map_again() {
             vms: vec![dom("vm1", 1, Running)],
         },
     });
-    let out = n1.apply(Input::FenceActed {
-        at: 12,
-        job,
-        result: FenceResult::Ok,
-        detail: Some("vanished".into()),
-        not_found: true,
-    });
+    let out = vanished(&mut n1, job);
     assert_eq!(sent_replies(&out), vec![(7, 3, FenceResult::Fail)]);
     assert!(format!("{:?}", out.events).contains("active on nodes 2"));
     // Not found, and the map has no other active placement: ok stands.
     let mut n1 = lab(1, &[dom("vm1", 1, Running)]);
     peer_vm(&mut n1, 5, 2, dom("other", 2, Shutoff));
     let job = acts(&request(&mut n1, 10, 3, 8, "vm1", FenceOp::Off))[0].job;
-    let out = n1.apply(Input::FenceActed {
-        at: 12,
-        job,
-        result: FenceResult::Ok,
-        detail: Some("vanished".into()),
-        not_found: true,
-    });
+    let out = vanished(&mut n1, job);
     assert_eq!(sent_replies(&out), vec![(8, 3, FenceResult::Ok)]);
 }
 
