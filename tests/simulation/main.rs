@@ -34,6 +34,11 @@ const DEFAULT_SCHEDULES: u64 = 10_000;
 /// check, and the wait decided in total order.
 const REGRESSIONS: &[(u64, bool, &str)] = &[
     (
+        83904,
+        false,
+        "fault-free: a fence reboot's stop event reaches the model after the reboot finished (the simulated libvirt reports the state of the change, not a re-read), was announced, and a shut-off copy answered a concurrent off -> ok (the simulator now re-reads the state as the real driver does)",
+    ),
+    (
         12408,
         false,
         "fault-free refusal: the requester waits for the holder its map names, whose own libvirt already says shut off; nobody answered and the request timed out after 20 s (fixed: a holder answers while its stop is not delivered back to it)",
@@ -127,7 +132,7 @@ const REGRESSIONS: &[(u64, bool, &str)] = &[
     (
         16660,
         false,
-        "fault-free, a fence reboot's stop announced after the reboot finished; a shut-off copy answered a concurrent off -> ok (passes since the unknown-VM grace went; 83904 still shows the race)",
+        "fault-free, a fence reboot's stop announced after the reboot finished; a shut-off copy answered a concurrent off -> ok (83904 is the same race)",
     ),
     (
         15818,
@@ -141,16 +146,10 @@ const REGRESSIONS: &[(u64, bool, &str)] = &[
     ),
 ];
 
-/// Seeds that still fail: live migration during a request (class 5), the
-/// same in a mixed cluster, where a fence_virtd peer answers from its own
-/// libvirt (class 6), and a rare fault-free race found in 100,000
-/// schedules (beyond the 10,000 of `fault_free`).
+/// Seeds that still fail: live migration during a request (class 5), and
+/// the same in a mixed cluster, where a fence_virtd peer answers from its
+/// own libvirt (class 6).
 const OPEN_REGRESSIONS: &[(u64, bool, &str)] = &[
-    (
-        83904,
-        false,
-        "fault-free: a fence reboot's stop event reaches the model after the reboot finished (the simulated libvirt reports the state of the change, not a re-read), is announced, and a shut-off copy answers a concurrent off -> ok",
-    ),
     (
         8717,
         true,
@@ -352,7 +351,7 @@ fn fault_free() {
 }
 
 #[test]
-#[ignore = "wrong answers remain in the open classes (OPEN_REGRESSIONS): live migration during a request, fence_virtd peers"]
+#[ignore = "wrong answers remain in the open classes (OPEN_REGRESSIONS): live migration during a request, also in mixed clusters"]
 fn faults() {
     let sw = sweep(true);
     if let Some(&seed) = sw.failing.first() {
@@ -382,7 +381,7 @@ fn regressions() {
 }
 
 #[test]
-#[ignore = "live migration during a request (class 5), mixed-cluster live migration (class 6) and one rare fault-free race are not covered yet"]
+#[ignore = "live migration during a request (class 5), and mixed-cluster live migration (class 6) are not covered yet"]
 fn open_regressions() {
     check_regressions(OPEN_REGRESSIONS);
 }
