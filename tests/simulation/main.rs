@@ -151,6 +151,11 @@ const REGRESSIONS: &[(u64, bool, &str)] = &[
 /// own libvirt (class 6).
 const OPEN_REGRESSIONS: &[(u64, bool, &str)] = &[
     (
+        8671,
+        true,
+        "live migration during the request: the owner took an `on` while the VM ran there, the VM migrated away before libvirt acted, and the start made it run twice",
+    ),
+    (
         8717,
         true,
         "live migration during the request: the source destroys its copy, now shut off, and answers off -> ok",

@@ -417,8 +417,10 @@ impl Cluster {
             all.insert(me);
             // Our own libvirt is fresher than the map for this host; but
             // while our stop is not delivered, the requester (whose map
-            // still has us active) waits for our answer.
-            if *is_active || self.stop_in_flight(&DomKey::of(name, uuid)) {
+            // still has us active) waits for our answer. Never for `on`:
+            // acting would start a copy that may run elsewhere by now.
+            let in_flight = op != FenceOp::On && self.stop_in_flight(&DomKey::of(name, uuid));
+            if *is_active || in_flight {
                 active.insert(me);
             } else {
                 active.remove(&me);

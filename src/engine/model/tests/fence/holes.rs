@@ -426,3 +426,20 @@ fn a_holder_answers_while_its_stop_is_not_delivered_back() {
     let out = request(&mut n3, 13, 2, 8, "vm3b", FenceOp::Off);
     assert!(acts(&out).is_empty() && sent_replies(&out).is_empty());
 }
+
+#[test]
+fn a_stop_in_flight_never_makes_on_start_a_copy_here() {
+    let mut n3 = lab(3, &[dom("vm3b", 2, Running)]);
+    peer_vm(&mut n3, 5, 1, dom("vm3b", 2, Shutoff));
+    // It migrated away: stopped here, the announcement still in flight.
+    n3.apply(Input::LocalDomain {
+        at: 10,
+        uri: URI.into(),
+        domain: dom("vm3b", 2, Shutoff),
+    });
+    let out = request(&mut n3, 11, 2, 7, "vm3b", FenceOp::On);
+    assert!(
+        acts(&out).is_empty(),
+        "no start here: it may run elsewhere now"
+    );
+}
