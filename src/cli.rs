@@ -528,6 +528,8 @@ pub fn render_status(s: &Snapshot, now: Millis) -> String {
             c.claims_unavailable,
         ),
         ("claims evicted", c.claims_evicted),
+        ("peer inventories with a lost chunk", c.inventory_gaps),
+        ("dropped peer VM entries", c.dropped_peer_vms),
     ];
     let nonzero: Vec<String> = drops
         .iter()

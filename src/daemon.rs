@@ -16,7 +16,7 @@ use crate::engine::fence::multicast::MulticastSettings;
 use crate::engine::fence::perm::PermissionGroup;
 use crate::engine::fence::tcp::TcpSettings;
 use crate::engine::fence::vsock::VsockSettings;
-use crate::engine::model::{FenceRules, ModelConfig};
+use crate::engine::model::{FenceRules, ModelConfig, NameMatch};
 use crate::engine::{
     AuditSink, EFFECT_CAPACITY, EffectRoutes, FENCE_ACT_CAPACITY, INPUT_CAPACITY, InputTx,
     IntentSink, control, corosync, fence, hooks, libvirt, spawn_state_with,
@@ -125,6 +125,7 @@ async fn run_async(cfg: Config, config_path: Option<&Path>) -> anyhow::Result<()
                     .map(|d| (name.to_string(), d))
             })
             .collect(),
+        max_peer_vms: crate::engine::model::DEFAULT_MAX_PEER_VMS,
     };
     let (inputs, input_rx) = InputTx::channel(INPUT_CAPACITY);
     // The fence audit log: opened now so an unusable path stops the start.
@@ -350,6 +351,10 @@ pub fn fence_rules(cfg: &Config) -> FenceRules {
         reboot_timeout_ms: cfg.fencing.reboot_timeout_secs.saturating_mul(1000),
         unknown_without_quorum: cfg.fencing.unknown_vm_without_quorum,
         self_fence_ms: cfg.fencing.self_fence_secs.saturating_mul(1000),
+        name_match: match cfg.libvirt.name_mode {
+            fenceline_config::NameMode::Name => NameMatch::Name,
+            fenceline_config::NameMode::Uuid => NameMatch::Uuid,
+        },
         ..FenceRules::default()
     }
 }

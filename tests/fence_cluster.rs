@@ -70,13 +70,19 @@ fn fence_through_the_cluster_the_owner_acts() {
     assert_eq!(code(&o), 2, "{o:?}");
     assert!(o.stdout.starts_with("Status: OFF"), "{o:?}");
 
-    // on again, by UUID.
+    // By UUID: the lab runs name_mode = "name" (fence_virtd's default),
+    // which matches names only, so a UUID is refused, never "unknown".
     let uuid = lab_domains(2)
         .into_iter()
         .find(|d| d.name == "vm2a")
         .unwrap()
         .uuid;
     let o = fence(&lab, 3, "on", &uuid, &[]);
+    assert_eq!(code(&o), 1, "{o:?}");
+    assert!(format!("{o:?}").contains("name_mode"), "{o:?}");
+    assert_eq!(virsh_state(&lab, 2, "vm2a"), "shut off");
+    // on again, by name.
+    let o = fence(&lab, 3, "on", "vm2a", &[]);
     assert_eq!(code(&o), 0, "{o:?}");
     assert_eq!(virsh_state(&lab, 2, "vm2a"), "running");
 

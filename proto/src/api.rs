@@ -305,7 +305,7 @@ pub struct NodeView {
     #[serde(default)]
     pub accounted: bool,
     /// Why the node is not accounted for ("daemon down", "left the
-    /// membership 4 s ago, not confirmed", "inventory incomplete"), or how it
+    /// membership 4s ago, not confirmed", "inventory incomplete"), or how it
     /// is ("confirmed down by ...").
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub accounting: Option<String>,
@@ -412,6 +412,14 @@ pub struct Counters {
     /// Claims forgotten early because the claim table was full.
     #[serde(default)]
     pub claims_evicted: u64,
+    /// Peer inventories with fewer domains than their end announced (a
+    /// chunk lost): applied without removals.
+    #[serde(default)]
+    pub inventory_gaps: u64,
+    /// Peer VM entries dropped over the per-peer bound, or with a name or
+    /// UUID out of bounds.
+    #[serde(default)]
+    pub dropped_peer_vms: u64,
 }
 
 /// An immutable picture of the cluster, as this node's engine knows it.
@@ -689,9 +697,10 @@ pub const WATCH_HEARTBEAT_MS: u64 = 5000;
 pub const MAX_REQUEST_LINE: usize = 64 * 1024;
 /// Longest reply line a control client accepts (a 10,000-domain snapshot is ~3 MiB).
 pub const MAX_REPLY_LINE: usize = 64 * 1024 * 1024;
-/// The longest the daemon waits for the engine to answer a fence request
-/// (`EngineHandle::fence`); the router's own timeouts are shorter, so this
-/// only fires if the engine died. Clients wait a little longer than this.
+/// How long a control client (the console) waits for a fence answer. The
+/// daemon's own limit follows its configured timeouts (`fencing.timeout_secs`,
+/// `reboot_timeout_secs`, plus 10 s); with a reboot timeout above 110 s a
+/// client gives up first (a failure, never a false ok).
 pub const FENCE_CALL_LIMIT: std::time::Duration = std::time::Duration::from_secs(120);
 
 impl Request {

@@ -71,8 +71,14 @@ pub enum OwnMessage {
     Gone {
         vms: Vec<LocalDomain>,
     },
+    /// End of an inventory. `count`: how many domains the sender's `Vms`
+    /// between begin and end carry (however the driver chunked them); a
+    /// receiver that saw fewer lost a chunk and removes nothing. Absent from
+    /// older peers, whose inventory then removes nothing either.
     InventoryEnd {
         generation: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        count: Option<u64>,
     },
     /// A network hook or network lifecycle event on the sender (its
     /// `EventKind::NetworkHook` / `EventKind::Network`); receivers show it
@@ -105,6 +111,11 @@ pub enum OwnMessage {
     Claim {
         id: String,
     },
+    /// A message type this build does not know: a newer peer's addition,
+    /// which the compatibility rule lets older receivers ignore (messages
+    /// that carry map data never come as new types). Counted, never sent.
+    #[serde(other)]
+    Unknown,
 }
 
 /// One hook call as the hook intake hands it to the model.

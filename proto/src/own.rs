@@ -14,8 +14,15 @@
 //! Compatibility rules: a receiver refuses a version newer than its own
 //! ([`WireError::UnsupportedVersion`], counted as malformed by the caller).
 //! Within one version, new optional JSON fields may be added (unknown fields
-//! are ignored); a new message type needs a new version or is counted as
-//! malformed by older receivers.
+//! are ignored); a new message type needs a new version or is parsed as
+//! [`OwnMessage::Unknown`] by receivers of this version (counted, ignored:
+//! so a new type must never carry map data). A known type that does not
+//! parse is an error: the caller counts it and stops accounting for the
+//! sender until its next complete inventory.
+//!
+//! An inventory is `InventoryBegin`, `Vms` chunks, `InventoryEnd` with the
+//! generation and the number of domains the chunks carry (`count`), so a
+//! receiver notices a chunk lost under flow control.
 //!
 //! Big `Vms`/`Gone` lists are split by [`encode_chunked`] so each CPG
 //! message stays below a size limit ([`DEFAULT_CHUNK`]). Receivers refuse
@@ -212,7 +219,10 @@ mod tests {
             },
             OwnMessage::Gone { vms: vec![dom(9)] },
             OwnMessage::Vms { vms: vec![] },
-            OwnMessage::InventoryEnd { generation: 7 },
+            OwnMessage::InventoryEnd {
+                generation: 7,
+                count: Some(3),
+            },
             OwnMessage::NetEvent {
                 time: 1_700_000_000_123,
                 event: Box::new(crate::api::EventKind::NetworkHook {
@@ -280,7 +290,7 @@ mod tests {
             assert_eq!(v["type"], tag);
         }
         let b = frame(br#"{"type":"net-something-newer","x":1}"#).unwrap();
-        assert!(matches!(parse(&b), Err(WireError::Json(_))));
+        assert_eq!(parse(&b).unwrap(), OwnMessage::Unknown);
     }
 
     #[test]
@@ -357,7 +367,8 @@ mod tests {
     fn json_errors() {
         for payload in [
             &b"not json"[..],
-            br#"{"type":"no-such-type"}"#,
+            br#"{"no-type":"vms"}"#,
+            br#"{"type":7}"#,
             br#"{"type":"vms"}"#,
             br#"{"type":"vms","vms":[{"name":"a","uuid":"b","state":"flying"}]}"#,
             br#"[1,2,3]"#,
@@ -369,7 +380,45 @@ mod tests {
         let b = frame(br#"{"type":"inventory-end","generation":3,"extra":true}"#).unwrap();
         assert_eq!(
             parse(&b).unwrap(),
-            OwnMessage::InventoryEnd { generation: 3 }
+            OwnMessage::InventoryEnd {
+                generation: 3,
+                count: None
+            }
+        );
+    }
+
+    #[test]
+    fn an_unknown_type_is_ignorable_but_a_known_one_with_bad_fields_is_an_error() {
+        let b = frame(br#"{"type":"no-such-type","vms":[1]}"#).unwrap();
+        assert_eq!(parse(&b).unwrap(), OwnMessage::Unknown);
+        // A newer domain state inside a known type is not ignorable: the
+        // receiver would miss an update of the map.
+        let b =
+            frame(br#"{"type":"vms","vms":[{"name":"a","uuid":"","state":"new-state"}]}"#).unwrap();
+        assert!(matches!(parse(&b), Err(WireError::Json(_))));
+    }
+
+    #[test]
+    fn inventory_end_carries_its_count_and_reads_the_older_form() {
+        let m = OwnMessage::InventoryEnd {
+            generation: 4,
+            count: Some(12),
+        };
+        let b = encode(&m).unwrap();
+        assert_eq!(
+            &b[HEADER_LEN..],
+            br#"{"type":"inventory-end","generation":4,"count":12}"#
+        );
+        assert_eq!(parse(&b).unwrap(), m);
+        // The previous version's end (no count) still parses; an older
+        // receiver ignores the new field (unknown fields are ignored).
+        let old = frame(br#"{"type":"inventory-end","generation":4}"#).unwrap();
+        assert_eq!(
+            parse(&old).unwrap(),
+            OwnMessage::InventoryEnd {
+                generation: 4,
+                count: None
+            }
         );
     }
 

@@ -89,7 +89,7 @@ impl FenceAnswer {
     }
 }
 
-use fenceline_proto::api::FENCE_CALL_LIMIT;
+use super::model::FenceRules;
 
 /// Queries the state task answers.
 pub(super) enum Query {
@@ -112,6 +112,9 @@ pub(super) enum Query {
 pub struct EngineHandle {
     pub(super) snapshot: watch::Receiver<Arc<Snapshot>>,
     pub(super) queries: mpsc::Sender<Query>,
+    /// The router's timeouts: a fence call waits for its op's wait plus a
+    /// margin (the router always answers first).
+    pub(super) rules: FenceRules,
 }
 
 impl EngineHandle {
@@ -139,10 +142,12 @@ impl EngineHandle {
     /// the answer. Never hangs: every path ends in an answer or a failure.
     pub async fn fence(&self, call: FenceCall) -> FenceAnswer {
         let (tx, rx) = oneshot::channel();
+        let call_op = call.op;
         if self.queries.send(Query::Fence(call, tx)).await.is_err() {
             return FenceAnswer::fail("the engine is not running");
         }
-        match tokio::time::timeout(FENCE_CALL_LIMIT, rx).await {
+        let limit = Duration::from_millis(self.rules.call_limit_ms(call_op));
+        match tokio::time::timeout(limit, rx).await {
             Ok(Ok(a)) => a,
             Ok(Err(_)) => FenceAnswer::fail("the engine dropped the request"),
             Err(_) => FenceAnswer::fail("the engine did not answer in time"),

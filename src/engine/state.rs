@@ -76,6 +76,7 @@ pub fn spawn_state_with(
     cancel: CancellationToken,
     (input_tx, input_rx): (InputTx, mpsc::Receiver<Input>),
 ) -> (EngineHandle, InputTx, tokio::task::JoinHandle<()>) {
+    let rules = cfg.fence.clone();
     let cluster = Cluster::new(cfg);
     let (snap_tx, snap_rx) = watch::channel(Arc::new(cluster.snapshot(now_millis())));
     let (q_tx, q_rx) = mpsc::channel(64);
@@ -102,6 +103,7 @@ pub fn spawn_state_with(
         EngineHandle {
             snapshot: snap_rx,
             queries: q_tx,
+            rules,
         },
         input_tx,
         task,
@@ -375,6 +377,7 @@ impl StateTask {
                         job,
                         result: FenceResult::Fail,
                         detail: Some(why),
+                        not_found: false,
                     });
                 }
                 let sent = match &routes.fence_act {
@@ -393,6 +396,7 @@ impl StateTask {
                         job,
                         result: FenceResult::Fail,
                         detail: Some(why.to_string()),
+                        not_found: false,
                     });
                 }
             }
@@ -448,6 +452,11 @@ fn log_notice(notice: &Notice) {
             seqno,
             request,
             "fence-agents REQUEST with an op nobody routes; ignored"
+        ),
+        Notice::PeerVmDropped { from, why } => tracing::warn!(
+            from,
+            %why,
+            "peer VM entries dropped; the peer is not accounted for until its next complete inventory"
         ),
         Notice::MismatchedReply { from, seqno, vm } => tracing::warn!(
             from,

@@ -35,6 +35,26 @@ const DEFAULT_SCHEDULES: u64 = 10_000;
 /// check, and the wait decided in total order.
 const REGRESSIONS: &[(u64, bool, &str)] = &[
     (
+        83904,
+        false,
+        "fault-free: a fence reboot's stop event reaches the model after the reboot finished (the simulated libvirt reports the state of the change, not a re-read), was announced, and a shut-off copy answered a concurrent off -> ok (the simulator now re-reads the state as the real driver does)",
+    ),
+    (
+        12408,
+        false,
+        "fault-free refusal: the requester waits for the holder its map names, whose own libvirt already says shut off; nobody answered and the request timed out after 20 s (fixed: a holder answers while its stop is not delivered back to it)",
+    ),
+    (
+        4849,
+        true,
+        "mixed cluster: a fence_virtd peer started while libvirtd was down holds the VM; it counted as accounted for, so the unknown-VM rule answered status -> off (fixed: absence proves nothing while a fence_virtd peer is a member)",
+    ),
+    (
+        2476,
+        true,
+        "mixed cluster: a fence_virtd peer holds the VM unannounced; the unknown-VM rule answered off -> ok (fixed likewise)",
+    ),
+    (
         1679,
         true,
         "the owner's daemon crashed: its VMs were purged; the lowest node with a shut-off copy answers off -> ok",
@@ -113,7 +133,7 @@ const REGRESSIONS: &[(u64, bool, &str)] = &[
     (
         16660,
         false,
-        "fault-free, a fence reboot's stop announced after the reboot finished; a shut-off copy answered a concurrent off -> ok (passes since the unknown-VM grace went; 83904 still shows the race)",
+        "fault-free, a fence reboot's stop announced after the reboot finished; a shut-off copy answered a concurrent off -> ok (83904 is the same race)",
     ),
     (
         15818,
@@ -127,20 +147,14 @@ const REGRESSIONS: &[(u64, bool, &str)] = &[
     ),
 ];
 
-/// Seeds that still fail: live migration during a request (class 5),
-/// fence_virtd peers whose knowledge fenceline cannot check (class 6), and
-/// rare fault-free races found in 100,000 schedules (beyond the 10,000 of
-/// `fault_free`).
+/// Seeds that still fail: live migration during a request (class 5), and
+/// the same in a mixed cluster, where a fence_virtd peer answers from its
+/// own libvirt (class 6).
 const OPEN_REGRESSIONS: &[(u64, bool, &str)] = &[
     (
-        12408,
-        false,
-        "fault-free refusal: the requester waits for the holder its map names, whose own libvirt already says shut off; nobody answers and the request times out after 20 s",
-    ),
-    (
-        83904,
-        false,
-        "fault-free: a fence reboot's stop event reaches the model after the reboot finished (the simulated libvirt reports the state of the change, not a re-read), is announced, and a shut-off copy answers a concurrent off -> ok",
+        8671,
+        true,
+        "live migration during the request: the owner took an `on` while the VM ran there, the VM migrated away before libvirt acted, and the start made it run twice",
     ),
     (
         8717,
@@ -166,16 +180,6 @@ const OPEN_REGRESSIONS: &[(u64, bool, &str)] = &[
         299,
         true,
         "mixed cluster, live migration: a fence_virtd peer answers status -> off from its own libvirt",
-    ),
-    (
-        4849,
-        true,
-        "mixed cluster: a fence_virtd peer started while libvirtd was down holds the VM; it counts as accounted for, so the unknown-VM rule answers status -> off",
-    ),
-    (
-        2476,
-        true,
-        "mixed cluster: a fence_virtd peer holds the VM unannounced; the unknown-VM rule answers off -> ok",
     ),
 ];
 
@@ -354,7 +358,7 @@ fn fault_free() {
 }
 
 #[test]
-#[ignore = "wrong answers remain in the open classes (OPEN_REGRESSIONS): live migration during a request, fence_virtd peers"]
+#[ignore = "wrong answers remain in the open classes (OPEN_REGRESSIONS): live migration during a request, also in mixed clusters"]
 fn faults() {
     let sw = sweep(true);
     if let Some(&seed) = sw.failing.first() {
@@ -384,7 +388,7 @@ fn regressions() {
 }
 
 #[test]
-#[ignore = "live migration during a request (class 5), fence_virtd peers (class 6) and two rare fault-free races are not covered yet"]
+#[ignore = "live migration during a request (class 5), and mixed-cluster live migration (class 6) are not covered yet"]
 fn open_regressions() {
     check_regressions(OPEN_REGRESSIONS);
 }

@@ -27,6 +27,7 @@ fn model_config() -> ModelConfig {
         fence: fenceline::daemon::fence_rules(&cfg),
         libvirt_uris: cfg.libvirt.uris.clone(),
         key_digests: Default::default(),
+        max_peer_vms: fenceline::engine::model::DEFAULT_MAX_PEER_VMS,
     }
 }
 

@@ -383,6 +383,7 @@ impl World {
                     }
                     return;
                 }
+                let input = self.reread(host, input);
                 self.apply(host, input);
             }
             Ev::List { host, pid } => {
@@ -507,6 +508,23 @@ impl World {
         for e in effects {
             self.effect(host, e);
         }
+    }
+
+    /// The libvirt driver re-reads the domain an event is about
+    /// (`libvirt/worker/events.rs`): a late event reports the state of now,
+    /// not of the change (a fence reboot's stop that arrives after the
+    /// restart reads running).
+    fn reread(&self, host: NodeId, mut input: Input) -> Input {
+        if let Input::LocalDomain { domain, .. } = &mut input
+            && let Some(now) = self
+                .vms
+                .iter()
+                .find(|v| v.uuid.eq_ignore_ascii_case(&domain.uuid))
+                .and_then(|v| v.on.get(&host).copied())
+        {
+            domain.state = now;
+        }
+        input
     }
 
     fn effect(&mut self, host: NodeId, e: Effect) {

@@ -2,8 +2,10 @@
 //! workers and reports each outcome to the engine (`Input::FenceActed`).
 //!
 //! Result mapping (fence_virtd's, except where it had bugs):
-//! - status: active → ok, shut off or gone → off;
-//! - off: shut off afterwards (or gone: a transient VM that vanished) → ok;
+//! - status: active → ok, shut off or gone → off, no state → fail;
+//! - off: shut off afterwards (or gone: a transient VM that vanished, which
+//!   the router checks against the map again) → ok; a domain in no state is
+//!   destroyed like a running one (it may be running), never reported off;
 //! - on: active afterwards → ok;
 //! - reboot: destroyed and started again → ok; a shut-off VM stays off → ok;
 //!   destroyed but the restart failed → ok with the failure in the detail
@@ -17,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use super::{CommandError, Commander, DomainRef, LibvirtCommand};
 use crate::engine::InputTx;
 use crate::engine::model::{FenceAct, Input};
-use fenceline_proto::api::{FenceOp, FenceResult, now_millis};
+use fenceline_proto::api::{DomainState, FenceOp, FenceResult, now_millis};
 
 /// How long one action may take on the worker.
 #[derive(Debug, Clone, Copy)]
@@ -43,7 +45,7 @@ pub async fn run_fence_actions(
         let inputs = inputs.clone();
         tokio::spawn(async move {
             let job = act.job;
-            let (result, detail) = perform(&commander, &act, timeouts).await;
+            let (result, detail, not_found) = perform(&commander, &act, timeouts).await;
             tracing::info!(job, op = %act.op, domain = %act.name, uri = %act.uri, %result, detail = detail.as_deref().unwrap_or(""), "fence action done");
             inputs
                 .send(Input::FenceActed {
@@ -51,21 +53,30 @@ pub async fn run_fence_actions(
                     job,
                     result,
                     detail,
+                    not_found,
                 })
                 .await;
         });
     }
 }
 
+/// Destroy (or, for reboot, destroy and start) a domain in this state:
+/// anything but shut off, "no state" included (it may be running).
+pub(super) fn must_destroy(state: DomainState) -> bool {
+    state != DomainState::Shutoff
+}
+
+/// (result, detail, libvirt did not find the domain).
 async fn perform(
     commander: &Commander,
     act: &FenceAct,
     timeouts: ActTimeouts,
-) -> (FenceResult, Option<String>) {
+) -> (FenceResult, Option<String>, bool) {
     let Some(index) = commander.uri_index(&act.uri) else {
         return (
             FenceResult::Fail,
             Some(format!("no libvirt worker serves {}", act.uri)),
+            false,
         );
     };
     let target = if act.uuid.is_empty() {
@@ -82,12 +93,15 @@ async fn perform(
             return (
                 FenceResult::Fail,
                 Some(format!("`{other}` is not a libvirt action")),
+                false,
             );
         }
     };
     tracing::info!(op = %act.op, domain = %act.name, uri = %act.uri, "fence action");
     let r = commander.execute_timeout(index, cmd, timeout).await;
-    map_result(act.op, r)
+    let not_found = matches!(r, Err(CommandError::NotFound(_)));
+    let (result, detail) = map_result(act.op, r);
+    (result, detail, not_found)
 }
 
 fn map_result(
@@ -96,11 +110,15 @@ fn map_result(
 ) -> (FenceResult, Option<String>) {
     match (op, r) {
         (FenceOp::Status, Ok(d)) if d.state.is_active() => (FenceResult::Ok, None),
+        (FenceOp::Status, Ok(d)) if d.state == DomainState::Nostate => (
+            FenceResult::Fail,
+            Some("libvirt reports no state: it may be running; refusing to answer off".into()),
+        ),
         (FenceOp::Status, Ok(d)) => (FenceResult::Off, Some(format!("state {}", d.state))),
         (FenceOp::Status, Err(CommandError::NotFound(_))) => {
             (FenceResult::Off, Some("no longer defined".into()))
         }
-        (FenceOp::Off, Ok(d)) if !d.state.is_active() => (FenceResult::Ok, None),
+        (FenceOp::Off, Ok(d)) if d.state == DomainState::Shutoff => (FenceResult::Ok, None),
         (FenceOp::Off, Ok(d)) => (
             FenceResult::Fail,
             Some(format!("still {} after destroy", d.state)),
@@ -115,7 +133,7 @@ fn map_result(
             Some(format!("still {} after start", d.state)),
         ),
         (FenceOp::Reboot, Ok(d)) if d.state.is_active() => (FenceResult::Ok, None),
-        (FenceOp::Reboot, Ok(_)) => (
+        (FenceOp::Reboot, Ok(d)) if d.state == DomainState::Shutoff => (
             FenceResult::Ok,
             Some("it was shut off; a fenced VM that is off stays off".into()),
         ),
@@ -139,7 +157,6 @@ fn map_result(
 mod tests {
     use super::*;
     use crate::engine::libvirt::CommandReply;
-    use fenceline_proto::api::DomainState;
 
     fn reply(state: DomainState) -> Result<CommandReply, CommandError> {
         Ok(CommandReply {
@@ -168,6 +185,11 @@ mod tests {
             (O::On, Err(CommandError::NotFound("x".into())), R::Fail),
             (O::Reboot, reply(Running), R::Ok),
             (O::Reboot, reply(Shutoff), R::Ok),
+            // No state: it may be running. Never "off", never "ok" unless
+            // libvirt reports it shut off after the destroy.
+            (O::Status, reply(Nostate), R::Fail),
+            (O::Off, reply(Nostate), R::Fail),
+            (O::Reboot, reply(Nostate), R::Fail),
             (
                 O::Reboot,
                 Err(CommandError::RestartFailed("no".into())),
@@ -188,5 +210,22 @@ mod tests {
             let dbg = format!("{op} {r:?}");
             assert_eq!(map_result(op, r).0, want, "{dbg}");
         }
+    }
+
+    #[test]
+    fn a_domain_in_no_state_is_destroyed_like_a_running_one() {
+        use DomainState::*;
+        for s in [
+            Nostate,
+            Running,
+            Paused,
+            Blocked,
+            Shutdown,
+            Crashed,
+            Pmsuspended,
+        ] {
+            assert!(must_destroy(s), "{s}");
+        }
+        assert!(!must_destroy(Shutoff));
     }
 }

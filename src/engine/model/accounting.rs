@@ -12,9 +12,8 @@ use fenceline_proto::api::{FenceOp, MembershipAction, Millis, NodeId};
 
 use super::{Cluster, DomKey, Effect, Output, OwnMessage};
 
-fn ago(at: Millis, since: Millis) -> String {
-    let s = at.saturating_sub(since) / 1000;
-    format!("{s} s ago")
+pub(super) fn ago(at: Millis, since: Millis) -> String {
+    format!("{} ago", fenceline_proto::display::age(at, since))
 }
 
 impl Cluster {
@@ -72,6 +71,12 @@ impl Cluster {
         }
         if self.is_fence_virtd(id) {
             return Ok(None);
+        }
+        if let Some((when, why)) = &n.unparsed {
+            return Err(format!(
+                "its messages cannot be parsed (a version this build does not read?): {} {why}",
+                ago(at, *when)
+            ));
         }
         let complete = n.info.as_ref().is_some_and(|i| i.inventory_complete);
         let sent = self.peers.get(&id).is_some_and(|p| p.inventoried);
@@ -143,11 +148,10 @@ impl Cluster {
         }
         // `unknown_vm_without_quorum` is the operator's explicit opt-in to
         // fence_virtd's unsafe rule: it also waives the accounting.
-        let un = if self.cfg.fence.unknown_without_quorum {
-            Vec::new()
-        } else {
-            self.unaccounted(at)
-        };
+        if self.cfg.fence.unknown_without_quorum {
+            return None;
+        }
+        let un = self.unaccounted(at);
         if !un.is_empty() {
             let list: Vec<String> = un
                 .iter()
@@ -159,11 +163,22 @@ impl Cluster {
                 claim(op)
             ));
         }
+        // fence_virtd sends no inventory: a VM may run on such a peer
+        // unannounced (its libvirtd was down at its start, or its record is
+        // not out yet). Only its own answer, as the holder, proves "off".
+        if let Some(id) = self.nodes.keys().find(|id| self.is_fence_virtd(**id)) {
+            return Some(format!(
+                "{} runs fence_virtd, which announces no complete inventory: `{target}` may run there unannounced; refusing to {}",
+                self.node_label(*id),
+                claim(op)
+            ));
+        }
         None
     }
 
     pub(super) fn entry_of(&self, target: &str) -> Option<&super::Entry> {
-        let key_hit = if fenceline_proto::api::is_canonical_uuid(target) {
+        let mode = self.cfg.fence.name_match;
+        let key_hit = if mode == super::NameMatch::Uuid {
             self.map.get(&DomKey::of("", target))
         } else {
             None
@@ -171,7 +186,7 @@ impl Cluster {
         key_hit.or_else(|| {
             self.map
                 .values()
-                .find(|e| super::fence::matches(target, &e.name, &e.uuid))
+                .find(|e| mode.matches(target, &e.name, &e.uuid))
         })
     }
 

@@ -5,7 +5,10 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use fenceline_proto::api::{DomainAction, DomainState, EventKind, Millis, NodeId, Placement};
 
-use super::{Cluster, NodeRec, Output, OwnMessage, VmRecord};
+use super::{Cluster, Group, NodeRec, Output, OwnMessage, VmRecord};
+
+/// The longest parse error kept for `status` (it may quote peer bytes).
+const MAX_REASON: usize = 160;
 
 /// A domain's identity in the map: the UUID (lower case) when known, else the name.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -40,6 +43,10 @@ pub(super) struct PeerDomains {
     pub(super) lost: Option<Millis>,
     /// A complete inventory of this peer's daemon arrived since it joined.
     pub(super) inventoried: bool,
+    /// fence_virtd peers: the current burst of STORE_VM records, and how
+    /// many bursts in a row each record was missing from.
+    pub(super) burst: Option<super::peer_data::Burst>,
+    pub(super) missed: BTreeMap<DomKey, u32>,
 }
 
 /// The merged view of one VM.
@@ -83,6 +90,12 @@ impl Cluster {
         }
         // fence_virtd puts its own nodeid in s_owner; trust the sender, not the field.
         let key = DomKey::of(&rec.name, &rec.uuid);
+        if self
+            .refuse_peer_vm(from, &key, &rec.name, &rec.uuid)
+            .is_none()
+        {
+            self.fvd_burst(at, from, &key, out);
+        }
         self.upsert_peer(at, from, key, rec.name, rec.uuid, rec.state, out);
     }
 
@@ -97,6 +110,9 @@ impl Cluster {
         state: DomainState,
         out: &mut Output,
     ) {
+        if let Some(why) = self.refuse_peer_vm(from, &key, &name, &uuid) {
+            return self.drop_peer_vm(at, from, why, out);
+        }
         let p = self.peers.entry(from).or_default();
         if let Some((_, seen)) = p.inventory.as_mut() {
             seen.insert(key.clone());
@@ -119,7 +135,7 @@ impl Cluster {
         out: &mut Output,
     ) {
         if Some(from) == self.local_nodeid {
-            return;
+            return self.own_delivered(&msg);
         }
         match msg {
             m @ (OwnMessage::NetEvent { .. }
@@ -167,44 +183,109 @@ impl Cluster {
                     }
                 }
             }
-            OwnMessage::InventoryEnd { generation } => {
-                let complete = self
-                    .nodes
-                    .get(&from)
-                    .and_then(|n| n.info.as_ref())
-                    .is_some_and(|i| i.inventory_complete);
-                let Some(p) = self.peers.get_mut(&from) else {
-                    return;
-                };
-                match p.inventory.take() {
-                    // An incomplete inventory (libvirt down or not listed
-                    // yet) proves nothing about what it lacks: nothing is
-                    // removed and lost placements stay lost.
-                    Some((g, _)) if g == generation && !complete => {}
-                    Some((g, seen)) if g == generation => {
-                        let mut touched: Vec<DomKey> = p
-                            .vms
-                            .keys()
-                            .filter(|k| !seen.contains(k))
-                            .cloned()
-                            .collect();
-                        for k in &touched {
-                            p.vms.remove(k);
-                        }
-                        p.inventoried = true;
-                        if p.lost.take().is_some() {
-                            touched.extend(p.vms.keys().cloned());
-                        }
-                        out.changed = true;
-                        for k in touched {
-                            self.refresh(&k, at, Cause::Change, out);
-                        }
-                    }
-                    // A mismatched end: ignore it (a begin was lost); the next
-                    // inventory fixes the map.
-                    _ => {}
-                }
+            OwnMessage::InventoryEnd { generation, count } => {
+                self.inventory_end(at, from, generation, count, out);
             }
+            OwnMessage::Unknown => {
+                // A newer peer's message type (see `own.rs`): ignorable.
+                self.counters.malformed_own += 1;
+                out.changed = true;
+            }
+        }
+    }
+
+    /// A peer's inventory ends: what it did not refresh is gone, unless the
+    /// inventory proves nothing (libvirt not fully listed, a chunk lost, an
+    /// older peer that sends no count).
+    fn inventory_end(
+        &mut self,
+        at: Millis,
+        from: NodeId,
+        generation: u64,
+        count: Option<u64>,
+        out: &mut Output,
+    ) {
+        let complete = self
+            .nodes
+            .get(&from)
+            .and_then(|n| n.info.as_ref())
+            .is_some_and(|i| i.inventory_complete);
+        let Some(p) = self.peers.get_mut(&from) else {
+            return;
+        };
+        let seen = match p.inventory.take() {
+            Some((g, seen)) if g == generation => seen,
+            // A mismatched end: ignore it (a begin was lost, or a message
+            // of the inventory did not parse); the next inventory fixes it.
+            _ => return,
+        };
+        // An incomplete inventory (libvirt down or not listed yet) proves
+        // nothing about what it lacks: nothing is removed and lost
+        // placements stay lost.
+        if !complete {
+            return;
+        }
+        if count != Some(seen.len() as u64) {
+            // Fewer domains than announced: a chunk was lost (or the peer is
+            // older and sends no count). Its upserts stand.
+            if count.is_some() {
+                self.counters.inventory_gaps += 1;
+                out.changed = true;
+            }
+            return;
+        }
+        let mut touched: Vec<DomKey> = p
+            .vms
+            .keys()
+            .filter(|k| !seen.contains(k))
+            .cloned()
+            .collect();
+        for k in &touched {
+            p.vms.remove(k);
+        }
+        p.inventoried = true;
+        if p.lost.take().is_some() {
+            touched.extend(p.vms.keys().cloned());
+        }
+        if let Some(n) = self.nodes.get_mut(&from) {
+            n.unparsed = None;
+        }
+        out.changed = true;
+        for k in touched {
+            self.refresh(&k, at, Cause::Change, out);
+        }
+    }
+
+    /// A CPG message did not parse. A fenceline peer whose own-group message
+    /// did not parse may have told us something we missed (version skew):
+    /// it is not accounted for until its next complete inventory, and an
+    /// inventory it has open proves nothing.
+    pub(super) fn malformed(
+        &mut self,
+        at: Millis,
+        group: Group,
+        from: NodeId,
+        reason: String,
+        out: &mut Output,
+    ) {
+        out.changed = true;
+        match group {
+            Group::FenceAgents => self.counters.malformed_fence_agents += 1,
+            Group::Own => self.counters.malformed_own += 1,
+        }
+        if group != Group::Own || Some(from) == self.local_nodeid {
+            return;
+        }
+        let why: String = reason.chars().take(MAX_REASON).collect();
+        self.nodes
+            .entry(from)
+            .or_insert_with(|| NodeRec {
+                since: at,
+                ..NodeRec::default()
+            })
+            .unparsed = Some((at, why));
+        if let Some(p) = self.peers.get_mut(&from) {
+            p.inventory = None;
         }
     }
 

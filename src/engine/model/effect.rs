@@ -80,4 +80,6 @@ pub enum Notice {
     /// Self-fencing: why this host arms, destroys its VMs, or a destroy
     /// failed (logged at error level).
     SelfFence(String),
+    /// A peer's VM entry was dropped (out of bounds); the first of a run.
+    PeerVmDropped { from: NodeId, why: String },
 }

@@ -157,6 +157,9 @@ pub enum Input {
         job: u64,
         result: FenceResult,
         detail: Option<String>,
+        /// libvirt did not find the domain where the map put it: an "ok"
+        /// stands only if the map, evaluated again, has no active placement.
+        not_found: bool,
     },
     /// Clock tick for fence timeouts (sent while [`Cluster::fence_busy`](super::Cluster::fence_busy))
     /// and self-fence deadlines (while [`Cluster::self_fence_waiting`](super::Cluster::self_fence_waiting)).

@@ -39,21 +39,25 @@ impl Cluster {
         self.inventory_generation += 1;
         let g = self.inventory_generation;
         let nets = self.announce_networks();
+        let count = Some(merged.len() as u64);
+        let vms: Vec<LocalDomain> = merged
+            .values()
+            .map(|o| LocalDomain {
+                name: o.name.clone(),
+                uuid: o.uuid.clone(),
+                state: o.state,
+            })
+            .collect();
+        self.track_sent(&vms);
         let mut v = vec![
             Effect::StoreVms(records),
             Effect::Own(OwnMessage::Info(self.peer_info())),
             Effect::Own(OwnMessage::InventoryBegin { generation: g }),
-            Effect::Own(OwnMessage::Vms {
-                vms: merged
-                    .values()
-                    .map(|o| LocalDomain {
-                        name: o.name.clone(),
-                        uuid: o.uuid.clone(),
-                        state: o.state,
-                    })
-                    .collect(),
+            Effect::Own(OwnMessage::Vms { vms }),
+            Effect::Own(OwnMessage::InventoryEnd {
+                generation: g,
+                count,
             }),
-            Effect::Own(OwnMessage::InventoryEnd { generation: g }),
         ];
         v.extend(nets);
         v
@@ -238,9 +242,46 @@ impl Cluster {
             }
         }
         if !records.is_empty() {
+            self.track_sent(&vms);
             out.effects.push(Effect::StoreVms(records));
             out.effects.push(Effect::Own(OwnMessage::Vms { vms }));
         }
+    }
+
+    /// Records the stops this host announces: until its own message comes
+    /// back in total order, every peer still sees the domain active here,
+    /// so a REQUEST delivered before it expects this host to answer.
+    fn track_sent(&mut self, vms: &[LocalDomain]) {
+        for v in vms {
+            let key = DomKey::of(&v.name, &v.uuid);
+            let active = v.state.is_active();
+            let was = self.sent_active.insert(key.clone(), active);
+            if was == Some(true) && !active {
+                *self.stops_in_flight.entry(key).or_default() += 1;
+            }
+        }
+    }
+
+    /// One of this host's own-group messages came back in total order.
+    pub(super) fn own_delivered(&mut self, msg: &OwnMessage) {
+        if let OwnMessage::Vms { vms } = msg {
+            for v in vms {
+                let key = DomKey::of(&v.name, &v.uuid);
+                if !v.state.is_active()
+                    && let Some(n) = self.stops_in_flight.get_mut(&key)
+                {
+                    *n = n.saturating_sub(1);
+                    if *n == 0 {
+                        self.stops_in_flight.remove(&key);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Peers still see `key` active here: its stop is not delivered yet.
+    pub(super) fn stop_in_flight(&self, key: &DomKey) -> bool {
+        self.stops_in_flight.contains_key(key)
     }
 
     /// One local domain changed or appeared.

@@ -20,6 +20,9 @@ pub(super) struct NodeRec {
     /// An operator confirmed the node down (when, and the request's source);
     /// cleared when it joins the membership again.
     pub(super) confirmed: Option<(Millis, String)>,
+    /// A message of its daemon did not parse (when, why): not accounted for
+    /// until its next complete inventory is applied.
+    pub(super) unparsed: Option<(Millis, String)>,
 }
 
 impl Cluster {
@@ -98,6 +101,8 @@ impl Cluster {
             error: Some(error.clone()),
         };
         self.fence_corosync_down(at, out);
+        // What was in flight is lost; the rejoin re-announces everything.
+        self.stops_in_flight.clear();
         // Group membership is unknown until we rejoin; records are kept (stale)
         // and reconciled against the first membership after the reconnect.
         for n in self.nodes.values_mut() {

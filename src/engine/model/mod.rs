@@ -22,6 +22,8 @@
 //! `accounting.rs` (which nodes are accounted for, the truth rule, operator
 //! confirmations), `self_fence.rs` (opt-in self-fencing: this host's
 //! countdown and destroys, peers' deadlines), `snapshot.rs`.
+//! confirmations), `peer_data.rs` (bounds on peer data, ageing of
+//! fence_virtd records), `snapshot.rs`.
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -35,6 +37,7 @@ mod input;
 mod local;
 mod membership;
 mod networks;
+mod peer_data;
 mod self_fence;
 mod snapshot;
 #[cfg(test)]
@@ -47,7 +50,8 @@ use membership::NodeRec;
 pub use domains::DomKey;
 pub use effect::{Effect, Notice};
 pub use fence::{
-    CLAIM_TIMEOUT_MS, ClaimOutcome, FenceAct, FenceRules, FenceWire, MAX_CPG_VM_NAME, Route,
+    CLAIM_TIMEOUT_MS, ClaimOutcome, FenceAct, FenceRules, FenceWire, MAX_CPG_VM_NAME, NameMatch,
+    Route,
 };
 pub use fenceline_proto::messages::{
     HookCall, LocalDomain, MAX_ANNOUNCED_PORTS, OwnMessage, PeerInfo, VmRecord,
@@ -55,6 +59,9 @@ pub use fenceline_proto::messages::{
 pub use input::{DropKind, Group, GroupMember, Input, NetInfo};
 pub use networks::port_key;
 pub use self_fence::margin_ms as self_fence_margin_ms;
+
+/// The default bound of VMs per peer: far above what one host runs.
+pub const DEFAULT_MAX_PEER_VMS: usize = 10_000;
 
 /// Tunables of the model.
 #[derive(Debug, Clone)]
@@ -69,6 +76,8 @@ pub struct ModelConfig {
     /// Listener name → `fence_xvm::key_digest` of its key, announced to
     /// the peers (`PeerInfo.key_digests`) for `fenceline check`.
     pub key_digests: std::collections::BTreeMap<String, String>,
+    /// The most VMs kept per peer (`peer_data.rs`).
+    pub max_peer_vms: usize,
 }
 
 impl Default for ModelConfig {
@@ -80,6 +89,7 @@ impl Default for ModelConfig {
             fence: FenceRules::default(),
             libvirt_uris: Vec::new(),
             key_digests: Default::default(),
+            max_peer_vms: DEFAULT_MAX_PEER_VMS,
         }
     }
 }
@@ -102,6 +112,10 @@ pub struct Cluster {
     next_seq: u64,
     counters: Counters,
     inventory_generation: u64,
+    /// The state last announced per local domain (active or not), and the
+    /// stops announced but not yet delivered back to us (`local.rs`).
+    sent_active: BTreeMap<DomKey, bool>,
+    stops_in_flight: BTreeMap<DomKey, u32>,
     fence: fence::FenceState,
     nets: networks::Networks,
     self_fence: self_fence::SelfFence,
@@ -141,6 +155,8 @@ impl Cluster {
             next_seq: 1,
             counters: Counters::default(),
             inventory_generation: 0,
+            sent_active: BTreeMap::new(),
+            stops_in_flight: BTreeMap::new(),
             fence: fence::FenceState::new(u32::try_from(started % 1_000_000_007).unwrap_or(1)),
             nets: networks::Networks::default(),
             self_fence: self_fence::SelfFence::new(started),
@@ -221,13 +237,12 @@ impl Cluster {
                 claim,
                 domain,
             } => self.claim_ask(at, id, claim, &domain, &mut out),
-            Input::Malformed { group, .. } => {
-                match group {
-                    Group::FenceAgents => self.counters.malformed_fence_agents += 1,
-                    Group::Own => self.counters.malformed_own += 1,
-                }
-                out.changed = true;
-            }
+            Input::Malformed {
+                at,
+                group,
+                from,
+                reason,
+            } => self.malformed(at, group, from, reason, &mut out),
             Input::LibvirtLink {
                 at,
                 uri,
@@ -276,7 +291,8 @@ impl Cluster {
                 job,
                 result,
                 detail,
-            } => self.fence_acted(at, job, result, detail, &mut out),
+                not_found,
+            } => self.fence_acted(at, job, result, detail, not_found, &mut out),
             Input::Tick { at } => self.fence_tick(at, &mut out),
             Input::Hook { at, call } => self.hook(at, call, &mut out),
             Input::LocalNetworks { at, uri, networks } => {

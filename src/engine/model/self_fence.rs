@@ -160,6 +160,7 @@ impl Cluster {
                 job,
                 result,
                 detail,
+                ..
             } if *job >= JOB_BASE => {
                 self.self_fence_acted(*at, *job, *result, detail.clone(), out);
                 return true;

@@ -11,6 +11,7 @@ fn cluster_as(local: NodeId) -> Cluster {
         started_at: 0,
         libvirt_uris: Vec::new(),
         key_digests: Default::default(),
+        max_peer_vms: DEFAULT_MAX_PEER_VMS,
         fence: FenceRules::default(),
     });
     c.apply(Input::CorosyncUp {
@@ -329,7 +330,7 @@ fn corosync_membership_loss_also_loses_the_placements() {
     assert!(!n3.member && !n3.accounted);
     assert_eq!(
         n3.accounting.as_deref(),
-        Some("left the membership 4 s ago, not confirmed down")
+        Some("left the membership 4s ago, not confirmed down")
     );
     assert!(domain(&s, "vm3a").unwrap().placements[0].lost);
 }
@@ -462,7 +463,10 @@ fn inventory_drops_what_the_peer_no_longer_has() {
         let msg = if at == 11 {
             OwnMessage::InventoryBegin { generation: g }
         } else {
-            OwnMessage::InventoryEnd { generation: g }
+            OwnMessage::InventoryEnd {
+                generation: g,
+                count: Some(0),
+            }
         };
         c.apply(Input::PeerMessage { at, from: 2, msg });
     }
@@ -478,7 +482,10 @@ fn inventory_drops_what_the_peer_no_longer_has() {
     c.apply(Input::PeerMessage {
         at: 21,
         from: 2,
-        msg: OwnMessage::InventoryEnd { generation: 6 },
+        msg: OwnMessage::InventoryEnd {
+            generation: 6,
+            count: Some(1),
+        },
     });
     assert!(domain(&c.snapshot(22), "b").is_some());
     c.apply(Input::PeerMessage {
@@ -490,7 +497,10 @@ fn inventory_drops_what_the_peer_no_longer_has() {
     c.apply(Input::PeerMessage {
         at: 24,
         from: 2,
-        msg: OwnMessage::InventoryEnd { generation: 8 },
+        msg: OwnMessage::InventoryEnd {
+            generation: 8,
+            count: Some(1),
+        },
     });
     let s = c.snapshot(25);
     assert!(domain(&s, "a").is_some());

@@ -88,6 +88,7 @@ impl World {
             .iter()
             .position(|v| v.uuid.eq_ignore_ascii_case(&act.uuid) || v.name == act.name);
         let state = vm.and_then(|v| self.vms[v].on.get(&host).copied());
+        let not_found = self.hosts[i].libvirt && state.is_none();
         let (result, detail): (FenceResult, Option<String>) = if !self.hosts[i].libvirt {
             (FenceResult::Fail, Some(format!("not connected: {URI}")))
         } else {
@@ -162,6 +163,7 @@ impl World {
                             job: act.job,
                             result,
                             detail,
+                            not_found,
                         },
                     },
                 );

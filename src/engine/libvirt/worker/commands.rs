@@ -9,6 +9,7 @@ use tracing::{debug, info, warn};
 use virt::domain::Domain;
 use virt::error::Error;
 
+use super::super::fence_act::must_destroy;
 use super::super::ffi;
 use super::super::{CommandError, CommandReply, CommandResult, DomainRef, LibvirtCommand};
 use super::session::Session;
@@ -68,10 +69,10 @@ impl Worker {
         };
         let before = state_of(&dom)?;
         match cmd {
-            LibvirtCommand::Destroy(_) if before.is_active() => {
+            LibvirtCommand::Destroy(_) if must_destroy(before) => {
                 // It may have stopped by itself meanwhile.
                 if let Err(e) = dom.destroy()
-                    && state_of(&dom)?.is_active()
+                    && must_destroy(state_of(&dom)?)
                 {
                     return Err(self.command_failure(s, e));
                 }
@@ -85,7 +86,7 @@ impl Worker {
                 }
                 info!(uri = %self.uri, domain = %target, "started");
             }
-            LibvirtCommand::Reboot(_) if before.is_active() => {
+            LibvirtCommand::Reboot(_) if must_destroy(before) => {
                 return self.reboot(s, dom, target, origin);
             }
             _ => {}

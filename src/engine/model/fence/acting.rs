@@ -35,6 +35,13 @@ impl Cluster {
         if from == me {
             self.own_request_delivered(at, seqno, out);
         }
+        if let Some(why) = self.unroutable(&body.vm_name) {
+            // Nobody acts; the lowest member in `fence-agents` says why.
+            if self.fa_members().first() == Some(&me) {
+                self.refuse_cpg(at, from, seqno, body, op, why, out);
+            }
+            return;
+        }
         match self.fence_route(&body.vm_name, op) {
             Route::Silent => {}
             Route::Act { uri, name, uuid } => {
@@ -177,6 +184,7 @@ impl Cluster {
         job: u64,
         result: FenceResult,
         detail: Option<String>,
+        not_found: bool,
         out: &mut Output,
     ) {
         let Some(j) = self.fence.jobs.remove(&job) else {
@@ -186,7 +194,16 @@ impl Cluster {
         self.release_held(at, &j, restarted, out);
         let (result, detail) = match j.for_ {
             JobFor::Cpg { .. } if claims_off(j.op, result) => {
-                match self.untrue(at, &j.domain, j.op, j.owner) {
+                // Not found where the map put it: the owner saw nothing
+                // inactive (truth rule (a) does not hold), and the VM may
+                // have moved. The map, evaluated again, decides.
+                let why = if not_found {
+                    self.vanished_elsewhere(&j.domain, j.op)
+                        .or_else(|| self.untrue(at, &j.domain, j.op, false))
+                } else {
+                    self.untrue(at, &j.domain, j.op, j.owner)
+                };
+                match why {
                     Some(why) => (FenceResult::Fail, Some(why)),
                     None => (result, detail),
                 }

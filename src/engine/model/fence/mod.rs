@@ -66,6 +66,48 @@ pub struct FenceRules {
     /// Self-fencing: destroy this host's active VMs after this long out of
     /// a quorate membership (`[fencing] self_fence_secs`); 0 = off.
     pub self_fence_ms: Millis,
+    /// How fence requests name VMs (`[libvirt] name_mode`).
+    pub name_match: NameMatch,
+}
+
+/// fence_virtd's `name_mode`: a request's target is matched against VM
+/// names only, or against UUIDs only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum NameMatch {
+    #[default]
+    Name,
+    Uuid,
+}
+
+impl NameMatch {
+    /// `target` names the VM `name`/`uuid`.
+    pub fn matches(self, target: &str, name: &str, uuid: &str) -> bool {
+        match self {
+            NameMatch::Name => name.eq_ignore_ascii_case(target),
+            NameMatch::Uuid => !uuid.is_empty() && uuid.eq_ignore_ascii_case(target),
+        }
+    }
+}
+
+/// How much longer than the requester's own wait the engine's caller waits:
+/// the router always answers first; this only fires if the engine died.
+pub const CALL_MARGIN_MS: Millis = 10_000;
+
+impl FenceRules {
+    /// The requester's wait for `op`.
+    pub fn wait_ms(&self, op: FenceOp) -> Millis {
+        if op == FenceOp::Reboot {
+            self.reboot_timeout_ms
+        } else {
+            self.timeout_ms
+        }
+    }
+
+    /// The longest a caller of the engine waits for the answer to `op`
+    /// (`EngineHandle::fence`): the configured wait plus [`CALL_MARGIN_MS`].
+    pub fn call_limit_ms(&self, op: FenceOp) -> Millis {
+        self.wait_ms(op).saturating_add(CALL_MARGIN_MS)
+    }
 }
 
 impl Default for FenceRules {
@@ -77,6 +119,7 @@ impl Default for FenceRules {
             unknown_without_quorum: false,
             unknown_grace_ms: 250,
             self_fence_ms: 0,
+            name_match: NameMatch::Name,
         }
     }
 }
@@ -256,15 +299,6 @@ fn list(nodes: &BTreeSet<NodeId>) -> String {
         .join(", ")
 }
 
-/// A target string names a VM by UUID when it has the canonical form.
-pub(in crate::engine::model) fn matches(target: &str, name: &str, uuid: &str) -> bool {
-    if fenceline_proto::api::is_canonical_uuid(target) {
-        uuid.eq_ignore_ascii_case(target)
-    } else {
-        name.eq_ignore_ascii_case(target)
-    }
-}
-
 impl Cluster {
     /// True while requests, actions or grace answers are outstanding; the
     /// state task then sends `Tick`s.
@@ -286,7 +320,7 @@ impl Cluster {
         let mut best: Option<(String, String, String, bool)> = None;
         for (uri, u) in &self.local {
             for o in u.domains.values() {
-                if matches(target, &o.name, &o.uuid) {
+                if self.cfg.fence.name_match.matches(target, &o.name, &o.uuid) {
                     let active = o.state.is_active();
                     if best.as_ref().is_none_or(|b| !b.3 && active) {
                         best = Some((uri.clone(), o.name.clone(), o.uuid.clone(), active));
@@ -326,17 +360,80 @@ impl Cluster {
         active
     }
 
+    /// Why `target` cannot be routed at all: it does not fit `name_mode`,
+    /// or it is a name that more than one VM (by UUID) has, here or in the
+    /// map (refused, whichever copy was meant).
+    pub(in crate::engine::model) fn unroutable(&self, target: &str) -> Option<String> {
+        let uuid_shaped = fenceline_proto::api::is_canonical_uuid(target);
+        match self.cfg.fence.name_match {
+            NameMatch::Uuid if uuid_shaped => return None,
+            NameMatch::Uuid => {
+                return Some(format!(
+                    "`{target}` is not a UUID, and name_mode = \"uuid\" matches VMs by UUID only; use the UUID"
+                ));
+            }
+            // Matching names only, a UUID would find no VM, and the
+            // unknown-VM rule would answer for a VM that may well run.
+            NameMatch::Name
+                if uuid_shaped
+                    && self.entry_of(target).is_none()
+                    && self.find_local(target).is_none() =>
+            {
+                return Some(format!(
+                    "`{target}` is a UUID, and name_mode = \"name\" matches VMs by name only; use the name"
+                ));
+            }
+            NameMatch::Name => {}
+        }
+        let local = self.local.values().flat_map(|u| u.domains.values());
+        let uuids: BTreeSet<String> = self
+            .map
+            .values()
+            .map(|e| (e.name.as_str(), e.uuid.as_str()))
+            .chain(local.map(|o| (o.name.as_str(), o.uuid.as_str())))
+            .filter(|(n, u)| !u.is_empty() && n.eq_ignore_ascii_case(target))
+            .map(|(_, u)| u.to_ascii_lowercase())
+            .collect();
+        (uuids.len() > 1).then(|| {
+            let list: Vec<&str> = uuids.iter().map(String::as_str).collect();
+            format!(
+                "`{target}` names {} VMs ({}): ambiguous; use the UUID",
+                uuids.len(),
+                list.join(", ")
+            )
+        })
+    }
+
+    /// The local copy of `target` was not found where the map had it: why
+    /// an "ok"/"off" may not stand (another node holds it active), if so.
+    fn vanished_elsewhere(&self, target: &str, op: FenceOp) -> Option<String> {
+        let me = self.local_nodeid?;
+        let mut elsewhere = self.holders(target).unwrap_or_default().0;
+        elsewhere.remove(&me);
+        (!elsewhere.is_empty()).then(|| {
+            format!(
+                "`{target}` was not found on this host, where the map had it, and the map now has it active on nodes {}: refusing to answer {}",
+                list(&elsewhere),
+                if op == FenceOp::Status { "off" } else { "ok" }
+            )
+        })
+    }
+
     /// Who handles `op` on `target`, from this node's point of view.
     pub fn fence_route(&self, target: &str, op: FenceOp) -> Route {
         let me = self.local_nodeid.unwrap_or(0);
         let local = self.find_local(target);
         let (mut active, mut all) = self.holders(target).unwrap_or_default();
-        if let Some((_, _, _, is_active)) = &local {
+        if let Some((_, name, uuid, is_active)) = &local {
             all.insert(me);
-            if *is_active {
+            // Our own libvirt is fresher than the map for this host; but
+            // while our stop is not delivered, the requester (whose map
+            // still has us active) waits for our answer. Never for `on`:
+            // acting would start a copy that may run elsewhere by now.
+            let in_flight = op != FenceOp::On && self.stop_in_flight(&DomKey::of(name, uuid));
+            if *is_active || in_flight {
                 active.insert(me);
             } else {
-                // Our own libvirt is fresher than the map for this host.
                 active.remove(&me);
             }
         }

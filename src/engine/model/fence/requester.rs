@@ -58,6 +58,9 @@ impl Cluster {
                 "the VM name must be 1 to 127 bytes".into(),
             );
         }
+        if let Some(why) = self.unroutable(&domain) {
+            return refuse(self, out, FenceResult::Fail, why);
+        }
         if !self.cfg.fence.cpg {
             // libvirt backend: this host only.
             return match self.find_local(&domain) {
@@ -127,11 +130,7 @@ impl Cluster {
         }
         let seqno = self.fence.next_seqno;
         self.fence.next_seqno = self.fence.next_seqno.wrapping_add(1).max(1);
-        let wait = if op == FenceOp::Reboot {
-            self.cfg.fence.reboot_timeout_ms
-        } else {
-            self.cfg.fence.timeout_ms
-        };
+        let wait = self.cfg.fence.wait_ms(op);
         self.fence.pending.insert(
             seqno,
             Pending {
@@ -171,9 +170,13 @@ impl Cluster {
             return;
         };
         let active = self.live_active(&domain);
-        if active.is_empty()
-            && let Some(why) = self.untrue(at, &domain, op, false)
-        {
+        let refusal = self.unroutable(&domain).or_else(|| {
+            active
+                .is_empty()
+                .then(|| self.untrue(at, &domain, op, false))
+                .flatten()
+        });
+        if let Some(why) = refusal {
             let p = self.fence.pending.remove(&seqno).expect("present");
             return self.fail_pending(at, p, why, out);
         }

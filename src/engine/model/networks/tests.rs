@@ -13,6 +13,7 @@ fn cluster(local: NodeId, capacity: usize) -> Cluster {
         started_at: 0,
         libvirt_uris: Vec::new(),
         key_digests: Default::default(),
+        max_peer_vms: crate::engine::model::DEFAULT_MAX_PEER_VMS,
         fence: crate::engine::model::FenceRules::default(),
     });
     c.apply(Input::CorosyncUp {

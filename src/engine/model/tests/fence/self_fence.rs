@@ -151,6 +151,7 @@ fn this_host_destroys_its_active_vms_after_n_seconds_out_of_a_quorate_membership
         job,
         result: FenceResult::Ok,
         detail: None,
+        not_found: false,
     });
     let ev = out
         .events
@@ -221,6 +222,7 @@ fn a_failed_destroy_is_tried_again_after_5_s() {
         job,
         result: FenceResult::Fail,
         detail: Some("libvirt is down".into()),
+        not_found: false,
     });
     assert!(
         out.notices

@@ -101,7 +101,7 @@ fn nobody_knows_the_vm_but_a_node_is_unaccounted_so_it_is_refused_at_once() {
     assert!(!n3.fence_busy(), "no grace for a refusal");
     let detail = format!("{:?}", out.events);
     assert!(
-        detail.contains("node2 (2): left the membership 4 s ago, not confirmed down"),
+        detail.contains("node2 (2): left the membership 4s ago, not confirmed down"),
         "{detail}"
     );
     // The operator confirms node 2 down: the unknown-VM rule applies again.
@@ -180,7 +180,10 @@ fn an_incomplete_inventory_keeps_lost_placements_lost() {
     for msg in [
         info(false),
         OwnMessage::InventoryBegin { generation: 1 },
-        OwnMessage::InventoryEnd { generation: 1 },
+        OwnMessage::InventoryEnd {
+            generation: 1,
+            count: Some(0),
+        },
     ] {
         n1.apply(Input::PeerMessage {
             at: 20,
@@ -198,7 +201,10 @@ fn an_incomplete_inventory_keeps_lost_placements_lost() {
         OwnMessage::Vms {
             vms: vec![dom("vm2a", 1, Running)],
         },
-        OwnMessage::InventoryEnd { generation: 2 },
+        OwnMessage::InventoryEnd {
+            generation: 2,
+            count: Some(1),
+        },
     ] {
         n1.apply(Input::PeerMessage {
             at: 30,
@@ -313,6 +319,7 @@ fn a_fence_reboots_momentary_stop_is_not_announced() {
         job,
         result: FenceResult::Ok,
         detail: None,
+        not_found: false,
     });
     assert_eq!(sent_replies(&out), vec![(7, 2, FenceResult::Ok)]);
     assert!(!out.effects.iter().any(|e| matches!(e, Effect::Own(_))));
@@ -329,6 +336,7 @@ fn a_fence_reboots_momentary_stop_is_not_announced() {
         job,
         result: FenceResult::Ok,
         detail: Some("powered off, but the restart failed: x".into()),
+        not_found: false,
     });
     assert!(
         out.effects
