@@ -1032,14 +1032,16 @@ fn listener_settings_that_cannot_work_stop_the_start() {
     );
     let o = run(
         &format!(
-            "[listeners.multicast]\nkey_file = \"{}\"\ninterface = \"nonexistent9\"\n",
+            "[listeners.multicast]\nkey_file = \"{}\"\ninterface = \"no/such-interface-name\"\n",
             key.display()
         ),
         None,
     );
+    // A missing interface is waited for; a name no interface can have is refused.
     assert_ne!(o.code, Some(0));
     assert!(
-        o.stderr.contains("\"nonexistent9\" does not exist"),
+        o.stderr
+            .contains("\"no/such-interface-name\" can never be an interface name"),
         "{o:?}"
     );
     // fence_virt.conf owns libvirt.uris: giving them in both is refused.

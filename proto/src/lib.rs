@@ -18,3 +18,4 @@ pub mod messages;
 pub mod own;
 pub mod paths;
 pub mod ratelimit;
+pub mod readiness;

@@ -1,6 +1,8 @@
 //! What drivers hand to the model: [`Input`] and the types only inputs carry.
 
-use fenceline_proto::api::{FenceOp, FenceResult, Millis, NetworkAction, NodeId, PortView};
+use fenceline_proto::api::{
+    FenceOp, FenceResult, ListenerView, Millis, NetworkAction, NodeId, PortView,
+};
 
 use super::{FenceWire, HookCall, LocalDomain, OwnMessage, VmRecord};
 
@@ -182,6 +184,17 @@ pub enum Input {
         node: String,
         /// Who asked (for the event and the audit log).
         source: String,
+    },
+    /// The fence listeners' states (the daemon's listener supervisor).
+    Listeners {
+        at: Millis,
+        listeners: Vec<ListenerView>,
+    },
+    /// SIGHUP: the config was re-read; `detail` says what changed, what
+    /// needs a restart, or why the new config was refused.
+    Reloaded {
+        at: Millis,
+        detail: String,
     },
     /// Counted drops reported by drivers.
     Dropped {

@@ -24,7 +24,9 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use fenceline_proto::api::{Counters, DaemonAction, Event, EventKind, Link, Millis, NodeId};
+use fenceline_proto::api::{
+    Counters, DaemonAction, Event, EventKind, Link, ListenerView, Millis, NodeId,
+};
 
 mod accounting;
 mod domains;
@@ -95,6 +97,8 @@ pub struct Cluster {
     inventory_generation: u64,
     fence: fence::FenceState,
     nets: networks::Networks,
+    /// The fence listeners' states, as the daemon reports them.
+    listeners: Vec<ListenerView>,
 }
 
 /// What one `apply` produced.
@@ -133,6 +137,7 @@ impl Cluster {
             inventory_generation: 0,
             fence: fence::FenceState::new(u32::try_from(started % 1_000_000_007).unwrap_or(1)),
             nets: networks::Networks::default(),
+            listeners: Vec::new(),
         }
     }
 
@@ -261,6 +266,21 @@ impl Cluster {
                 ports,
             } => self.local_ports(at, network, ports, &mut out),
             Input::Dropped { at, what, count } => self.dropped(at, what, count, &mut out),
+            Input::Listeners { listeners, .. } => {
+                if self.listeners != listeners {
+                    self.listeners = listeners;
+                    out.changed = true;
+                }
+            }
+            Input::Reloaded { at, detail } => self.emit(
+                at,
+                EventKind::Daemon {
+                    action: DaemonAction::Reloaded,
+                    uri: None,
+                    detail: Some(detail),
+                },
+                &mut out,
+            ),
             Input::Confirm {
                 at,
                 id,
