@@ -28,7 +28,7 @@ pub struct Reloader {
 impl Reloader {
     /// One reload; the outcome is logged and sent as an event.
     pub async fn reload(&mut self) {
-        let detail = match self.apply() {
+        let detail = match self.apply().await {
             Ok(detail) => {
                 tracing::info!("SIGHUP: config reloaded: {detail}");
                 detail
@@ -60,14 +60,14 @@ impl Reloader {
         })
     }
 
-    fn apply(&mut self) -> anyhow::Result<String> {
+    async fn apply(&mut self) -> anyhow::Result<String> {
         let new = self.load()?;
         // Everything that can fail first: a refused level changes nothing.
         if new.log.level != self.current.log.level && !self.log.from_env {
             tracing_subscriber::EnvFilter::try_new(&new.log.level)
                 .map_err(|e| anyhow::anyhow!("log.level {:?}: {e}", new.log.level))?;
         }
-        let mut changed = self.listeners.reload(&ListenerSettings::from(&new))?;
+        let mut changed = self.listeners.reload(&ListenerSettings::from(&new)).await?;
         if new.log.level != self.current.log.level {
             if self.log.from_env {
                 changed.push("log.level (ignored: FENCELINE_LOG is set)".into());

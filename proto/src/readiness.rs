@@ -95,43 +95,19 @@ impl ListenerView {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::{Counters, LibvirtHealth, Link};
 
+    /// A healthy host, as `status --json` shows it.
     fn healthy() -> Snapshot {
-        Snapshot {
-            version: 1,
-            generated_at: 0,
-            cluster_name: None,
-            local_nodeid: Some(1),
-            quorate: true,
-            expected_votes: None,
-            total_votes: None,
-            quorum: None,
-            stale: false,
-            corosync: Link {
-                connected: true,
-                since: 0,
-                error: None,
-            },
-            nodes: vec![],
-            domains: vec![],
-            libvirt: vec![LibvirtHealth {
-                uri: "qemu:///system".into(),
-                connected: true,
-                since: 0,
-                error: None,
-                domains: 0,
-            }],
-            networks: vec![],
-            counters: Counters::default(),
-            daemon_version: "t".into(),
-            local: LocalView {
-                fence_group: true,
-                own_group: true,
-                inventory_complete: true,
-                listeners: vec![],
-            },
-        }
+        serde_json::from_str(
+            r#"{"version":1,"generated_at":0,"cluster_name":null,"local_nodeid":1,
+            "quorate":true,"stale":false,"corosync":{"connected":true,"since":0},
+            "nodes":[],"domains":[],"counters":{"malformed_fence_agents":0,
+            "malformed_own":0,"dropped_inputs":0,"dropped_events":0,"dropped_effects":0,
+            "dropped_libvirt_events":0},"daemon_version":"t",
+            "libvirt":[{"uri":"qemu:///system","connected":true,"since":0}],
+            "local":{"fence_group":true,"own_group":true,"inventory_complete":true}}"#,
+        )
+        .unwrap()
     }
 
     #[test]

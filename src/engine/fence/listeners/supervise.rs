@@ -30,6 +30,8 @@ use fenceline_proto::cidr::Cidr;
 /// The first retry of a listener that cannot bind yet, and the slowest.
 const RETRY_MIN: Duration = Duration::from_millis(500);
 const RETRY_MAX: Duration = Duration::from_secs(10);
+/// How long a reload waits for a replaced listener to close its socket.
+const STOP_WAIT: Duration = Duration::from_secs(2);
 
 /// One listener's settings, as far as they decide its socket.
 #[derive(Debug, Clone, PartialEq)]
@@ -290,8 +292,12 @@ impl<S: FenceService> ListenerSet<S> {
             .reporter
             .set(&spec, ListenerState::Waiting, Some("starting".into()));
         self.input_tx.try_send(first);
+        // The first attempt now: a listener that can bind is listening when
+        // `spawn` returns.
+        let bound = bind(&spec);
         let task = tokio::spawn(supervise(
             spec.clone(),
+            bound,
             common,
             self.reporter.clone(),
             cancel.clone(),
@@ -308,7 +314,7 @@ impl<S: FenceService> ListenerSet<S> {
     /// settings or key file content changed is restarted, a removed one
     /// stopped, a new one started. Nothing changes when the new settings
     /// are refused (bad address, unreadable key). Returns what changed.
-    pub fn reload(&mut self, cfg: &ListenerSettings) -> anyhow::Result<Vec<String>> {
+    pub async fn reload(&mut self, cfg: &ListenerSettings) -> anyhow::Result<Vec<String>> {
         let prepared = prepare(cfg)?;
         let mut changed = Vec::new();
         if self.groups != cfg.groups {
@@ -338,7 +344,11 @@ impl<S: FenceService> ListenerSet<S> {
                 continue;
             }
             slot.cancel.cancel();
-            self.stopped.push(slot.task);
+            // Its socket closes when its task ends; the new one binds after.
+            let mut task = slot.task;
+            if tokio::time::timeout(STOP_WAIT, &mut task).await.is_err() {
+                self.stopped.push(task);
+            }
             let input = self.reporter.remove(slot.spec.name());
             self.input_tx.try_send(input);
             if !prepared.iter().any(|(s, _)| s.name() == slot.spec.name()) {
@@ -377,6 +387,7 @@ impl<S> IntoIterator for ListenerSet<S> {
 /// the listener until cancelled.
 async fn supervise<S: FenceService>(
     spec: Spec,
+    first: anyhow::Result<Bound>,
     common: Arc<Common<S>>,
     reporter: Reporter,
     cancel: CancellationToken,
@@ -384,13 +395,9 @@ async fn supervise<S: FenceService>(
     let name = spec.name();
     let mut backoff = Backoff::with_entropy(RETRY_MIN, RETRY_MAX);
     let mut last: Option<String> = None;
+    let mut first = Some(first);
     loop {
-        let bound = match &spec {
-            Spec::Multicast(m) => multicast::bind(m).map(Bound::Multicast),
-            Spec::Tcp(t) => tcp::bind(t).map(Bound::Tcp),
-            Spec::Vsock(v) => vsock::bind(v.port).map(Bound::Vsock),
-        };
-        match bound {
+        match first.take().unwrap_or_else(|| bind(&spec)) {
             Ok(sock) => {
                 reporter.report(&spec, ListenerState::Bound, None).await;
                 if last.is_some() {
@@ -416,6 +423,14 @@ async fn supervise<S: FenceService>(
             _ = cancel.cancelled() => return,
             _ = tokio::time::sleep(backoff.next_delay()) => {}
         }
+    }
+}
+
+fn bind(spec: &Spec) -> anyhow::Result<Bound> {
+    match spec {
+        Spec::Multicast(m) => multicast::bind(m).map(Bound::Multicast),
+        Spec::Tcp(t) => tcp::bind(t).map(Bound::Tcp),
+        Spec::Vsock(v) => vsock::bind(v.port).map(Bound::Vsock),
     }
 }
 
@@ -468,6 +483,120 @@ impl Bound {
             }
             Bound::Tcp(l) => super::super::stream::accept_loop(l, common, cancel).await,
             Bound::Vsock(l) => super::super::stream::accept_loop(l, common, cancel).await,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::Recorder;
+    use super::*;
+    use std::os::unix::fs::OpenOptionsExt;
+
+    fn tcp(key: &std::path::Path, port: u16) -> TcpSettings {
+        TcpSettings {
+            address: "127.0.0.1".into(),
+            port,
+            key: KeySettings {
+                key_file: key.to_path_buf(),
+                ..Default::default()
+            },
+        }
+    }
+
+    fn free_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    }
+
+    #[tokio::test]
+    async fn reload_rebinds_only_what_changed_and_refuses_a_bad_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("key");
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&key)
+            .unwrap();
+        std::io::Write::write_all(&mut f, b"secret").unwrap();
+        let (a, b) = (free_port(), free_port());
+        let (itx, mut irx) = InputTx::channel(64);
+        let cancel = CancellationToken::new();
+        let cfg = ListenerSettings {
+            tcp: Some(tcp(&key, a)),
+            ..Default::default()
+        };
+        let mut set =
+            ListenerSet::start(&cfg, Recorder::default(), itx, None, cancel.clone()).unwrap();
+        // Bound when start returns.
+        tokio::net::TcpStream::connect(("127.0.0.1", a))
+            .await
+            .unwrap();
+        assert!(set.reload(&cfg).await.unwrap().is_empty());
+
+        let groups = ListenerSettings {
+            groups: vec![PermissionGroup {
+                name: "g".into(),
+                uuid: vec!["vm1".into()],
+                ip: vec!["10.0.0.1".into()],
+            }],
+            ..cfg.clone()
+        };
+        let changed = set.reload(&groups).await.unwrap();
+        assert_eq!(
+            changed,
+            vec!["permission groups (1 configured)".to_string()]
+        );
+        assert!(set.perms.may_fence("10.0.0.1", "vm2").is_err());
+
+        let moved = ListenerSettings {
+            tcp: Some(tcp(&key, b)),
+            ..groups.clone()
+        };
+        let changed = set.reload(&moved).await.unwrap();
+        assert_eq!(changed.len(), 1, "{changed:?}");
+        assert!(
+            changed[0].starts_with("tcp listener (re)started"),
+            "{changed:?}"
+        );
+        tokio::net::TcpStream::connect(("127.0.0.1", b))
+            .await
+            .unwrap();
+        assert!(
+            tokio::net::TcpStream::connect(("127.0.0.1", a))
+                .await
+                .is_err()
+        );
+
+        // An unreadable key refuses the whole reload; the listener stays.
+        let bad = ListenerSettings {
+            tcp: Some(tcp(&dir.path().join("missing"), a)),
+            ..groups
+        };
+        assert!(set.reload(&bad).await.is_err());
+        tokio::net::TcpStream::connect(("127.0.0.1", b))
+            .await
+            .unwrap();
+
+        // The states reached the engine: the last report says bound at b.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let mut last = None;
+        while let Ok(i) = irx.try_recv() {
+            if let Input::Listeners { listeners, .. } = i {
+                last = Some(listeners);
+            }
+        }
+        let last = last.unwrap();
+        assert_eq!(last.len(), 1);
+        assert_eq!(last[0].at, format!("127.0.0.1:{b}"));
+        assert_eq!(last[0].state, ListenerState::Bound);
+        cancel.cancel();
+        for t in set {
+            let _ = t.await;
         }
     }
 }
