@@ -95,6 +95,15 @@ pub fn not_ready(snap: &Snapshot, listeners_configured: usize) -> Option<String>
 /// `3/3 members, 9 VMs, listeners: multicast@virbr0`, led by what keeps
 /// this host from fencing ("corosync down; ...").
 pub fn status_line(snap: &Snapshot) -> String {
+    let s = counts_line(snap);
+    match snap.cannot_fence(false) {
+        Some(why) => format!("{why}; {s}"),
+        None => s,
+    }
+}
+
+/// Members, VMs and listeners.
+fn counts_line(snap: &Snapshot) -> String {
     let members = snap.nodes.iter().filter(|n| n.member).count();
     let mut s = format!(
         "{members}/{} members, {} VMs, ",
@@ -108,10 +117,7 @@ pub fn status_line(snap: &Snapshot) -> String {
         s.push_str("listeners: ");
         s.push_str(&l.join(", "));
     }
-    match snap.cannot_fence(false) {
-        Some(why) => format!("{why}; {s}"),
-        None => s,
-    }
+    s
 }
 
 /// `multicast@virbr0` when bound, else `multicast: waiting for interface virbr0`.
@@ -149,7 +155,7 @@ pub async fn run(
                     notifier.send(&format!("READY=1\nSTATUS={line}"));
                     last = line.clone();
                 }
-                Some(why) => line = format!("starting: {why}; {line}"),
+                Some(why) => line = format!("starting, {why}: {}", counts_line(&snap)),
             }
         }
         if line != last {

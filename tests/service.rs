@@ -183,7 +183,7 @@ fn notify_ready_after_join_and_listener_then_reload_without_leaving() {
     let pid = daemon.0.id();
 
     // corosync down: said in STATUS=, no READY.
-    systemd.wait_for("corosync down", Duration::from_secs(15));
+    systemd.wait_for("starting, corosync down", Duration::from_secs(15));
     systemd.drain_for(Duration::from_secs(2));
     assert!(!systemd.any("READY=1"), "{:#?}", systemd.seen);
 

@@ -225,8 +225,6 @@ fn prepare(cfg: &ListenerSettings) -> anyhow::Result<Vec<(Spec, Arc<[u8]>)>> {
         let key = load_key(spec.name(), spec.key())?;
         out.push((spec, key));
     }
-    let key_of = |n: &str| out.iter().find(|(s, _)| s.name() == n).map(|(_, k)| k);
-    warn_shared_key(key_of("multicast"), [key_of("tcp"), key_of("vsock")]);
     Ok(out)
 }
 
@@ -239,6 +237,8 @@ impl<S: FenceService> ListenerSet<S> {
         cancel: CancellationToken,
     ) -> anyhow::Result<Self> {
         let prepared = prepare(cfg)?;
+        let key_of = |n: &str| prepared.iter().find(|(s, _)| s.name() == n).map(|(_, k)| k);
+        warn_shared_key(key_of("multicast"), [key_of("tcp"), key_of("vsock")]);
         let mut set = ListenerSet {
             svc,
             reporter: Reporter {
