@@ -572,6 +572,18 @@ mod tests {
                 .is_err()
         );
 
+        // New key content under the same path: that listener restarts.
+        std::fs::write(&key, b"another secret").unwrap();
+        let changed = set.reload(&moved).await.unwrap();
+        assert_eq!(changed.len(), 1, "{changed:?}");
+        assert!(
+            changed[0].starts_with("tcp listener (re)started"),
+            "{changed:?}"
+        );
+        tokio::net::TcpStream::connect(("127.0.0.1", b))
+            .await
+            .unwrap();
+
         // An unreadable key refuses the whole reload; the listener stays.
         let bad = ListenerSettings {
             tcp: Some(tcp(&dir.path().join("missing"), a)),
