@@ -512,6 +512,19 @@ mod tests {
             .port()
     }
 
+    /// `cfg` restarts exactly the tcp listener, which then listens on `port`.
+    async fn restarted_tcp(set: &mut ListenerSet<Recorder>, cfg: &ListenerSettings, port: u16) {
+        let changed = set.reload(cfg).await.unwrap();
+        assert_eq!(changed.len(), 1, "{changed:?}");
+        assert!(
+            changed[0].starts_with("tcp listener (re)started"),
+            "{changed:?}"
+        );
+        tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+    }
+
     #[tokio::test]
     async fn reload_rebinds_only_what_changed_and_refuses_a_bad_key() {
         let dir = tempfile::tempdir().unwrap();
@@ -557,15 +570,7 @@ mod tests {
             tcp: Some(tcp(&key, b)),
             ..groups.clone()
         };
-        let changed = set.reload(&moved).await.unwrap();
-        assert_eq!(changed.len(), 1, "{changed:?}");
-        assert!(
-            changed[0].starts_with("tcp listener (re)started"),
-            "{changed:?}"
-        );
-        tokio::net::TcpStream::connect(("127.0.0.1", b))
-            .await
-            .unwrap();
+        restarted_tcp(&mut set, &moved, b).await;
         assert!(
             tokio::net::TcpStream::connect(("127.0.0.1", a))
                 .await
@@ -574,15 +579,7 @@ mod tests {
 
         // New key content under the same path: that listener restarts.
         std::fs::write(&key, b"another secret").unwrap();
-        let changed = set.reload(&moved).await.unwrap();
-        assert_eq!(changed.len(), 1, "{changed:?}");
-        assert!(
-            changed[0].starts_with("tcp listener (re)started"),
-            "{changed:?}"
-        );
-        tokio::net::TcpStream::connect(("127.0.0.1", b))
-            .await
-            .unwrap();
+        restarted_tcp(&mut set, &moved, b).await;
 
         // An unreadable key refuses the whole reload; the listener stays.
         let bad = ListenerSettings {
