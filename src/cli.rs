@@ -324,6 +324,18 @@ pub fn render_status(s: &Snapshot, now: Millis) -> String {
             age(now, s.corosync.since)
         );
     }
+    if let Some(why) = s.cannot_fence(false) {
+        let _ = writeln!(o, "THIS HOST CANNOT FENCE: {why} (fence_xvm monitor fails)");
+    }
+    if s.local.listeners.is_empty() {
+        let _ = writeln!(
+            o,
+            "Fence listeners: none configured (guests cannot fence through this host)"
+        );
+    }
+    for l in &s.local.listeners {
+        let _ = writeln!(o, "Fence listener {}", l.describe());
+    }
     let _ = writeln!(o);
     let _ = writeln!(
         o,

@@ -1,7 +1,7 @@
 //! `fenceline daemon`: wires the state task, the drivers and the control
 //! sockets together, and shuts them down in order on SIGTERM.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -25,22 +25,45 @@ use fenceline_config::{Config, FenceBackend, HashName};
 use fenceline_proto::api::now_millis;
 use fenceline_proto::fence_xvm::HashType;
 
+/// Changes the log filter of every log output at run time (SIGHUP).
+pub struct LogLevel {
+    set: Box<dyn Fn(EnvFilter) -> Result<(), String> + Send + Sync>,
+    /// `FENCELINE_LOG` is set: it wins over `[log] level`, also on reload.
+    pub from_env: bool,
+}
+
+impl LogLevel {
+    /// Puts `level` (a tracing filter) in force, or says why not.
+    pub fn set(&self, level: &str) -> Result<(), String> {
+        let f = EnvFilter::try_new(level).map_err(|e| format!("log.level {level:?}: {e}"))?;
+        (self.set)(f)
+    }
+}
+
 /// Sets up logging to stderr and, if configured, to a file. The returned
-/// guard flushes the file writer when dropped.
+/// guard flushes the file writer when dropped; the [`LogLevel`] changes the
+/// filter later.
 pub fn init_logging(
     cfg: &Config,
-) -> anyhow::Result<Option<tracing_appender::non_blocking::WorkerGuard>> {
+) -> anyhow::Result<(
+    Option<tracing_appender::non_blocking::WorkerGuard>,
+    LogLevel,
+)> {
+    use tracing_subscriber::reload;
+    let from_env = std::env::var_os("FENCELINE_LOG").is_some();
     let filter = || {
         EnvFilter::try_from_env("FENCELINE_LOG")
             .or_else(|_| EnvFilter::try_new(&cfg.log.level))
             .unwrap_or_else(|_| EnvFilter::new("info"))
     };
+    let (stderr_filter, stderr_handle) = reload::Layer::new(filter());
     let stderr = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
-        .with_filter(filter());
+        .with_filter(stderr_filter);
     let mut guard = None;
+    let mut file_handle = None;
     let file_layer = if cfg.log.file.as_os_str().is_empty() {
         None
     } else {
@@ -55,11 +78,13 @@ pub fn init_logging(
             .with_context(|| format!("cannot open log file {}", path.display()))?;
         let (writer, g) = tracing_appender::non_blocking(file);
         guard = Some(g);
+        let (file_filter, h) = reload::Layer::new(filter());
+        file_handle = Some(h);
         Some(
             tracing_subscriber::fmt::layer()
                 .with_writer(writer)
                 .with_ansi(false)
-                .with_filter(filter()),
+                .with_filter(file_filter),
         )
     };
     tracing_subscriber::registry()
@@ -67,12 +92,34 @@ pub fn init_logging(
         .with(file_layer)
         .try_init()
         .ok();
-    Ok(guard)
+    let set = move |f: EnvFilter| -> Result<(), String> {
+        if let Some(h) = &file_handle {
+            h.reload(
+                f.to_string()
+                    .parse::<EnvFilter>()
+                    .map_err(|e| e.to_string())?,
+            )
+            .map_err(|e| e.to_string())?;
+        }
+        stderr_handle.reload(f).map_err(|e| e.to_string())
+    };
+    Ok((
+        guard,
+        LogLevel {
+            set: Box::new(set),
+            from_env,
+        },
+    ))
 }
 
-/// Runs the daemon until SIGTERM or SIGINT.
-pub fn run(cfg: Config, config_path: Option<&Path>) -> anyhow::Result<()> {
-    let _guard = init_logging(&cfg)?;
+/// Runs the daemon until SIGTERM or SIGINT; SIGHUP reloads the config from
+/// `config_path` (and `fence_virt_conf`, when the daemon was started with one).
+pub fn run(
+    cfg: Config,
+    config_path: Option<&Path>,
+    fence_virt_conf: Option<&Path>,
+) -> anyhow::Result<()> {
+    let (_guard, log) = init_logging(&cfg)?;
     if let Some(p) = config_path {
         crate::engine::fence::key::check_private(p, crate::engine::fence::key::Private::Config)
             .with_context(|| format!("the config file {}", p.display()))?;
@@ -83,13 +130,21 @@ pub fn run(cfg: Config, config_path: Option<&Path>) -> anyhow::Result<()> {
         .thread_name("fenceline")
         .build()
         .context("cannot start the async runtime")?;
-    rt.block_on(run_async(cfg, config_path))
+    let reload = (
+        config_path.map(Path::to_path_buf),
+        fence_virt_conf.map(Path::to_path_buf),
+        log,
+    );
+    rt.block_on(run_async(cfg, reload))
 }
 
-async fn run_async(cfg: Config, config_path: Option<&Path>) -> anyhow::Result<()> {
+async fn run_async(
+    cfg: Config,
+    (config_path, fence_virt_conf, log): (Option<PathBuf>, Option<PathBuf>, LogLevel),
+) -> anyhow::Result<()> {
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
-        config = %config_path.map(|p| p.display().to_string()).unwrap_or_else(|| "(built-in defaults)".into()),
+        config = %crate::reload::describe(config_path.as_deref()),
         uris = ?cfg.libvirt.uris,
         "fenceline daemon starting"
     );
@@ -159,14 +214,32 @@ async fn run_async(cfg: Config, config_path: Option<&Path>) -> anyhow::Result<()
     let (engine, inputs, state_task) =
         spawn_state_with(model_cfg, routes, cancel.clone(), (inputs, input_rx));
 
-    let listener_tasks = fence::listeners::spawn(
-        ListenerSettings::from(&cfg),
+    let listener_settings = ListenerSettings::from(&cfg);
+    let listeners_configured = [
+        listener_settings.multicast.is_some(),
+        listener_settings.tcp.is_some(),
+        listener_settings.vsock.is_some(),
+    ]
+    .into_iter()
+    .filter(|b| *b)
+    .count();
+    let listeners = fence::listeners::spawn(
+        listener_settings,
         engine.clone(),
         inputs.clone(),
         audit_tx.clone(),
         cancel.clone(),
     )
     .context("cannot start the fence listeners")?;
+    // systemd: READY=1, STATUS=, WATCHDOG=1 (only under Type=notify).
+    let notify_task = crate::notify::Notifier::from_env().map(|n| {
+        tokio::spawn(crate::notify::run(
+            n,
+            engine.clone(),
+            listeners_configured,
+            cancel.clone(),
+        ))
+    });
 
     let hook_task = tokio::spawn(hooks::intake::run(
         hook_socket,
@@ -203,12 +276,20 @@ async fn run_async(cfg: Config, config_path: Option<&Path>) -> anyhow::Result<()
     let act_task = tokio::spawn(libvirt::run_fence_actions(
         lv.commander(),
         act_rx,
-        inputs,
+        inputs.clone(),
         act_timeouts(&cfg),
         cancel.clone(),
     ));
 
-    signals.wait(&cancel).await;
+    let mut reloader = crate::reload::Reloader {
+        config_path,
+        fence_virt_conf,
+        current: cfg,
+        listeners,
+        log,
+        inputs,
+    };
+    signals.wait(&cancel, &mut reloader).await;
     tracing::info!("stopping: leaving CPG, closing libvirt connections");
     cancel.cancel();
 
@@ -227,7 +308,10 @@ async fn run_async(cfg: Config, config_path: Option<&Path>) -> anyhow::Result<()
     }
     let _ = tokio::time::timeout(Duration::from_secs(2), control_task).await;
     let _ = tokio::time::timeout(Duration::from_secs(2), act_task).await;
-    for t in listener_tasks {
+    for t in reloader.listeners {
+        let _ = tokio::time::timeout(Duration::from_secs(2), t).await;
+    }
+    if let Some(t) = notify_task {
         let _ = tokio::time::timeout(Duration::from_secs(2), t).await;
     }
     let _ = tokio::time::timeout(Duration::from_secs(2), hook_task).await;
@@ -395,6 +479,7 @@ impl From<&Config> for ListenerSettings {
                     ip: g.ip.clone(),
                 })
                 .collect(),
+            monitor_requires_libvirt: l.monitor_requires_libvirt,
         }
     }
 }
@@ -439,7 +524,7 @@ impl Signals {
         }
     }
 
-    async fn wait(self, cancel: &CancellationToken) {
+    async fn wait(self, cancel: &CancellationToken, reloader: &mut crate::reload::Reloader) {
         let Some([mut term, mut int, mut hup]) = self.0 else {
             cancel.cancelled().await;
             return;
@@ -448,7 +533,7 @@ impl Signals {
             tokio::select! {
                 _ = term.recv() => { tracing::info!("SIGTERM"); return; }
                 _ = int.recv() => { tracing::info!("SIGINT"); return; }
-                _ = hup.recv() => tracing::warn!("SIGHUP: reload is not supported yet; restart the daemon to apply a new config"),
+                _ = hup.recv() => reloader.reload().await,
                 _ = cancel.cancelled() => return,
             }
         }

@@ -10,6 +10,8 @@ pub mod demo;
 pub mod engine;
 
 pub mod hook;
+pub mod notify;
+pub mod reload;
 #[cfg(feature = "lab")]
 pub mod sandbox;
 pub mod setup;

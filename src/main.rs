@@ -299,7 +299,7 @@ fn run(cli: Cli) -> Result<(), ExitCode> {
                 }
                 None => load_config(cfg_path)?,
             };
-            fenceline::daemon::run(cfg, cfg_path).map_err(|e| {
+            fenceline::daemon::run(cfg, cfg_path, fence_virt_conf.as_deref()).map_err(|e| {
                 eprintln!("fenceline: {e:#}");
                 ExitCode::from(exit::UNREACHABLE)
             })

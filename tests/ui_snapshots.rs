@@ -181,6 +181,44 @@ fn node_detail_with_networks() {
 }
 
 #[test]
+fn local_node_detail_shows_its_listeners() {
+    use fenceline_proto::api::{ListenerState, ListenerView};
+    let mut s = fixtures::normal();
+    s.local.listeners = vec![
+        ListenerView {
+            name: "multicast".into(),
+            at: "225.0.0.12:1229 on virbr0".into(),
+            state: ListenerState::Waiting,
+            detail: Some("waiting for interface virbr0".into()),
+        },
+        ListenerView {
+            name: "tcp".into(),
+            at: "10.0.0.1:1229".into(),
+            state: ListenerState::Bound,
+            detail: None,
+        },
+    ];
+    let mut a = app(s, false);
+    keys(&mut a, &[":"]);
+    typed(&mut a, "kvm1");
+    keys(&mut a, &["enter"]);
+    let t = text(&mut a, &default_theme(), 140, 45);
+    assert!(
+        t.contains("… multicast 225.0.0.12:1229 on virbr0: waiting")
+            && t.contains("for interface virbr0"),
+        "{t}"
+    );
+    assert!(t.contains("✓ tcp 10.0.0.1:1229: bound"), "{t}");
+    // Without listeners it says so.
+    let mut a = app(fixtures::normal(), false);
+    keys(&mut a, &[":"]);
+    typed(&mut a, "kvm1");
+    keys(&mut a, &["enter"]);
+    let t = text(&mut a, &default_theme(), 140, 45);
+    assert!(t.contains("none configured: guests cannot fence"), "{t}");
+}
+
+#[test]
 fn conflict() {
     let mut a = app(fixtures::conflict(), false);
     keys(&mut a, &["3", "g"]); // by owner: the conflict comes first

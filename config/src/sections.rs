@@ -70,6 +70,11 @@ pub struct ListenersSection {
     /// Accept key files that group or others may read (refused otherwise).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub allow_loose_key_mode: bool,
+    /// fence_xvm `monitor` also answers fail while this host's libvirt is
+    /// down or not fully listed (corosync down, not in `fence-agents` and
+    /// inquorate always fail it).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub monitor_requires_libvirt: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub multicast: Option<MulticastListener>,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -422,6 +422,8 @@ pub struct Counters {
     pub dropped_peer_vms: u64,
 }
 
+pub use crate::readiness::{ListenerState, ListenerView, LocalView};
+
 /// An immutable picture of the cluster, as this node's engine knows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Snapshot {
@@ -451,6 +453,10 @@ pub struct Snapshot {
     pub networks: Vec<NetworkView>,
     pub counters: Counters,
     pub daemon_version: String,
+    /// This daemon's own readiness: its CPG joins, its libvirt inventory,
+    /// its fence listeners.
+    #[serde(default)]
+    pub local: LocalView,
 }
 
 /// A membership change.
@@ -508,6 +514,8 @@ pub enum DaemonAction {
     Dropped,
     Started,
     Stopping,
+    /// SIGHUP: the config was re-read (applied or refused; the detail says).
+    Reloaded,
 }
 
 /// The payload of an event; `kind` is the JSON tag.

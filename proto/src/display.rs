@@ -253,6 +253,7 @@ pub fn describe(kind: &EventKind, node: &dyn Fn(NodeId) -> String) -> Described 
                 DaemonAction::Dropped => ("⚠", Tone::Warn, format!("dropped{why}")),
                 DaemonAction::Started => ("·", Tone::Base, format!("daemon started{why}")),
                 DaemonAction::Stopping => ("·", Tone::Warn, format!("daemon stopping{why}")),
+                DaemonAction::Reloaded => ("·", Tone::Base, format!("config reloaded{why}")),
             };
             Described::new(sym, tone, text)
         }

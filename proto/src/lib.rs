@@ -19,5 +19,6 @@ pub mod messages;
 pub mod own;
 pub mod paths;
 pub mod ratelimit;
+pub mod readiness;
 pub mod replay;
 pub mod seal;

@@ -105,6 +105,8 @@ pub(super) enum Query {
     Claim(String, String, oneshot::Sender<ClaimOutcome>),
     /// An operator confirms a departed node down: (node, source).
     Confirm(String, String, oneshot::Sender<Result<String, String>>),
+    /// Liveness: answered from the state task's loop (the watchdog).
+    Ping(oneshot::Sender<()>),
 }
 
 /// What the UI, the CLI and the control socket hold.
@@ -195,6 +197,14 @@ impl EngineHandle {
             Ok(Ok(r)) => r,
             _ => Err("the engine did not answer".into()),
         }
+    }
+
+    /// True when the state task answers within `limit` (a hung state task
+    /// does not; systemd's watchdog pings depend on it).
+    pub async fn alive(&self, limit: Duration) -> bool {
+        let (tx, rx) = oneshot::channel();
+        let ask = async { self.queries.send(Query::Ping(tx)).await.is_ok() && rx.await.is_ok() };
+        tokio::time::timeout(limit, ask).await.unwrap_or(false)
     }
 
     /// Reports that a subscriber missed `n` events (counted in the snapshot).

@@ -184,6 +184,9 @@ impl StateTask {
                         self.confirms.insert(id, reply);
                         changed |= self.step(Input::Confirm { at: now_millis(), id, node, source });
                     }
+                    Query::Ping(reply) => {
+                        let _ = reply.send(());
+                    }
                     Query::SubscriberLagged(n) => {
                         changed |= self.step(Input::Dropped { at: now_millis(), what: DropKind::Events, count: n });
                     }

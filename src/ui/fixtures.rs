@@ -95,6 +95,7 @@ fn base(nodes: Vec<NodeView>, domains: Vec<DomainView>) -> Snapshot {
         networks: Vec::new(),
         counters: Counters::default(),
         daemon_version: "0.1.0".into(),
+        local: Default::default(),
     }
 }
 

@@ -28,6 +28,7 @@ fn node(id: u32, name: &str, digest: Option<&str>) -> NodeView {
 
 fn snapshot() -> Snapshot {
     Snapshot {
+        local: Default::default(),
         version: 7,
         generated_at: NOW,
         cluster_name: Some("c".into()),

@@ -22,6 +22,8 @@
 //!
 //! - here: the [`FenceService`] the listeners call, their settings and
 //!   [`spawn`];
+//! - `supervise`: each listener's bind (waiting for a missing interface or
+//!   address), its state for `status`, and the reload;
 //! - `request`: one listener's shared state and a request's path through it
 //!   (check, in-flight mark, handshake, history);
 //! - `answer`: the answer per operation and the host list;
@@ -31,6 +33,7 @@
 mod answer;
 mod refusal;
 mod request;
+mod supervise;
 #[cfg(any(test, feature = "fixtures"))]
 pub mod testing;
 #[cfg(test)]
@@ -45,9 +48,8 @@ use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
 use super::audit::AuditTx;
-use super::guard::Guard;
 use super::multicast::MulticastSettings;
-use super::perm::{PermissionGroup, Permissions};
+use super::perm::PermissionGroup;
 use super::tcp::TcpSettings;
 use super::vsock::VsockSettings;
 use crate::engine::model::ClaimOutcome;
@@ -57,6 +59,7 @@ use fenceline_proto::fence_xvm::HashType;
 
 pub(crate) use refusal::Refusal;
 pub(crate) use request::{Common, Origin};
+pub use supervise::ListenerSet;
 
 /// Requests one listener handles at the same time; more are dropped and counted.
 pub const MAX_CONCURRENT: usize = 32;
@@ -99,6 +102,9 @@ pub struct ListenerSettings {
     pub tcp: Option<TcpSettings>,
     pub vsock: Option<VsockSettings>,
     pub groups: Vec<PermissionGroup>,
+    /// `listeners.monitor_requires_libvirt`: `monitor` also fails while
+    /// this host's libvirt is down.
+    pub monitor_requires_libvirt: bool,
 }
 
 /// A listener's shared key and hashes.
@@ -114,109 +120,18 @@ pub struct KeySettings {
     pub auth: HashType,
 }
 
-/// Starts every listener the settings enable. Binding, joining and reading
-/// the key files happen now, so a bad setting fails the daemon's start with
-/// a clear message. Must be called inside a tokio runtime.
+/// Starts every listener the settings enable. Settings no waiting can fix
+/// (a bad address, an unreadable key file) fail here with a clear message;
+/// a listener whose interface or address is not there yet waits for it
+/// (see [`supervise`]). Must be called inside a tokio runtime.
 pub fn spawn<S: FenceService>(
     settings: impl Into<ListenerSettings>,
     svc: S,
     input_tx: InputTx,
     audit: Option<AuditTx>,
     cancel: CancellationToken,
-) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
-    let cfg = settings.into();
-    // Everything that can fail first (keys, sockets), so a bad setting
-    // leaves nothing running behind the error.
-    let mc = match &cfg.multicast {
-        Some(m) => Some((
-            (m, super::multicast::callback_networks(m)?),
-            load_key("multicast", &m.key)?,
-            super::multicast::bind(m).context("multicast listener")?,
-        )),
-        None => None,
-    };
-    let tcp = match &cfg.tcp {
-        Some(t) => Some((
-            t,
-            load_key("tcp", &t.key)?,
-            super::tcp::bind(t).context("tcp listener")?,
-        )),
-        None => None,
-    };
-    let vs = match &cfg.vsock {
-        Some(v) => Some((
-            v,
-            load_key("vsock", &v.key)?,
-            super::vsock::bind(v.port).context("vsock listener")?,
-        )),
-        None => None,
-    };
-
-    warn_shared_key(
-        mc.as_ref().map(|(_, k, _)| k),
-        [
-            tcp.as_ref().map(|(_, k, _)| k),
-            vs.as_ref().map(|(_, k, _)| k),
-        ],
-    );
-    // One record of verified requests and one set of outstanding
-    // challenges for the whole process, whatever listener a copy reaches.
-    let guard = Arc::new(Guard::default());
-    let perms = Arc::new(Permissions::new(&cfg.groups));
-    let common = |name: &'static str, key: Arc<[u8]>, ks: &KeySettings| {
-        Common::with_guard(
-            name,
-            key,
-            ks.hash,
-            ks.auth,
-            perms.clone(),
-            svc.clone(),
-            input_tx.clone(),
-            audit.clone(),
-            cancel.clone(),
-            guard.clone(),
-        )
-    };
-    let mut tasks = Vec::new();
-    if let Some(((m, allow), key, sock)) = mc {
-        tracing::info!(
-            group = %m.address, port = m.port, interface = m.interface.as_deref().unwrap_or("(any)"),
-            hash = ?m.key.hash, auth = ?m.key.auth, "fence multicast listener ready"
-        );
-        if !allow.is_empty() {
-            let nets: Vec<String> = allow.iter().map(|c| c.to_string()).collect();
-            tracing::info!(networks = %nets.join(", "), "multicast connect-backs limited to callback_networks");
-        }
-        let c = common("multicast", key, &m.key);
-        tasks.push(tokio::spawn(super::multicast::run(
-            sock,
-            c,
-            allow,
-            cancel.clone(),
-        )));
-    }
-    if let Some((t, key, l)) = tcp {
-        tracing::info!(address = %t.address, port = t.port, hash = ?t.key.hash, auth = ?t.key.auth, "fence tcp listener ready");
-        let c = common("tcp", key, &t.key);
-        tasks.push(tokio::spawn(super::stream::accept_loop(
-            l,
-            c,
-            cancel.clone(),
-        )));
-    }
-    if let Some((v, key, l)) = vs {
-        tracing::info!(port = v.port, hash = ?v.key.hash, auth = ?v.key.auth, "fence vsock listener ready");
-        let c = common("vsock", key, &v.key);
-        tasks.push(tokio::spawn(super::stream::accept_loop(
-            l,
-            c,
-            cancel.clone(),
-        )));
-    }
-    if !tasks.is_empty() && !perms.allows_all() {
-        tracing::info!(groups = cfg.groups.len(), "fence permission groups active");
-    }
-    Ok(tasks)
+) -> anyhow::Result<ListenerSet<S>> {
+    ListenerSet::start(&settings.into(), svc, input_tx, audit, cancel)
 }
 
 /// One key on multicast and on tcp/vsock lets anyone on the multicast

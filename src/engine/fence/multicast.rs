@@ -42,9 +42,7 @@ pub fn interface_index(name: &str) -> anyhow::Result<u32> {
     // SAFETY: `c` is a valid NUL-terminated string for the call's duration.
     let idx = unsafe { libc::if_nametoindex(c.as_ptr()) };
     if idx == 0 {
-        bail!(
-            "interface {name:?} does not exist (fence_virtd would silently listen on all interfaces; fenceline refuses)"
-        );
+        bail!("interface {name:?} does not exist");
     }
     Ok(idx)
 }

@@ -14,6 +14,7 @@
 //! address (`::1` = `0:0::1`, `::ffff:10.0.0.1` = `10.0.0.1`).
 
 use std::net::IpAddr;
+use std::sync::{Arc, PoisonError, RwLock};
 
 /// One permission group as configured (the daemon builds these from the
 /// config's `[[groups]]`).
@@ -56,62 +57,82 @@ impl Source {
     }
 }
 
-/// The loaded groups.
-#[derive(Debug, Clone, Default)]
+/// The loaded groups; [`replace`](Permissions::replace)d in place on a
+/// reload, so every listener sees the new groups at its next request.
+#[derive(Debug, Default)]
 pub struct Permissions {
-    groups: Vec<Group>,
+    groups: RwLock<Arc<[Group]>>,
+}
+
+fn load(groups: &[PermissionGroup]) -> Arc<[Group]> {
+    groups
+        .iter()
+        .filter(|g| !g.uuid.is_empty() || !g.ip.is_empty())
+        .map(|g| Group {
+            name: g.name.clone(),
+            targets: g.uuid.clone(),
+            sources: g.ip.iter().map(|s| Source::parse(s)).collect(),
+        })
+        .collect()
 }
 
 impl Permissions {
     /// Groups without any entry are dropped (as fence_virtd does).
     pub fn new(groups: &[PermissionGroup]) -> Self {
-        let groups = groups
-            .iter()
-            .filter(|g| !g.uuid.is_empty() || !g.ip.is_empty())
-            .map(|g| Group {
-                name: g.name.clone(),
-                targets: g.uuid.clone(),
-                sources: g.ip.iter().map(|s| Source::parse(s)).collect(),
-            })
-            .collect();
-        Self { groups }
+        Self {
+            groups: RwLock::new(load(groups)),
+        }
+    }
+
+    /// Puts `groups` in force for every later check.
+    pub fn replace(&self, groups: &[PermissionGroup]) {
+        *self.groups.write().unwrap_or_else(PoisonError::into_inner) = load(groups);
+    }
+
+    fn current(&self) -> Arc<[Group]> {
+        self.groups
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// True when no group is configured: everything is allowed.
     pub fn allows_all(&self) -> bool {
-        self.groups.is_empty()
-    }
-
-    fn groups_of<'a>(&'a self, source: &str) -> impl Iterator<Item = &'a Group> + 'a {
-        let src = Source::parse(source);
-        self.groups
-            .iter()
-            .filter(move |g| g.sources.iter().any(|s| s.matches(&src)))
+        self.current().is_empty()
     }
 
     /// May `source` run a fence operation on `target` (a VM name or UUID,
     /// as the client sent it)? Returns the granting group's name.
-    pub fn may_fence(&self, source: &str, target: &str) -> Result<Option<&str>, Denied> {
-        if self.allows_all() {
+    pub fn may_fence(&self, source: &str, target: &str) -> Result<Option<String>, Denied> {
+        let groups = self.current();
+        if groups.is_empty() {
             return Ok(None);
         }
-        self.groups_of(source)
+        groups_of(&groups, source)
             .find(|g| g.targets.iter().any(|t| t.eq_ignore_ascii_case(target)))
-            .map(|g| Some(g.name.as_str()))
+            .map(|g| Some(g.name.clone()))
             .ok_or(Denied)
     }
 
     /// May `source` see the VM `name`/`uuid` in a host list?
     pub fn may_see(&self, source: &str, name: &str, uuid: &str) -> bool {
-        if self.allows_all() {
+        let groups = self.current();
+        if groups.is_empty() {
             return true;
         }
-        self.groups_of(source).any(|g| {
+        groups_of(&groups, source).any(|g| {
             g.targets
                 .iter()
                 .any(|t| t.eq_ignore_ascii_case(name) || t.eq_ignore_ascii_case(uuid))
         })
     }
+}
+
+fn groups_of<'a>(groups: &'a [Group], source: &str) -> impl Iterator<Item = &'a Group> + 'a {
+    let src = Source::parse(source);
+    groups
+        .iter()
+        .filter(move |g| g.sources.iter().any(|s| s.matches(&src)))
 }
 
 /// A refused fence operation (result 3).
@@ -134,6 +155,17 @@ mod tests {
     const U1: &str = "8f1e0001-0000-4000-8000-000000000011";
 
     #[test]
+    fn replaced_groups_apply_to_the_next_check() {
+        let p = Permissions::new(&[group("a", &["vm-a"], &["10.0.0.1"])]);
+        assert!(p.may_fence("10.0.0.1", "vm-b").is_err());
+        p.replace(&[group("b", &["vm-b"], &["10.0.0.1"])]);
+        assert_eq!(p.may_fence("10.0.0.1", "vm-b"), Ok(Some("b".into())));
+        assert!(p.may_fence("10.0.0.1", "vm-a").is_err());
+        p.replace(&[]);
+        assert!(p.allows_all());
+    }
+
+    #[test]
     fn no_groups_allow_everything() {
         let p = Permissions::new(&[]);
         assert!(p.allows_all());
@@ -150,25 +182,28 @@ mod tests {
             group("web", &["web1", U1], &["10.0.0.1"]),
             group("db", &["db1"], &["10.0.0.2", "3"]),
         ]);
-        assert_eq!(p.may_fence("10.0.0.1", "web1"), Ok(Some("web")));
+        assert_eq!(p.may_fence("10.0.0.1", "web1"), Ok(Some("web".into())));
         assert_eq!(
             p.may_fence("10.0.0.1", "WEB1"),
-            Ok(Some("web")),
+            Ok(Some("web".into())),
             "case-insensitive"
         );
-        assert_eq!(p.may_fence("10.0.0.1", &U1.to_uppercase()), Ok(Some("web")));
+        assert_eq!(
+            p.may_fence("10.0.0.1", &U1.to_uppercase()),
+            Ok(Some("web".into()))
+        );
         assert_eq!(
             p.may_fence("10.0.0.1", "db1"),
             Err(Denied),
             "other group's VM"
         );
-        assert_eq!(p.may_fence("10.0.0.2", "db1"), Ok(Some("db")));
+        assert_eq!(p.may_fence("10.0.0.2", "db1"), Ok(Some("db".into())));
         assert_eq!(
             p.may_fence("10.0.0.3", "web1"),
             Err(Denied),
             "unknown source"
         );
-        assert_eq!(p.may_fence("3", "db1"), Ok(Some("db")), "vsock CID");
+        assert_eq!(p.may_fence("3", "db1"), Ok(Some("db".into())), "vsock CID");
         assert_eq!(p.may_fence("4", "db1"), Err(Denied));
         assert_eq!(
             p.may_fence("10.0.0.1", "web"),
@@ -183,8 +218,8 @@ mod tests {
             group("a", &["vm-a"], &["10.0.0.1"]),
             group("b", &["vm-b"], &["10.0.0.1"]),
         ]);
-        assert_eq!(p.may_fence("10.0.0.1", "vm-a"), Ok(Some("a")));
-        assert_eq!(p.may_fence("10.0.0.1", "vm-b"), Ok(Some("b")));
+        assert_eq!(p.may_fence("10.0.0.1", "vm-a"), Ok(Some("a".into())));
+        assert_eq!(p.may_fence("10.0.0.1", "vm-b"), Ok(Some("b".into())));
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! What drivers hand to the model: [`Input`] and the types only inputs carry.
 
-use fenceline_proto::api::{FenceOp, FenceResult, Millis, NetworkAction, NodeId, PortView};
+use fenceline_proto::api::{
+    FenceOp, FenceResult, ListenerView, Millis, NetworkAction, NodeId, PortView,
+};
 
 use super::{FenceWire, HookCall, LocalDomain, OwnMessage, VmRecord};
 
@@ -203,6 +205,17 @@ pub enum Input {
         /// Who asked (for the event and the audit log).
         source: String,
     },
+    /// The fence listeners' states (the daemon's listener supervisor).
+    Listeners {
+        at: Millis,
+        listeners: Vec<ListenerView>,
+    },
+    /// SIGHUP: the config was re-read; `detail` says what changed, what
+    /// needs a restart, or why the new config was refused.
+    Reloaded {
+        at: Millis,
+        detail: String,
+    },
     /// Counted drops reported by drivers.
     Dropped {
         at: Millis,
@@ -225,6 +238,8 @@ impl Input {
             | Input::Malformed { at, .. }
             | Input::Unauthenticated { at, .. }
             | Input::ClaimAsk { at, .. }
+            | Input::Listeners { at, .. }
+            | Input::Reloaded { at, .. }
             | Input::LibvirtLink { at, .. }
             | Input::LocalList { at, .. }
             | Input::LocalDomain { at, .. }

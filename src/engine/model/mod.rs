@@ -27,7 +27,9 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use fenceline_proto::api::{Counters, DaemonAction, Event, EventKind, Link, Millis, NodeId};
+use fenceline_proto::api::{
+    Counters, DaemonAction, Event, EventKind, Link, ListenerView, Millis, NodeId,
+};
 
 mod accounting;
 mod domains;
@@ -119,6 +121,8 @@ pub struct Cluster {
     fence: fence::FenceState,
     nets: networks::Networks,
     self_fence: self_fence::SelfFence,
+    /// The fence listeners' states, as the daemon reports them.
+    listeners: Vec<ListenerView>,
 }
 
 /// What one `apply` produced.
@@ -160,6 +164,7 @@ impl Cluster {
             fence: fence::FenceState::new(u32::try_from(started % 1_000_000_007).unwrap_or(1)),
             nets: networks::Networks::default(),
             self_fence: self_fence::SelfFence::new(started),
+            listeners: Vec::new(),
         }
     }
 
@@ -312,6 +317,21 @@ impl Cluster {
                 ports,
             } => self.local_ports(at, network, ports, &mut out),
             Input::Dropped { at, what, count } => self.dropped(at, what, count, &mut out),
+            Input::Listeners { listeners, .. } => {
+                if self.listeners != listeners {
+                    self.listeners = listeners;
+                    out.changed = true;
+                }
+            }
+            Input::Reloaded { at, detail } => self.emit(
+                at,
+                EventKind::Daemon {
+                    action: DaemonAction::Reloaded,
+                    uri: None,
+                    detail: Some(detail),
+                },
+                &mut out,
+            ),
             Input::Confirm {
                 at,
                 id,

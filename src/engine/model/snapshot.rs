@@ -3,12 +3,27 @@
 use std::collections::BTreeMap;
 
 use fenceline_proto::api::{
-    DaemonKind, DomainView, LibvirtHealth, Millis, NodeId, NodeView, Snapshot,
+    DaemonKind, DomainView, LibvirtHealth, LocalView, Millis, NodeId, NodeView, Snapshot,
 };
 
 use super::Cluster;
 
 impl Cluster {
+    /// This daemon's readiness: its groups (while corosync is up), its
+    /// inventory, its listeners.
+    fn local_view(&self) -> LocalView {
+        let me = self
+            .local_nodeid
+            .filter(|_| self.corosync.connected)
+            .and_then(|id| self.nodes.get(&id));
+        LocalView {
+            fence_group: me.is_some_and(|n| !n.fa_pids.is_empty()),
+            own_group: me.is_some_and(|n| !n.own_pids.is_empty()),
+            inventory_complete: self.local_complete(),
+            listeners: self.listeners.clone(),
+        }
+    }
+
     /// Builds the immutable picture of the cluster.
     pub fn snapshot(&self, at: Millis) -> Snapshot {
         let mut vm_count: BTreeMap<NodeId, usize> = BTreeMap::new();
@@ -104,6 +119,7 @@ impl Cluster {
             networks: self.network_views(),
             counters: self.counters.clone(),
             daemon_version: self.cfg.version.clone(),
+            local: self.local_view(),
         }
     }
 }

@@ -8,7 +8,7 @@ use ratatui::widgets::{Paragraph, Wrap};
 
 use super::super::app::{App, Pane};
 use super::super::theme::Theme;
-use fenceline_proto::api::{DaemonKind, FenceResult, NodeView, Snapshot};
+use fenceline_proto::api::{DaemonKind, FenceResult, ListenerState, NodeView, Snapshot};
 use fenceline_proto::display::{lost_placement, op_label, state_label};
 
 pub fn draw(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
@@ -261,6 +261,26 @@ fn node(frame: &mut Frame, area: Rect, app: &App, theme: &Theme, s: &Snapshot, n
             text.push_str(&format!(": {e}"));
         }
         lines.push(Line::from(Span::styled(format!(" {text}"), style)));
+    }
+    if Some(n.nodeid) == s.local_nodeid {
+        lines.push(Line::from(Span::styled("fence listeners", theme.title)));
+        if s.local.listeners.is_empty() {
+            lines.push(Line::from(Span::styled(
+                " none configured: guests cannot fence through this host",
+                theme.warn,
+            )));
+        }
+        for l in &s.local.listeners {
+            let (mark, style) = match l.state {
+                ListenerState::Bound => ("✓", theme.ok),
+                ListenerState::Waiting => ("…", theme.warn),
+                ListenerState::Error => ("✗", theme.danger),
+            };
+            lines.push(Line::from(Span::styled(
+                format!(" {mark} {}", l.describe()),
+                style,
+            )));
+        }
     }
     let nets: Vec<_> = s.networks.iter().filter(|x| x.node == n.nodeid).collect();
     lines.push(Line::from(Span::styled("networks", theme.title)));

@@ -40,10 +40,22 @@ impl<S: FenceService> Common<S> {
                 )
             }
             FenceOp::Monitor => {
-                let r = write_result(w, FenceResult::Ok.as_raw()).await;
+                // Unlike fence_virtd (always 0): fail while this host cannot fence.
+                let why = self
+                    .svc
+                    .snapshot()
+                    .cannot_fence(self.monitor_requires_libvirt);
+                let result = if why.is_some() {
+                    FenceResult::Fail
+                } else {
+                    FenceResult::Ok
+                };
+                let r = write_result(w, result.as_raw()).await;
+                let detail = why.map(|w| format!("this host cannot fence: {w}"));
                 (
-                    "0".into(),
-                    r.err().map(|e| format!("reply not delivered: {e}")),
+                    result.as_raw().to_string(),
+                    Some(with_write_error(detail.as_deref().unwrap_or(""), r))
+                        .filter(|d| !d.is_empty()),
                 )
             }
             FenceOp::List => {

@@ -72,6 +72,8 @@ pub(crate) struct Common<S> {
     refusals: Refusals,
     pub(super) svc: S,
     pub(super) audit: Option<AuditTx>,
+    /// `listeners.monitor_requires_libvirt` (set by `spawn`).
+    pub(super) monitor_requires_libvirt: bool,
 }
 
 /// Where a request came from: the string the permission groups match and
@@ -113,6 +115,7 @@ impl<S: FenceService> Common<S> {
             refusals: Refusals::new(name, input_tx, cancel),
             svc,
             audit,
+            monitor_requires_libvirt: false,
         })
     }
 

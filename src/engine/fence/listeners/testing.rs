@@ -11,7 +11,9 @@ use std::time::Duration;
 use super::FenceService;
 use crate::engine::model::ClaimOutcome;
 use crate::engine::{FenceAnswer, FenceCall};
-use fenceline_proto::api::{Counters, DomainState, DomainView, FenceResult, Link, Snapshot};
+use fenceline_proto::api::{
+    Counters, DomainState, DomainView, FenceResult, Link, LocalView, Snapshot,
+};
 
 /// The stand-in for the engine: records every call, answers per domain.
 #[derive(Clone, Default)]
@@ -89,6 +91,13 @@ impl FenceService for Recorder {
             networks: vec![],
             counters: Counters::default(),
             daemon_version: "test".into(),
+            // A healthy host: `monitor` answers ok.
+            local: LocalView {
+                fence_group: true,
+                own_group: true,
+                inventory_complete: true,
+                listeners: vec![],
+            },
         })
     }
 }

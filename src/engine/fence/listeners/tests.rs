@@ -3,7 +3,7 @@ use super::testing::*;
 use super::*;
 use crate::engine::fence::auth::client_handshake;
 use crate::engine::fence::guard::Guard;
-use crate::engine::fence::perm::PermissionGroup;
+use crate::engine::fence::perm::{PermissionGroup, Permissions};
 use crate::engine::model::{DropKind, Input};
 use fenceline_proto::api::{DomainState, FenceOp, FenceResult};
 use fenceline_proto::fence_xvm::{
