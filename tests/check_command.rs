@@ -1,8 +1,10 @@
 //! `fenceline check` on a real lab node (corosync, libvirtd, the daemon with
 //! its multicast listener on eth0 and its tcp listener on the node's
 //! address): healthy (0), a world-readable key (2, the file named), a
-//! listener interface that does not exist (2), a peer that left (1 on the
-//! survivors), and a node whose corosync was killed (2).
+//! listener interface that does not exist (2), a daemon waiting for its
+//! listener interface (2, then 0 once the interface is created), a peer that
+//! left (1 on the survivors), and a node whose corosync was killed (2).
+#![cfg(feature = "lab")]
 
 use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
@@ -117,6 +119,53 @@ fn check_judges_a_real_node() {
     std::fs::set_permissions(&other, std::fs::Permissions::from_mode(0o600)).unwrap();
     let o = check(&lab, 1, &other);
     expect(&o, 2, "multicast: interface nosuch0 does not exist");
+
+    // A daemon whose listener interface appears only later: it waits
+    // (issue 11 point 4), `check` is critical until the interface exists,
+    // then OK. The interface carries the lab prefix and lives in node 2's
+    // namespace, which the teardown deletes.
+    let late = format!("{}late0", lab.prefix());
+    let conf2 = lab.fenceline_config_path(2);
+    let original = std::fs::read_to_string(&conf2).unwrap();
+    lab.stop_daemon(2, libc::SIGTERM)
+        .expect("stop node 2's daemon");
+    std::fs::write(
+        &conf2,
+        original.replace("interface = \"eth0\"", &format!("interface = \"{late}\"")),
+    )
+    .unwrap();
+    lab.start_daemon(2)
+        .expect("the daemon starts and waits for its interface");
+    let o = wait_check(&lab, 2, 2, CONVERGE);
+    eprintln!("node 2 waiting for {late}:\n{}", o.stdout);
+    expect(&o, 2, "FENCELINE CRITICAL - ");
+    assert!(o.stdout.contains(&late), "{}", o.stdout);
+    // A veth pair (this kernel may lack the dummy driver); its peer stays down.
+    let peer = format!("{late}p");
+    for argv in [
+        vec![
+            "ip",
+            "link",
+            "add",
+            late.as_str(),
+            "type",
+            "veth",
+            "peer",
+            "name",
+            peer.as_str(),
+        ],
+        vec!["ip", "link", "set", late.as_str(), "up"],
+    ] {
+        lab.exec_ok(2, &argv).expect("create the interface");
+    }
+    let o = wait_check(&lab, 2, 0, CONVERGE);
+    eprintln!("node 2 after {late} appeared:\n{}", o.stdout);
+    expect(&o, 0, "FENCELINE OK - ");
+    assert!(
+        o.stdout.contains(&format!("225.0.0.12 joined on {late}")),
+        "{}",
+        o.stdout
+    );
 
     // corosync killed on node 3: node 3 is critical, the survivors warn
     // that node 3 is not accounted for.
