@@ -113,6 +113,19 @@ fn watch(lab: &Lab, t0: Instant, ok_before: usize, timeout: Duration) -> Outcome
     out
 }
 
+/// SIGKILLs the victim guest's corosync and [`watch`]es; returns its
+/// domain's id (running) before the kill, and the outcome.
+fn kill_victim_and_watch(lab: &Lab) -> (String, Outcome) {
+    let v = lab.guest_victim();
+    let (vname, host) = (lab.guest_name(v), lab.guest_host(v));
+    let (id0, st0) = domain(lab, host, &vname);
+    assert_eq!(st0, "running");
+    let (ok0, _) = history(lab, 1, &vname);
+    let t0 = Instant::now();
+    lab.kill_guest_corosync(v, libc::SIGKILL).unwrap();
+    (id0, watch(lab, t0, ok0, RECOVERY))
+}
+
 fn secs(d: Option<Duration>) -> String {
     d.map(|d| format!("{:.1} s", d.as_secs_f64()))
         .unwrap_or_else(|| "never".into())
@@ -136,12 +149,7 @@ fn pacemaker_guests_fence_through_fenceline_and_never_on_a_lie() {
 
     // 1. A guest dies: Pacemaker fences it through fence_xvm and fenceline
     //    restarts its domain on its host; its resources move.
-    let (id0, st0) = domain(&lab, host, &vname);
-    assert_eq!(st0, "running");
-    let (ok0, _) = history(&lab, 1, &vname);
-    let t0 = Instant::now();
-    lab.kill_guest_corosync(v, libc::SIGKILL).unwrap();
-    let o = watch(&lab, t0, ok0, RECOVERY);
+    let (id0, o) = kill_victim_and_watch(&lab);
     eprintln!(
         "fenceline, {vname} killed: fence recorded successful after {}, Dummies started on a survivor after {}",
         secs(o.fenced),
@@ -287,12 +295,7 @@ fn pacemaker_guests_fence_virtd_reports_success_for_a_running_domain() {
     // The same faults as fenceline's negative case.
     lab.stop_fence_virtd(host, libc::SIGKILL).unwrap();
     std::thread::sleep(Duration::from_secs(1));
-    let (id0, st0) = domain(&lab, host, &vname);
-    assert_eq!(st0, "running");
-    let (ok0, _) = history(&lab, 1, &vname);
-    let t0 = Instant::now();
-    lab.kill_guest_corosync(v, libc::SIGKILL).unwrap();
-    let o = watch(&lab, t0, ok0, RECOVERY);
+    let (id0, o) = kill_victim_and_watch(&lab);
     eprintln!(
         "fence_virtd, node{host}'s fence_virtd down, {vname} killed: fence recorded successful after {}, \
          Dummies started on a survivor after {}",

@@ -4,7 +4,9 @@
 //! # Layout of a lab with prefix `P` (e.g. `fl3a9c`)
 //! - netns `<P>sw` holds bridge `<P>br0`; node netns `<P>1..<P>N` each have
 //!   `eth0` = 10.213.37.i/24 (veth peer `<P>v<i>` on the bridge), lo up and a
-//!   route for 224.0.0.0/4; optional client-only netns `<P>c` = 10.213.37.200.
+//!   route for 224.0.0.0/4; optional client-only netns `<P>c` = 10.213.37.200;
+//!   optional guest netns `<P>g1..3` = 10.213.37.101..103 (`LabSpec.guests`:
+//!   a Pacemaker guest cluster, see `lab/guests.rs`).
 //! - Each node has one *holder* process (`sleep infinity`) living in the node
 //!   netns and in a private mount namespace with tmpfs over /run,
 //!   /var/lib/libvirt, /var/cache/libvirt, /var/log/libvirt, /etc/libvirt

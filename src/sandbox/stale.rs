@@ -239,6 +239,22 @@ fn clean_lab(prefix: &str, dir: &Path, pf: &PidsFile, netns: &[String]) {
         .cloned()
         .collect();
     kill_entries(&others);
+    // The guest cluster's processes (pacemakerd's children are not all
+    // recorded): whatever still runs in a guest holder's mount namespace.
+    let guests: Vec<PidEntry> = holders
+        .iter()
+        .filter(|h| h.role.starts_with("holder/g") && h.matches())
+        .flat_map(|h| super::procs::pids_in_mount_ns_of(h.pid))
+        .filter_map(|pid| {
+            Some(PidEntry {
+                pid,
+                starttime: super::procs::stat(pid)?.1,
+                role: "guest".into(),
+                program: program_of(pid)?,
+            })
+        })
+        .collect();
+    kill_entries(&guests);
     kill_entries(&holders);
     for e in pf.entries.iter().filter(|e| e.program == "corosync") {
         if !alive(e.pid, e.starttime) {
