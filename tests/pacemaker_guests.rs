@@ -19,7 +19,7 @@
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use fenceline::sandbox::{FenceEvent, GuestStatus, Lab, LabSpec, lab_test_guard};
+use fenceline::sandbox::{FenceEvent, GuestFailover, Lab, LabSpec, lab_test_guard};
 
 mod common;
 use common::{bin, lab};
@@ -78,44 +78,9 @@ fn survivors(lab: &Lab) -> Vec<String> {
     (1..lab.guest_victim()).map(|g| lab.guest_name(g)).collect()
 }
 
-fn recovered(lab: &Lab, st: &GuestStatus) -> bool {
-    let on = survivors(lab);
-    lab.guest_dummies()
-        .iter()
-        .all(|d| st.started_on_one_of(d, &on))
-}
-
-/// What happened after a fault: when the fence was recorded successful and
-/// when every Dummy ran on a survivor (from `t0`), or None within `timeout`.
-#[derive(Debug)]
-struct Outcome {
-    fenced: Option<Duration>,
-    recovered: Option<Duration>,
-}
-
-/// Polls guest 1 every 200 ms for a new successful fence of the victim
-/// (more than `ok_before`) and for the Dummies running on survivors.
-fn watch(lab: &Lab, t0: Instant, ok_before: usize, timeout: Duration) -> Outcome {
-    let target = lab.guest_name(lab.guest_victim());
-    let mut out = Outcome {
-        fenced: None,
-        recovered: None,
-    };
-    while t0.elapsed() < timeout && (out.fenced.is_none() || out.recovered.is_none()) {
-        if out.fenced.is_none() && history(lab, 1, &target).0 > ok_before {
-            out.fenced = Some(t0.elapsed());
-        }
-        if out.recovered.is_none() && lab.guest_status(1).is_ok_and(|st| recovered(lab, &st)) {
-            out.recovered = Some(t0.elapsed());
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    out
-}
-
 /// SIGKILLs the victim guest's corosync and [`watch`]es; returns its
 /// domain's id (running) before the kill, and the outcome.
-fn kill_victim_and_watch(lab: &Lab) -> (String, Outcome) {
+fn kill_victim_and_watch(lab: &Lab) -> (String, GuestFailover) {
     let v = lab.guest_victim();
     let (vname, host) = (lab.guest_name(v), lab.guest_host(v));
     let (id0, st0) = domain(lab, host, &vname);
@@ -123,7 +88,7 @@ fn kill_victim_and_watch(lab: &Lab) -> (String, Outcome) {
     let (ok0, _) = history(lab, 1, &vname);
     let t0 = Instant::now();
     lab.kill_guest_corosync(v, libc::SIGKILL).unwrap();
-    (id0, watch(lab, t0, ok0, RECOVERY))
+    (id0, lab.watch_guest_failover(t0, ok0, RECOVERY))
 }
 
 fn secs(d: Option<Duration>) -> String {
@@ -245,7 +210,7 @@ fn pacemaker_guests_fence_through_fenceline_and_never_on_a_lie() {
     let o = lab.fenceline(1, &["confirm", &hostname]).unwrap();
     assert!(o.success(), "fenceline confirm {hostname}: {o:?}");
     let t2 = Instant::now();
-    let o = watch(&lab, t2, ok3, RECOVERY);
+    let o = lab.watch_guest_failover(t2, ok3, RECOVERY);
     eprintln!(
         "fenceline, {hostname}'s daemon down, {vname} killed: fence failed ({} failures recorded, first after {:.1} s, \
          last by {}), nothing recovered in {:.0} s; after `fenceline confirm {hostname}`: fence successful after {}, \

@@ -43,8 +43,8 @@ mod stale;
 pub use cmd::{CmdOutput, DEFAULT_TIMEOUT, wait_until};
 pub use conf::{QEMU_URI, SUBNET, TEST_URI};
 pub use lab::{
-    FenceEvent, GuestOp, GuestResource, GuestStatus, KEEP_ENV, Lab, LabDomain, LabSpec, QuorumInfo,
-    lab_domains, qemu_domain_uuid,
+    FenceEvent, GuestFailover, GuestOp, GuestResource, GuestStatus, KEEP_ENV, Lab, LabDomain,
+    LabSpec, QuorumInfo, lab_domains, qemu_domain_uuid,
 };
 pub use prereq::{check_prerequisites, check_prerequisites_for, which};
 pub use procs::clean_qb_shm;

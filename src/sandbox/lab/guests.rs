@@ -19,7 +19,7 @@
 //!   holder; the namespaces go with the lab's.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail, ensure};
 
@@ -37,6 +37,17 @@ const GUEST_KNET_PORT: u16 = 5420;
 /// How long the guest cluster gets to form, or to settle after a change.
 const GUEST_TIMEOUT: Duration = Duration::from_secs(60);
 const TOOL_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// When a guest failure (at `t0`) became visible, seen from guest 1 by
+/// polling (one `stonith_admin` + one `crm_mon` per round, ~100 ms):
+/// the victim unclean, its fence recorded successful, every Dummy started
+/// on a survivor. `None`: not within the timeout.
+#[derive(Debug, Clone, Default)]
+pub struct GuestFailover {
+    pub unclean: Option<Duration>,
+    pub fenced: Option<Duration>,
+    pub recovered: Option<Duration>,
+}
 
 /// The processes of one guest.
 #[derive(Default)]
@@ -411,6 +422,52 @@ impl Lab {
             ),
             Err(e) => Err(e.context(format!("guest {g}: waiting for {what}"))),
         }
+    }
+
+    /// Successful fences of `target` in guest g's fence history.
+    pub fn guest_fence_successes(&self, g: usize, target: &str) -> Result<usize> {
+        let h = self.guest_fence_history(g, target)?;
+        Ok(h.iter()
+            .filter(|e| e.target == target && e.status == "success")
+            .count())
+    }
+
+    /// Watch the victim's failure (at `t0`) from guest 1 until its fence is
+    /// recorded successful (more than `ok_before` successes) and every Dummy
+    /// runs on a survivor, or `timeout` passes.
+    pub fn watch_guest_failover(
+        &self,
+        t0: Instant,
+        ok_before: usize,
+        timeout: Duration,
+    ) -> GuestFailover {
+        let victim = self.guest_name(self.guest_victim());
+        let survivors: Vec<String> = (1..self.guest_victim())
+            .map(|g| self.guest_name(g))
+            .collect();
+        let dummies = self.guest_dummies();
+        let mut out = GuestFailover::default();
+        while t0.elapsed() < timeout && (out.fenced.is_none() || out.recovered.is_none()) {
+            if out.fenced.is_none()
+                && self
+                    .guest_fence_successes(1, &victim)
+                    .is_ok_and(|n| n > ok_before)
+            {
+                out.fenced = Some(t0.elapsed());
+            }
+            if let Ok(st) = self.guest_status(1) {
+                if out.unclean.is_none() && st.unclean.contains(&victim) {
+                    out.unclean = Some(t0.elapsed());
+                }
+                if out.recovered.is_none()
+                    && dummies.iter().all(|d| st.started_on_one_of(d, &survivors))
+                {
+                    out.recovered = Some(t0.elapsed());
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        out
     }
 
     pub fn guest_corosync_pid(&self, g: usize) -> Option<u32> {

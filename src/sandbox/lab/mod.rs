@@ -38,6 +38,7 @@ use super::procs::{Proc, stop_group};
 use super::stale;
 
 pub use corosync::QuorumInfo;
+pub use guests::GuestFailover;
 pub use libvirtd::{LabDomain, lab_domains, qemu_domain_uuid};
 pub use pcmk::{FenceEvent, GuestOp, GuestResource, GuestStatus};
 pub(crate) use teardown::kill_tmux_server;
