@@ -58,18 +58,9 @@ fn measure(lab: &Lab, rounds: usize) -> Result<Vec<[f64; 3]>> {
 }
 
 fn run(fence_virtd: bool, bin: &Path, rounds: usize) -> Result<Vec<[f64; 3]>> {
-    let lab = Lab::up(LabSpec {
-        fenceline_bin: (!fence_virtd).then(|| bin.to_path_buf()),
-        fence_virtd_nodes: if fence_virtd {
-            vec![1, 2, 3]
-        } else {
-            Vec::new()
-        },
-        guests: 3,
-        domains: false,
-        networks: false,
-        ..LabSpec::default()
-    })?;
+    let lab = Lab::up(LabSpec::guest_cluster(
+        (!fence_virtd).then(|| bin.to_path_buf()),
+    ))?;
     let r = measure(&lab, rounds);
     lab.down()?;
     r

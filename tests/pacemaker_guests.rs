@@ -32,21 +32,6 @@ const RECOVERY: Duration = Duration::from_secs(60);
 /// How long the negative case watches Pacemaker not recovering.
 const REFUSED_WATCH: Duration = Duration::from_secs(15);
 
-fn spec(fence_virtd: bool) -> LabSpec {
-    LabSpec {
-        fenceline_bin: (!fence_virtd).then(bin),
-        fence_virtd_nodes: if fence_virtd {
-            vec![1, 2, 3]
-        } else {
-            Vec::new()
-        },
-        guests: 3,
-        domains: false,
-        networks: false,
-        ..LabSpec::default()
-    }
-}
-
 /// `virsh domid` and `virsh domstate` of a domain on its host.
 fn domain(lab: &Lab, host: usize, name: &str) -> (String, String) {
     let id = lab.virsh(host, &["domid", name]).expect("virsh domid");
@@ -103,7 +88,7 @@ fn pacemaker_guests_fence_through_fenceline_and_never_on_a_lie() {
     }
     let _serial = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
     let t_up = Instant::now();
-    let lab = lab(spec(false));
+    let lab = lab(LabSpec::guest_cluster(Some(bin())));
     eprintln!(
         "lab + guest cluster up in {:.1} s",
         t_up.elapsed().as_secs_f64()
@@ -253,7 +238,7 @@ fn pacemaker_guests_fence_virtd_reports_success_for_a_running_domain() {
         return;
     }
     let _serial = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
-    let lab = lab(spec(true));
+    let lab = lab(LabSpec::guest_cluster(None));
     let v = lab.guest_victim();
     let (vname, host) = (lab.guest_name(v), lab.guest_host(v));
 

@@ -107,6 +107,26 @@ impl Default for LabSpec {
     }
 }
 
+impl LabSpec {
+    /// 3 hosts running fenceline (`Some(bin)`) or the real fence_virtd
+    /// (`None`) and a 3-guest Pacemaker cluster; no lab domains or networks.
+    pub fn guest_cluster(fenceline_bin: Option<PathBuf>) -> LabSpec {
+        let fence_virtd = fenceline_bin.is_none();
+        LabSpec {
+            fenceline_bin,
+            fence_virtd_nodes: if fence_virtd {
+                vec![1, 2, 3]
+            } else {
+                Vec::new()
+            },
+            guests: 3,
+            domains: false,
+            networks: false,
+            ..LabSpec::default()
+        }
+    }
+}
+
 /// Absolute paths of the programs the lab runs.
 #[derive(Debug, Clone)]
 struct Tools {
