@@ -11,6 +11,9 @@ FENCELINE_PACKAGES=(
   # the sandbox lab: real corosync, libvirtd, qemu, fence_virtd, tmux
   corosync libvirt-daemon libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients
   qemu-system-x86 fence-virt fence-virtd iproute2 util-linux procps tmux
+  # the guest Pacemaker clusters of the lab (pacemakerd, cibadmin, crm_mon,
+  # stonith_admin; ocf:pacemaker:Dummy comes with pacemaker-resource-agents)
+  pacemaker pacemaker-cli-utils pacemaker-resource-agents
   # the package and its checks (scripts/package.sh, scripts/check-package.sh)
   dpkg-dev lintian man-db logrotate systemd
 )
@@ -31,7 +34,27 @@ fenceline_install_deps() {
   echo "fenceline: installing ${missing[*]}" >&2
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  # --no-install-recommends keeps the system libvirtd/corosync services out;
-  # the lab runs its own private daemons in namespaces.
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # The lab runs its own private daemons in namespaces; installing must not
+  # start the host's corosync, pacemaker or libvirtd. Unless the host has a
+  # policy-rc.d already, a temporary one denies every service start (also
+  # honoured by deb-systemd-invoke under systemd) for the install only.
+  local policy=/usr/sbin/policy-rc.d own_policy=0 rc=0
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\n# fenceline scripts/deps.sh: no service starts while installing\nexit 101\n' >"$policy"
+    chmod 0755 "$policy"
+    own_policy=1
+  fi
+  # --no-install-recommends keeps the system libvirtd/corosync services out.
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null || rc=$?
+  if [ "$own_policy" -eq 1 ]; then
+    rm -f "$policy"
+  fi
+  # A freshly installed pacemaker is enabled for the next boot; the host has
+  # no cluster of its own, so it stays off (an admin's pacemaker is kept).
+  if [ "$rc" -eq 0 ] && [[ " ${missing[*]} " == *" pacemaker "* ]] &&
+    command -v systemctl >/dev/null; then
+    # Works offline too (no running systemd: it only removes the symlink).
+    systemctl disable --quiet pacemaker.service >/dev/null 2>&1 || true
+  fi
+  return "$rc"
 }

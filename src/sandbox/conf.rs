@@ -24,6 +24,21 @@ fn quote(s: &str) -> String {
 }
 
 pub(crate) fn corosync_conf(cluster: &str, nodes: usize, me_dir: &Path, token_ms: u32) -> String {
+    let members: Vec<(u32, String, String)> = (1..=nodes as u32)
+        .map(|n| (n, format!("node{n}"), format!("{SUBNET}.{n}")))
+        .collect();
+    corosync_conf_for(cluster, &members, me_dir, token_ms, "")
+}
+
+/// corosync.conf for `members` (nodeid, name, ring0 address); `totem_extra`
+/// is added to the totem section and ends with a newline.
+pub(crate) fn corosync_conf_for(
+    cluster: &str,
+    members: &[(u32, String, String)],
+    me_dir: &Path,
+    token_ms: u32,
+    totem_extra: &str,
+) -> String {
     let mut s = String::new();
     s.push_str("totem {\n    version: 2\n");
     let _ = writeln!(s, "    cluster_name: {cluster}");
@@ -31,11 +46,12 @@ pub(crate) fn corosync_conf(cluster: &str, nodes: usize, me_dir: &Path, token_ms
     if token_ms > 0 {
         let _ = writeln!(s, "    token: {token_ms}");
     }
+    s.push_str(totem_extra);
     s.push_str("}\n\nnodelist {\n");
-    for n in 1..=nodes {
+    for (id, name, addr) in members {
         let _ = write!(
             s,
-            "    node {{\n        ring0_addr: {SUBNET}.{n}\n        name: node{n}\n        nodeid: {n}\n    }}\n"
+            "    node {{\n        ring0_addr: {addr}\n        name: {name}\n        nodeid: {id}\n    }}\n"
         );
     }
     s.push_str("}\n\nquorum {\n    provider: corosync_votequorum\n}\n\n");

@@ -4,7 +4,9 @@
 //! # Layout of a lab with prefix `P` (e.g. `fl3a9c`)
 //! - netns `<P>sw` holds bridge `<P>br0`; node netns `<P>1..<P>N` each have
 //!   `eth0` = 10.213.37.i/24 (veth peer `<P>v<i>` on the bridge), lo up and a
-//!   route for 224.0.0.0/4; optional client-only netns `<P>c` = 10.213.37.200.
+//!   route for 224.0.0.0/4; optional client-only netns `<P>c` = 10.213.37.200;
+//!   optional guest netns `<P>g1..3` = 10.213.37.101..103 (`LabSpec.guests`:
+//!   a Pacemaker guest cluster, see `lab/guests.rs`).
 //! - Each node has one *holder* process (`sleep infinity`) living in the node
 //!   netns and in a private mount namespace with tmpfs over /run,
 //!   /var/lib/libvirt, /var/cache/libvirt, /var/log/libvirt, /etc/libvirt
@@ -40,7 +42,10 @@ mod stale;
 
 pub use cmd::{CmdOutput, DEFAULT_TIMEOUT, wait_until};
 pub use conf::{QEMU_URI, SUBNET, TEST_URI};
-pub use lab::{KEEP_ENV, Lab, LabDomain, LabSpec, QuorumInfo, lab_domains, qemu_domain_uuid};
+pub use lab::{
+    FenceEvent, GuestFailover, GuestOp, GuestResource, GuestStatus, KEEP_ENV, Lab, LabDomain,
+    LabSpec, QuorumInfo, lab_domains, qemu_domain_uuid,
+};
 pub use prereq::{check_prerequisites, check_prerequisites_for, which};
 pub use procs::clean_qb_shm;
 pub use stale::cleanup_stale;

@@ -31,6 +31,22 @@ pub(crate) fn alive(pid: u32, starttime: u64) -> bool {
     matches!(stat(pid), Some((st, t)) if t == starttime && st != 'Z' && st != 'X')
 }
 
+/// Every other process in the mount namespace of `pid` (for a lab holder:
+/// exactly what the lab started inside it).
+pub(crate) fn pids_in_mount_ns_of(pid: u32) -> Vec<u32> {
+    let ns = |p: u32| std::fs::read_link(format!("/proc/{p}/ns/mnt")).ok();
+    let Some(mine) = ns(pid) else {
+        return Vec::new();
+    };
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    rd.flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()))
+        .filter(|&p| p != pid && ns(p).as_ref() == Some(&mine))
+        .collect()
+}
+
 /// argv of a process.
 pub(crate) fn cmdline(pid: u32) -> Option<Vec<String>> {
     let b = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;

@@ -1,7 +1,7 @@
 //! Tearing down labs left behind by a crashed or killed run.
 //!
 //! Only directories named `/tmp/fenceline-lab-<P>` and namespaces named
-//! `<P>sw`, `<P>c`, `<P><n>` are touched, and only processes listed in a lab's
+//! `<P>sw`, `<P>c`, `<P><n>`, `<P>g<n>` are touched, and only processes listed in a lab's
 //! `pids` file are killed, after checking that pid, starttime and argv[0]
 //! still match what the lab started.
 
@@ -35,9 +35,9 @@ pub(crate) fn ns_belongs_to(ns: &str, prefix: &str) -> bool {
     let Some(rest) = ns.strip_prefix(prefix) else {
         return false;
     };
-    rest == "sw"
-        || rest == "c"
-        || (!rest.is_empty() && rest.len() <= 3 && rest.bytes().all(|b| b.is_ascii_digit()))
+    let digits = |r: &str| !r.is_empty() && r.len() <= 3 && r.bytes().all(|b| b.is_ascii_digit());
+    // `<P>g<n>`: the guests of a lab's guest Pacemaker cluster.
+    rest == "sw" || rest == "c" || digits(rest) || rest.strip_prefix('g').is_some_and(digits)
 }
 
 /// The generated prefix (`fl` + 4 hex digits) of a namespace name, if it has one.
@@ -239,6 +239,22 @@ fn clean_lab(prefix: &str, dir: &Path, pf: &PidsFile, netns: &[String]) {
         .cloned()
         .collect();
     kill_entries(&others);
+    // The guest cluster's processes (pacemakerd's children are not all
+    // recorded): whatever still runs in a guest holder's mount namespace.
+    let guests: Vec<PidEntry> = holders
+        .iter()
+        .filter(|h| h.role.starts_with("holder/g") && h.matches())
+        .flat_map(|h| super::procs::pids_in_mount_ns_of(h.pid))
+        .filter_map(|pid| {
+            Some(PidEntry {
+                pid,
+                starttime: super::procs::stat(pid)?.1,
+                role: "guest".into(),
+                program: program_of(pid)?,
+            })
+        })
+        .collect();
+    kill_entries(&guests);
     kill_entries(&holders);
     for e in pf.entries.iter().filter(|e| e.program == "corosync") {
         if !alive(e.pid, e.starttime) {
@@ -303,6 +319,8 @@ mod tests {
         assert!(ns_belongs_to("fl1a2bsw", "fl1a2b"));
         assert!(ns_belongs_to("fl1a2b12", "fl1a2b"));
         assert!(ns_belongs_to("fl1a2bc", "fl1a2b"));
+        assert!(ns_belongs_to("fl1a2bg3", "fl1a2b"));
+        assert!(!ns_belongs_to("fl1a2bg", "fl1a2b"));
         assert!(!ns_belongs_to("fl1a2bx", "fl1a2b"));
         assert!(!ns_belongs_to("fl1a2b", "fl1a2b"));
         assert_eq!(generated_prefix_of("fl1a2b3"), Some("fl1a2b"));

@@ -7,13 +7,18 @@
 //! - `libvirtd`: the private libvirtd per node, its domains and networks;
 //! - `fence_virtd`: the real fence_virtd and its startup race;
 //! - `daemon`: the fenceline daemon per node and its network hook;
+//! - `guests`: the guest Pacemaker cluster (`LabSpec.guests`), fencing its
+//!   members through `fence_xvm`; `pcmk`: its CIB and what crm_mon and
+//!   stonith_admin report;
 //! - `teardown`: `down`, `Drop` and the tmux server.
 
 mod corosync;
 mod daemon;
 mod exec;
 mod fence_virtd;
+mod guests;
 mod libvirtd;
+mod pcmk;
 mod scratch;
 mod teardown;
 #[cfg(test)]
@@ -33,7 +38,9 @@ use super::procs::{Proc, stop_group};
 use super::stale;
 
 pub use corosync::QuorumInfo;
+pub use guests::GuestFailover;
 pub use libvirtd::{LabDomain, lab_domains, qemu_domain_uuid};
+pub use pcmk::{FenceEvent, GuestOp, GuestResource, GuestStatus};
 pub(crate) use teardown::kill_tmux_server;
 
 /// Environment variable: when set to 1, teardown keeps the scratch directory.
@@ -74,6 +81,11 @@ pub struct LabSpec {
     /// Give every node one active libvirt network `net<i>` (qemu:///system,
     /// forward mode bridge on a bridge `<P>b<i>` inside the node; no DHCP).
     pub networks: bool,
+    /// Guest Pacemaker cluster: 0 (none), 2 or 3 guests guest1..N, each in
+    /// its own namespaces on the lab bridge with corosync and pacemakerd,
+    /// and a running test-driver domain of the same name on host node
+    /// [`Lab::guest_host`]; see `guests.rs`.
+    pub guests: usize,
 }
 
 impl Default for LabSpec {
@@ -90,6 +102,27 @@ impl Default for LabSpec {
             fenceline_extra_toml: String::new(),
             network_hooks: false,
             networks: true,
+            guests: 0,
+        }
+    }
+}
+
+impl LabSpec {
+    /// 3 hosts running fenceline (`Some(bin)`) or the real fence_virtd
+    /// (`None`) and a 3-guest Pacemaker cluster; no lab domains or networks.
+    pub fn guest_cluster(fenceline_bin: Option<PathBuf>) -> LabSpec {
+        let fence_virtd = fenceline_bin.is_none();
+        LabSpec {
+            fenceline_bin,
+            fence_virtd_nodes: if fence_virtd {
+                vec![1, 2, 3]
+            } else {
+                Vec::new()
+            },
+            guests: 3,
+            domains: false,
+            networks: false,
+            ..LabSpec::default()
         }
     }
 }
@@ -148,6 +181,7 @@ struct Node {
 struct Inner {
     namespaces: Vec<String>,
     nodes: Vec<Node>,
+    guests: Vec<guests::Guest>,
     down: bool,
 }
 
@@ -202,6 +236,11 @@ impl Lab {
         }
         ensure!(!spec.uris.is_empty(), "LabSpec.uris must not be empty");
         ensure!(
+            spec.guests == 0 || (2..=3).contains(&spec.guests),
+            "LabSpec.guests must be 0, 2 or 3, got {}",
+            spec.guests
+        );
+        ensure!(
             !spec.network_hooks || spec.fenceline_bin.is_some(),
             "LabSpec.network_hooks needs fenceline_bin"
         );
@@ -221,6 +260,7 @@ impl Lab {
             inner: Mutex::new(Inner {
                 namespaces: Vec::new(),
                 nodes,
+                guests: Vec::new(),
                 down: false,
             }),
             prefix,
@@ -454,6 +494,8 @@ impl Lab {
         for i in 1..=self.spec.nodes {
             self.finish_libvirtd(i)?;
         }
+        // Before any fencing daemon starts, so that it sees them at once.
+        self.define_guest_domains()?;
         if self.spec.networks {
             for i in 1..=self.spec.nodes {
                 let (name, bridge) = (format!("net{i}"), self.bridge_name(i, "b"));
@@ -479,6 +521,9 @@ impl Lab {
             for &i in &nodes {
                 self.wait_daemon_ready(i)?;
             }
+        }
+        if self.spec.guests > 0 {
+            self.start_guests()?;
         }
         Ok(())
     }

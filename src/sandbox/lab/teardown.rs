@@ -48,6 +48,10 @@ impl Lab {
         g.down = true;
         let mut problems: Vec<String> = Vec::new();
 
+        // 0. the guest cluster: every pacemaker and corosync process of the
+        //    guests and their holders, by pid.
+        problems.extend(Self::stop_guests(&mut g));
+
         // 1. fenceline daemons and fence_virtds.
         {
             let mut ps: Vec<&mut Proc> = Vec::new();

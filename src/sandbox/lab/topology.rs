@@ -2,6 +2,7 @@
 //! per node (and the optional client) attached by a veth, links up and
 //! down, and the holder process that owns each node's namespaces.
 
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -10,7 +11,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use super::super::cmd::{run_checked, wait_until};
 use super::super::conf;
 use super::super::procs::{self, Proc};
-use super::{Lab, lock};
+use super::{Inner, Lab, lock};
 
 impl Lab {
     /// Take node i's link to the bridge down (network partition) or up again.
@@ -41,7 +42,7 @@ impl Lab {
         self.ip(&["netns", "add", ns])
     }
 
-    fn attach(&self, ns: &str, veth: &str, addr: &str) -> Result<()> {
+    pub(super) fn attach(&self, ns: &str, veth: &str, addr: &str) -> Result<()> {
         let sw = self.switch_netns();
         let br = format!("{}br0", self.prefix);
         self.add_netns(ns)?;
@@ -96,45 +97,59 @@ impl Lab {
     pub(super) fn start_holders(&self) -> Result<()> {
         let script = conf::holder_script(&self.dir);
         for i in 1..=self.spec.nodes {
-            let ns = self.netns(i);
-            let mut c = Command::new(&self.tools.ip);
-            c.args(["netns", "exec", &ns])
-                .arg(&self.tools.unshare)
-                .args(["-m", "--propagation", "private"])
-                .arg(&self.tools.sh)
-                .args(["-c", &script]);
             let log = self.node_dir(i).join("holder.log");
-            let p = Proc::spawn(
-                &mut c,
-                &format!("holder/n{i}"),
-                "sleep",
-                &log,
-                &self.pids_file,
-            )?;
+            let p = self.spawn_holder(&self.netns(i), &script, &format!("holder/n{i}"), &log)?;
             lock(&self.inner).nodes[i - 1].holder = Some(p);
         }
         for i in 1..=self.spec.nodes {
             let log = self.node_dir(i).join("holder.log");
-            let ready = wait_until(Duration::from_secs(10), Duration::from_millis(5), || {
-                std::fs::read_to_string(&log).is_ok_and(|s| s.contains("ready"))
-            });
-            let mut g = lock(&self.inner);
-            let h = g.nodes[i - 1]
-                .holder
-                .as_mut()
-                .ok_or_else(|| anyhow!("holder of node {i} vanished"))?;
-            if !ready || !h.running() {
-                bail!("holder of node {i} did not get ready: {}", h.diagnose());
-            }
-            let pid = h.pid;
-            // After "ready" the shell execs sleep; wait for that.
-            wait_until(Duration::from_secs(2), Duration::from_millis(2), || {
-                procs::program_of(pid).as_deref() == Some("sleep")
-            });
+            let pid = self.wait_holder(&log, |g| g.nodes[i - 1].holder.as_mut())?;
             if let Some(slot) = lock(&self.holders).get_mut(i - 1) {
                 *slot = Some(pid);
             }
         }
         Ok(())
+    }
+
+    /// Spawn a holder: `script` (which prints "ready", then execs `sleep`)
+    /// in network namespace `ns` and a new private mount namespace.
+    pub(super) fn spawn_holder(
+        &self,
+        ns: &str,
+        script: &str,
+        role: &str,
+        log: &Path,
+    ) -> Result<Proc> {
+        let mut c = Command::new(&self.tools.ip);
+        c.args(["netns", "exec", ns])
+            .arg(&self.tools.unshare)
+            .args(["-m", "--propagation", "private"])
+            .arg(&self.tools.sh)
+            .args(["-c", script]);
+        Proc::spawn(&mut c, role, "sleep", log, &self.pids_file)
+    }
+
+    /// Wait until the holder in `slot` printed "ready" to `log` and exec'd
+    /// `sleep`; returns its pid.
+    pub(super) fn wait_holder(
+        &self,
+        log: &Path,
+        slot: impl Fn(&mut Inner) -> Option<&mut Proc>,
+    ) -> Result<u32> {
+        let ready = wait_until(Duration::from_secs(10), Duration::from_millis(5), || {
+            std::fs::read_to_string(log).is_ok_and(|s| s.contains("ready"))
+        });
+        let mut g = lock(&self.inner);
+        let h = slot(&mut g).ok_or_else(|| anyhow!("holder vanished ({})", log.display()))?;
+        if !ready || !h.running() {
+            bail!("holder did not get ready: {}", h.diagnose());
+        }
+        let pid = h.pid;
+        drop(g);
+        // After "ready" the shell execs sleep; wait for that.
+        wait_until(Duration::from_secs(2), Duration::from_millis(2), || {
+            procs::program_of(pid).as_deref() == Some("sleep")
+        });
+        Ok(pid)
     }
 }
