@@ -28,11 +28,14 @@
 //!   (check, in-flight mark, handshake, history);
 //! - `answer`: the answer per operation and the host list;
 //! - `refusal`: why a request was refused, the drop counter, the
-//!   rate-limited warning.
+//!   rate-limited warning;
+//! - `sources`: per-source slots (pre-authentication, serving) and the
+//!   per-source request rate.
 
 mod answer;
 mod refusal;
 mod request;
+mod sources;
 mod supervise;
 #[cfg(any(test, feature = "fixtures"))]
 pub mod testing;
@@ -59,6 +62,7 @@ use fenceline_proto::fence_xvm::HashType;
 
 pub(crate) use refusal::Refusal;
 pub(crate) use request::{Common, Origin};
+pub(crate) use sources::{Full, SourceSlots};
 pub use supervise::ListenerSet;
 
 /// Requests one listener handles at the same time; more are dropped and counted.

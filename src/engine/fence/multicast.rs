@@ -155,6 +155,16 @@ pub(crate) async fn run<S: FenceService>(
                 continue;
             }
         };
+        // Per-source limits by the callback address (inside the signed
+        // packet): one key holder's connect-backs into a black hole cannot
+        // hold every slot.
+        let source = match common.source_slot(&callback.ip().to_canonical().to_string()) {
+            Ok(s) => s,
+            Err(why) => {
+                common.refuse(&from_label, &why);
+                continue;
+            }
+        };
         let Ok(permit) = common.slots.clone().try_acquire_owned() else {
             common.refuse(&from_label, &Refusal::Busy);
             continue;
@@ -163,6 +173,7 @@ pub(crate) async fn run<S: FenceService>(
         let cancel = cancel.clone();
         tokio::spawn(async move {
             let _permit = permit;
+            let _source = source;
             let _guard = guard;
             let ip = callback.ip().to_canonical();
             let origin = Origin {

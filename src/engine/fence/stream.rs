@@ -4,20 +4,20 @@
 //! accepted stream ([`handle_stream`]).
 //!
 //! Until its request has arrived (1 s at most) a connection holds only a
-//! pre-authentication slot ([`PreAuth`]: [`PRE_AUTH_MAX`] per listener,
+//! pre-authentication slot ([`PRE_AUTH_MAX`] per listener,
 //! [`PRE_AUTH_PER_SOURCE`] per peer address or CID), so idle connections
 //! from one guest cannot take the [`MAX_CONCURRENT`](super::listeners::MAX_CONCURRENT)
-//! slots that requests are served in.
+//! slots that requests are served in; a request then takes a serving slot
+//! within its source's share and rate (`listeners/sources.rs`).
 
-use std::collections::HashMap;
 use std::future::Future;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio_util::sync::CancellationToken;
 
-use super::listeners::{Common, FenceService, Origin, Refusal};
+use super::listeners::{Common, FenceService, Full, Origin, Refusal, SourceSlots};
 use fenceline_proto::backoff::Backoff;
 use fenceline_proto::fence_xvm::REQ_LEN;
 
@@ -49,7 +49,7 @@ pub(crate) async fn accept_loop<L: StreamListener, S: FenceService>(
     cancel: CancellationToken,
 ) {
     let mut backoff = Backoff::with_entropy(ACCEPT_BACKOFF_MIN, ACCEPT_BACKOFF_MAX);
-    let pre_auth = PreAuth::default();
+    let pre_auth = SourceSlots::new(PRE_AUTH_MAX, PRE_AUTH_PER_SOURCE);
     loop {
         let (mut stream, origin) = tokio::select! {
             _ = cancel.cancelled() => return,
@@ -65,7 +65,11 @@ pub(crate) async fn accept_loop<L: StreamListener, S: FenceService>(
         };
         let waiting = match pre_auth.enter(&origin.perm_source) {
             Ok(w) => w,
-            Err(why) => {
+            Err(full) => {
+                let why = match full {
+                    Full::Total(n) => Refusal::PreAuthBusy(n),
+                    Full::Source(n) => Refusal::SourceBusy(n),
+                };
                 common.refuse(&origin.label, &why);
                 continue;
             }
@@ -79,7 +83,11 @@ pub(crate) async fn accept_loop<L: StreamListener, S: FenceService>(
                     Err(why) => return common.refuse(&origin.label, &why),
                 };
                 // A request arrived: trade the pre-authentication slot for
-                // a serving slot.
+                // a serving slot, within this source's share and rate.
+                let _source = match common.source_slot(&origin.perm_source) {
+                    Ok(s) => s,
+                    Err(why) => return common.refuse(&origin.label, &why),
+                };
                 let Ok(_permit) = common.slots.clone().try_acquire_owned() else {
                     return common.refuse(&origin.label, &Refusal::Busy);
                 };
@@ -91,69 +99,6 @@ pub(crate) async fn accept_loop<L: StreamListener, S: FenceService>(
                 _ = serve => {}
             }
         });
-    }
-}
-
-/// The connections waiting for their request, in all and per source.
-#[derive(Debug, Default, Clone)]
-pub(crate) struct PreAuth {
-    inner: Arc<Mutex<PreAuthCounts>>,
-}
-
-#[derive(Debug, Default)]
-struct PreAuthCounts {
-    total: usize,
-    per_source: HashMap<String, usize>,
-}
-
-/// A pre-authentication slot; freed when dropped.
-#[derive(Debug)]
-pub(crate) struct Waiting {
-    pre: PreAuth,
-    source: String,
-}
-
-impl PreAuth {
-    fn lock(&self) -> std::sync::MutexGuard<'_, PreAuthCounts> {
-        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// A slot for a new connection from `source`, or why there is none.
-    pub(crate) fn enter(&self, source: &str) -> Result<Waiting, Refusal> {
-        let mut c = self.lock();
-        if c.total >= PRE_AUTH_MAX {
-            return Err(Refusal::PreAuthBusy(PRE_AUTH_MAX));
-        }
-        let n = c.per_source.entry(source.to_string()).or_default();
-        if *n >= PRE_AUTH_PER_SOURCE {
-            return Err(Refusal::SourceBusy(PRE_AUTH_PER_SOURCE));
-        }
-        *n += 1;
-        c.total += 1;
-        Ok(Waiting {
-            pre: self.clone(),
-            source: source.to_string(),
-        })
-    }
-
-    /// (all waiting, waiting from `source`)
-    #[cfg(test)]
-    pub(crate) fn counts(&self, source: &str) -> (usize, usize) {
-        let c = self.lock();
-        (c.total, c.per_source.get(source).copied().unwrap_or(0))
-    }
-}
-
-impl Drop for Waiting {
-    fn drop(&mut self) {
-        let mut c = self.pre.lock();
-        c.total = c.total.saturating_sub(1);
-        if let Some(n) = c.per_source.get_mut(&self.source) {
-            *n -= 1;
-            if *n == 0 {
-                c.per_source.remove(&self.source);
-            }
-        }
     }
 }
 
@@ -211,39 +156,4 @@ async fn serve_request<S: FenceService, T: AsyncRead + AsyncWrite + Unpin>(
         Err(why) => return common.refuse(&origin.label, &why),
     };
     common.serve(stream, &req, origin).await;
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn pre_auth_limits_per_source_and_in_all() {
-        let p = PreAuth::default();
-        let mine: Vec<_> = (0..PRE_AUTH_PER_SOURCE)
-            .map(|_| p.enter("10.0.0.5").unwrap())
-            .collect();
-        assert_eq!(
-            p.enter("10.0.0.5").unwrap_err(),
-            Refusal::SourceBusy(PRE_AUTH_PER_SOURCE)
-        );
-        // Another guest is not affected.
-        let other = p.enter("42").unwrap();
-        assert_eq!(
-            p.counts("10.0.0.5"),
-            (PRE_AUTH_PER_SOURCE + 1, PRE_AUTH_PER_SOURCE)
-        );
-        drop(mine);
-        drop(other);
-        assert_eq!(p.counts("10.0.0.5"), (0, 0));
-        let many: Vec<_> = (0..PRE_AUTH_MAX)
-            .map(|i| p.enter(&format!("10.1.{}.{}", i / 200, i % 200)).unwrap())
-            .collect();
-        assert_eq!(
-            p.enter("10.9.9.9").unwrap_err(),
-            Refusal::PreAuthBusy(PRE_AUTH_MAX)
-        );
-        drop(many);
-        assert!(p.enter("10.9.9.9").is_ok());
-    }
 }

@@ -8,6 +8,8 @@
 //! down. The nodes to account for: corosync's nodelist and every node ever
 //! seen.
 
+use std::collections::BTreeSet;
+
 use fenceline_proto::api::{FenceOp, MembershipAction, Millis, NodeId};
 
 use super::{Cluster, DomKey, Effect, Output, OwnMessage};
@@ -19,9 +21,11 @@ pub(super) fn ago(at: Millis, since: Millis) -> String {
 impl Cluster {
     /// A member running fence_virtd (not fenceline) in `fence-agents`.
     pub(super) fn is_fence_virtd(&self, id: NodeId) -> bool {
-        self.nodes.get(&id).is_some_and(|n| {
-            n.member && !n.fa_pids.is_empty() && n.own_pids.is_empty() && n.info.is_none()
-        })
+        // This node runs fenceline, whatever its own-group join says.
+        Some(id) != self.local_nodeid
+            && self.nodes.get(&id).is_some_and(|n| {
+                n.member && !n.fa_pids.is_empty() && n.own_pids.is_empty() && n.info.is_none()
+            })
     }
 
     /// Every configured and every known libvirt URI of this host has been
@@ -115,6 +119,20 @@ impl Cluster {
         op: FenceOp,
         owner_acted: bool,
     ) -> Option<String> {
+        self.untrue_vouched(at, target, op, owner_acted, &BTreeSet::new())
+    }
+
+    /// [`untrue`](Self::untrue), where the fence_virtd members in
+    /// `vouched` answer for themselves: the requester waits for one of
+    /// their replies, which reads their own libvirt.
+    pub(super) fn untrue_vouched(
+        &self,
+        at: Millis,
+        target: &str,
+        op: FenceOp,
+        owner_acted: bool,
+        vouched: &BTreeSet<NodeId>,
+    ) -> Option<String> {
         let lost: Vec<(NodeId, bool, Millis)> = self
             .entry_of(target)
             .map(|e| {
@@ -166,7 +184,11 @@ impl Cluster {
         // fence_virtd sends no inventory: a VM may run on such a peer
         // unannounced (its libvirtd was down at its start, or its record is
         // not out yet). Only its own answer, as the holder, proves "off".
-        if let Some(id) = self.nodes.keys().find(|id| self.is_fence_virtd(**id)) {
+        if let Some(id) = self
+            .nodes
+            .keys()
+            .find(|id| self.is_fence_virtd(**id) && !vouched.contains(id))
+        {
             return Some(format!(
                 "{} runs fence_virtd, which announces no complete inventory: `{target}` may run there unannounced; refusing to {}",
                 self.node_label(*id),

@@ -39,6 +39,10 @@ pub(crate) enum Refusal {
     PreAuthBusy(usize),
     /// Too many of those from one source.
     SourceBusy(usize),
+    /// One source already holds this many serving slots.
+    SourceServing(usize),
+    /// One source sent more than this many requests in the last second.
+    SourceRate(u32),
     NoCallback,
     /// No fenceline node could be agreed on to connect back (nobody here does).
     Unclaimed(String),
@@ -75,6 +79,12 @@ impl std::fmt::Display for Refusal {
                 f,
                 "{n} connections from this source already waiting for their request"
             ),
+            Refusal::SourceServing(n) => {
+                write!(f, "{n} requests from this source already in progress")
+            }
+            Refusal::SourceRate(n) => {
+                write!(f, "more than {n} requests from this source in one second")
+            }
             Refusal::NoCallback => f.write_str("no usable callback address in the request"),
             Refusal::Unclaimed(why) => write!(f, "not connecting back: {why}"),
             Refusal::ConnectBack(e) => write!(f, "connect-back failed: {e}"),

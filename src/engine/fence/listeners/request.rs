@@ -17,6 +17,7 @@ use super::super::guard::{Admit, Guard};
 use super::super::history::{History, InFlight, InFlightGuard, RequestKey};
 use super::super::perm::Permissions;
 use super::refusal::{Refusal, Refusals};
+use super::sources::{Slot, Sources};
 use super::{FenceService, MAX_CONCURRENT};
 use crate::engine::InputTx;
 use crate::engine::model::ClaimOutcome;
@@ -69,6 +70,8 @@ pub(crate) struct Common<S> {
     /// of the client) does not get a second connect-back meanwhile.
     runs: InFlight<String>,
     pub slots: Arc<Semaphore>,
+    /// Serving slots and request rate per source.
+    sources: Sources,
     refusals: Refusals,
     pub(super) svc: S,
     pub(super) audit: Option<AuditTx>,
@@ -112,11 +115,19 @@ impl<S: FenceService> Common<S> {
             in_flight: InFlight::default(),
             runs: InFlight::default(),
             slots: Arc::new(Semaphore::new(MAX_CONCURRENT)),
+            sources: Sources::default(),
             refusals: Refusals::new(name, input_tx, cancel),
             svc,
             audit,
             monitor_requires_libvirt: false,
         })
+    }
+
+    /// A serving slot for a request from `source` (peer address or CID,
+    /// or a multicast request's callback address), within the per-source
+    /// limits; hold it while the request is served.
+    pub(crate) fn source_slot(&self, source: &str) -> Result<Slot, Refusal> {
+        self.sources.enter(source, Instant::now())
     }
 
     /// Logs and counts a refused request.

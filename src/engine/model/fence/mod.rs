@@ -346,6 +346,16 @@ impl Cluster {
         Some((active, all))
     }
 
+    /// The fence_virtd members that hold a (live, shut-off) copy of
+    /// `target`: their own reply reads their own libvirt, so it vouches for
+    /// them (`untrue_vouched`).
+    fn fence_virtd_definers(&self, target: &str) -> BTreeSet<NodeId> {
+        let (_, all) = self.holders(target).unwrap_or_default();
+        all.into_iter()
+            .filter(|id| self.is_fence_virtd(*id))
+            .collect()
+    }
+
     /// The live active holders as this node sees them (its own libvirt is
     /// fresher than the map for itself).
     fn live_active(&self, target: &str) -> BTreeSet<NodeId> {

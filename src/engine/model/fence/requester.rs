@@ -170,17 +170,27 @@ impl Cluster {
             return;
         };
         let active = self.live_active(&domain);
+        // Shut off everywhere: the fence_virtd members that define it read
+        // their own libvirt when they reply, so they answer for themselves
+        // (every other node must still be accounted for).
+        let vouched = if active.is_empty() {
+            self.fence_virtd_definers(&domain)
+        } else {
+            BTreeSet::new()
+        };
         let refusal = self.unroutable(&domain).or_else(|| {
             active
                 .is_empty()
-                .then(|| self.untrue(at, &domain, op, false))
+                .then(|| self.untrue_vouched(at, &domain, op, false, &vouched))
                 .flatten()
         });
         if let Some(why) = refusal {
             let p = self.fence.pending.remove(&seqno).expect("present");
             return self.fail_pending(at, p, why, out);
         }
+        let fence_virtd_member = self.nodes.keys().any(|id| self.is_fence_virtd(*id));
         let expect = match active.len() {
+            0 if fence_virtd_member && !vouched.is_empty() => Expect::OneOf(vouched),
             0 => Expect::Anyone,
             1 => Expect::OneOf(active),
             _ if op == FenceOp::Off => Expect::All(active),

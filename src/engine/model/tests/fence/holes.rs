@@ -240,6 +240,42 @@ fn in_a_mixed_cluster_absence_proves_nothing() {
 }
 
 #[test]
+fn a_shut_off_vm_on_fence_virtd_hosts_is_answered_by_them() {
+    // Nodes 1 and 2 run fence_virtd; node 1 defines vmF, shut off.
+    let mut n3 = lab(3, &[]);
+    store(&mut n3, 10, 1, &dom("vmF", 9, Shutoff));
+    // Node 2 (fence_virtd too) may run it unannounced: refused at once.
+    let out = submit(&mut n3, 11, 1, "vmF", FenceOp::Status);
+    let seqno = sent_request(&out).unwrap().0;
+    let out = request(&mut n3, 12, 3, seqno, "vmF", FenceOp::Status);
+    let (_, result, _, detail) = done(&out).unwrap();
+    assert_eq!(result, FenceResult::Fail);
+    assert!(
+        detail.unwrap().contains("node2"),
+        "the unvouched fence_virtd host"
+    );
+    // Both fence_virtd hosts define it: each answers from its own libvirt,
+    // so the requester waits for one of them and takes its "off".
+    store(&mut n3, 13, 2, &dom("vmF", 9, Shutoff));
+    let seqno = sent_request(&submit(&mut n3, 14, 1, "vmF", FenceOp::Status))
+        .unwrap()
+        .0;
+    let out = request(&mut n3, 15, 3, seqno, "vmF", FenceOp::Status);
+    assert!(done(&out).is_none(), "{:?}", out.events);
+    let out = reply(
+        &mut n3,
+        16,
+        2,
+        seqno,
+        3,
+        "vmF",
+        FenceOp::Status,
+        FenceResult::Off,
+    );
+    assert_eq!(done(&out).unwrap().1, FenceResult::Off);
+}
+
+#[test]
 fn the_call_limit_follows_the_configured_timeouts() {
     let rules = FenceRules {
         timeout_ms: 30_000,
