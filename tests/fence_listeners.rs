@@ -1296,6 +1296,57 @@ fn idle_connections_from_one_guest_do_not_block_fencing() {
 }
 
 #[test]
+fn a_key_holder_stalling_handshakes_cannot_take_every_serving_slot() {
+    guard!("a_key_holder_stalling_handshakes_cannot_take_every_serving_slot");
+    let rec = recorder();
+    let ns = Ns::start(rec.clone(), Setup::default(), |c, key| {
+        c.listeners.tcp = Some(tcp_cfg(key));
+    });
+    let key = std::fs::read(ns.key()).unwrap();
+    // A guest holding the key, from 127.0.0.2: 36 connections (more than
+    // the 32 serving slots), each sends a valid request and then never its
+    // challenge, so the daemon waits 10 s in the handshake on each. A few
+    // at a time, so each leaves the pre-authentication pool first.
+    let mut stalled: Vec<std::net::TcpStream> = Vec::new();
+    for seq in 0..36u32 {
+        let s = ns.inside(|| {
+            let s = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).unwrap();
+            let from: SocketAddr = "127.0.0.2:0".parse().unwrap();
+            s.bind(&from.into()).unwrap();
+            let to: SocketAddr = "127.0.0.1:1230".parse().unwrap();
+            s.connect(&to.into()).unwrap();
+            std::net::TcpStream::from(s)
+        });
+        use std::io::Write;
+        (&s).write_all(&stream_signed(&key, FenceOp::Status, "vm1", 1000 + seq))
+            .unwrap();
+        stalled.push(s);
+        if seq % 4 == 3 {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    // Past its 24 serving slots the stalling source is refused; the other
+    // guest (127.0.0.1, real fence_virt) is answered at once.
+    assert!(
+        ns.wait_drops(36 - 24) >= 36 - 24,
+        "the excess is refused and counted"
+    );
+    let t0 = Instant::now();
+    let o = tcp_client(&ns, "status", Some("vm1"), &[]);
+    assert_eq!(o.code, Some(0), "{o:?}");
+    assert!(
+        t0.elapsed() < Duration::from_secs(3),
+        "answered without waiting for a slot"
+    );
+    assert_eq!(
+        rec.calls().len(),
+        1,
+        "no stalled request reached the engine"
+    );
+    drop(stalled);
+}
+
+#[test]
 fn real_fence_xvm_retransmissions_are_distinct_packets() {
     guard!("real_fence_xvm_retransmissions_are_distinct_packets");
     // No multicast listener: nobody answers, so fence_xvm retransmits.
