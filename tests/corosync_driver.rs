@@ -564,6 +564,12 @@ async fn scenario(lab: &mut Lab) {
     .await;
 
     // 8. Shutdown: the driver leaves and its thread ends promptly.
+    stop_driver(cancel, driver).await;
+    eprintln!("total {:?}", t0.elapsed());
+}
+
+/// Cancels the driver and waits (3 s at most) for its thread to end.
+async fn stop_driver(cancel: CancellationToken, driver: std::thread::JoinHandle<()>) {
     cancel.cancel();
     let stop = Instant::now();
     while !driver.is_finished() {
@@ -574,7 +580,6 @@ async fn scenario(lab: &mut Lab) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     driver.join().expect("driver thread panicked");
-    eprintln!("total {:?}", t0.elapsed());
 }
 
 #[test]
@@ -734,14 +739,5 @@ async fn sealed_scenario(lab: &Lab) {
         "attacker messages got through: {leaked:?}"
     );
 
-    cancel.cancel();
-    let stop = Instant::now();
-    while !driver.is_finished() {
-        assert!(
-            stop.elapsed() < Duration::from_secs(3),
-            "driver did not stop"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    driver.join().expect("driver thread panicked");
+    stop_driver(cancel, driver).await;
 }

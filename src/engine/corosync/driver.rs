@@ -286,9 +286,9 @@ impl Driver {
                 } => match self.gate.admit(group, nodeid, pid, &data) {
                     Ok(bytes) => match deliver_input(at, group, nodeid, pid, &bytes) {
                         Ok(input) => input,
-                        Err(reason) => Some(self.malformed(at, group, nodeid, pid, reason)),
+                        Err(reason) => Some(self.dropped(at, group, nodeid, pid, reason, false)),
                     },
-                    Err(reason) => Some(self.unauthenticated(at, group, nodeid, pid, reason)),
+                    Err(reason) => Some(self.dropped(at, group, nodeid, pid, reason, true)),
                 },
                 Raw::Confchg {
                     group,
@@ -326,50 +326,37 @@ impl Driver {
         true
     }
 
-    /// A message the gate refused: warned (rate-limited) and counted.
-    fn unauthenticated(
+    /// A dropped CPG message as a counted input: one the gate refused
+    /// (`auth`) or one that does not parse.
+    fn dropped(
         &mut self,
         at: u64,
         group: Group,
         from: NodeId,
         pid: u32,
         reason: String,
+        auth: bool,
     ) -> Input {
-        if let Some(suppressed) = self
-            .malformed_warn
-            .allow((group_key(group) | 0x80, from), Instant::now())
-        {
-            tracing::warn!(group = ?group, from, pid, suppressed, %reason, "unauthenticated CPG message dropped");
+        self.warn_dropped(group, from, pid, &reason, auth);
+        if auth {
+            Input::Unauthenticated { at, group, from }
+        } else {
+            Input::Malformed {
+                at,
+                group,
+                from,
+                reason,
+            }
         }
-        Input::Unauthenticated { at, group, from }
     }
 
-    fn malformed(
-        &mut self,
-        at: u64,
-        group: Group,
-        from: NodeId,
-        pid: u32,
-        reason: String,
-    ) -> Input {
-        if let Some(suppressed) = self
-            .malformed_warn
-            .allow((group_key(group), from), Instant::now())
-        {
-            tracing::warn!(
-                group = ?group,
-                from,
-                pid,
-                suppressed,
-                %reason,
-                "malformed CPG message dropped"
-            );
-        }
-        Input::Malformed {
-            at,
-            group,
-            from,
-            reason,
+    /// The rate-limited warning for a dropped CPG message (per group,
+    /// sender and kind).
+    fn warn_dropped(&mut self, group: Group, from: NodeId, pid: u32, reason: &str, auth: bool) {
+        let key = group_key(group) | if auth { 0x80 } else { 0 };
+        if let Some(suppressed) = self.malformed_warn.allow((key, from), Instant::now()) {
+            let what = if auth { "unauthenticated" } else { "malformed" };
+            tracing::warn!(group = ?group, from, pid, suppressed, %reason, "{what} CPG message dropped");
         }
     }
 

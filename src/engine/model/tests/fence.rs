@@ -16,6 +16,15 @@ fn lab(local: NodeId, mine: &[LocalDomain]) -> Cluster {
     c
 }
 
+/// Node `id` as `c`'s snapshot shows it.
+fn node_view(c: &Cluster, at: Millis, id: NodeId) -> fenceline_proto::api::NodeView {
+    c.snapshot(at)
+        .nodes
+        .into_iter()
+        .find(|n| n.nodeid == id)
+        .unwrap()
+}
+
 fn wire(vm: &str, op: FenceOp) -> FenceWire {
     FenceWire {
         vm_name: vm.into(),

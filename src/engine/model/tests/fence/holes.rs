@@ -27,14 +27,6 @@ fn malformed_from(c: &mut Cluster, at: Millis, from: NodeId, reason: &str) {
     });
 }
 
-fn node_view(c: &Cluster, at: Millis, id: NodeId) -> fenceline_proto::api::NodeView {
-    c.snapshot(at)
-        .nodes
-        .into_iter()
-        .find(|n| n.nodeid == id)
-        .unwrap()
-}
-
 #[test]
 fn an_inventory_with_a_lost_chunk_removes_nothing() {
     let mut n1 = lab(1, &[]);

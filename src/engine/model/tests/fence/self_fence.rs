@@ -76,14 +76,6 @@ fn node_leaves(c: &mut Cluster, at: Millis, id: NodeId, reason: &str) {
     quorum(c, at, true, &rest);
 }
 
-fn node_view(c: &Cluster, at: Millis, id: NodeId) -> fenceline_proto::api::NodeView {
-    c.snapshot(at)
-        .nodes
-        .into_iter()
-        .find(|n| n.nodeid == id)
-        .unwrap()
-}
-
 #[test]
 fn the_margin_is_half_of_n_but_at_least_5_s() {
     assert_eq!(margin_ms(6_000), 5_000);
