@@ -180,7 +180,7 @@ async fn run_async(
                     .map(|d| (name.to_string(), d))
             })
             .collect(),
-        max_peer_vms: crate::engine::model::DEFAULT_MAX_PEER_VMS,
+        max_peer_vms: cfg.corosync.max_peer_vms,
     };
     let (inputs, input_rx) = InputTx::channel(INPUT_CAPACITY);
     // The fence audit log: opened now so an unusable path stops the start.

@@ -317,6 +317,10 @@ pub struct CorosyncSection {
     /// STORE_VM) only from authenticated fenceline peers. For clusters with
     /// no fence_virtd left; a fence_virtd host's requests are then dropped.
     pub authenticated_only: bool,
+    /// The most VMs kept per peer (its inventory or fence_virtd records);
+    /// entries past it are dropped and counted, and the peer is not
+    /// accounted for until its next complete inventory (100-1,000,000).
+    pub max_peer_vms: usize,
 }
 
 impl Default for CorosyncSection {
@@ -326,6 +330,7 @@ impl Default for CorosyncSection {
             own_group: "fenceline".into(),
             cluster_key: None,
             authenticated_only: false,
+            max_peer_vms: 10_000,
         }
     }
 }

@@ -308,6 +308,9 @@ fn cluster_key_must_be_absolute_and_authenticated_only_needs_it() {
     let e = parse("[corosync]\nauthenticated_only = true\n").unwrap_err();
     assert!(e.to_string().contains("corosync.authenticated_only"), "{e}");
     assert!(e.to_string().contains("cluster_key"), "{e}");
+    assert_eq!(c.corosync.max_peer_vms, 10_000);
+    let e = parse("[corosync]\nmax_peer_vms = 5\n").unwrap_err();
+    assert!(e.to_string().contains("corosync.max_peer_vms"), "{e}");
     let e = parse("[corosync]\ncluster_key = \"cluster.key\"\n").unwrap_err();
     assert!(e.to_string().contains("corosync.cluster_key"), "{e}");
 }

@@ -44,6 +44,13 @@ impl Config {
             }
             _ => {}
         }
+        if !(100..=1_000_000).contains(&self.corosync.max_peer_vms) {
+            return Err(invalid(
+                "corosync",
+                "max_peer_vms",
+                "must be between 100 and 1000000".into(),
+            ));
+        }
         if self.libvirt.reconcile_secs < 30 {
             return Err(invalid(
                 "libvirt",
