@@ -381,6 +381,7 @@ impl StateTask {
                         result: FenceResult::Fail,
                         detail: Some(why),
                         not_found: false,
+                        migrated: false,
                     });
                 }
                 let sent = match &routes.fence_act {
@@ -400,6 +401,7 @@ impl StateTask {
                         result: FenceResult::Fail,
                         detail: Some(why.to_string()),
                         not_found: false,
+                        migrated: false,
                     });
                 }
             }

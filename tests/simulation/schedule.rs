@@ -70,6 +70,7 @@ pub fn build(seed: u64, faults: bool) -> Schedule {
                 on,
                 last_all_off: None,
                 migrated: None,
+                migrated_from: None,
                 rebooted: None,
             });
         }

@@ -60,6 +60,9 @@ pub struct Vm {
     pub last_all_off: Option<Millis>,
     /// Instant of the last live migration.
     pub migrated: Option<Millis>,
+    /// The host it last left by live migration, while its copy there is
+    /// still shut off for that reason (libvirt's state reason).
+    pub migrated_from: Option<NodeId>,
     /// Instant of the last reboot by a fence action.
     pub rebooted: Option<Millis>,
 }
@@ -495,7 +498,6 @@ impl World {
                 ..
             } = &ev.kind
             {
-                self.report.first_self_fence.get_or_insert(self.now);
                 if *nodeid == Some(host) {
                     self.report.self_fenced += 1;
                 } else {
@@ -754,8 +756,10 @@ impl World {
                     return;
                 }
                 self.set_state(vm, to, DomainState::Running);
+                self.report_migrated(vm, from);
                 self.set_state(vm, from, DomainState::Shutoff);
                 self.vms[vm].migrated = Some(self.now);
+                self.vms[vm].migrated_from = Some(from);
             }
         }
     }

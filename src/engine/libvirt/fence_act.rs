@@ -45,7 +45,12 @@ pub async fn run_fence_actions(
         let inputs = inputs.clone();
         tokio::spawn(async move {
             let job = act.job;
-            let (result, detail, not_found) = perform(&commander, &act, timeouts).await;
+            let Performed {
+                result,
+                detail,
+                not_found,
+                migrated,
+            } = perform(&commander, &act, timeouts).await;
             tracing::info!(job, op = %act.op, domain = %act.name, uri = %act.uri, %result, detail = detail.as_deref().unwrap_or(""), "fence action done");
             inputs
                 .send(Input::FenceActed {
@@ -54,6 +59,7 @@ pub async fn run_fence_actions(
                     result,
                     detail,
                     not_found,
+                    migrated,
                 })
                 .await;
         });
@@ -66,18 +72,30 @@ pub(super) fn must_destroy(state: DomainState) -> bool {
     state != DomainState::Shutoff
 }
 
-/// (result, detail, libvirt did not find the domain).
-async fn perform(
-    commander: &Commander,
-    act: &FenceAct,
-    timeouts: ActTimeouts,
-) -> (FenceResult, Option<String>, bool) {
+/// What one local action found.
+struct Performed {
+    result: FenceResult,
+    detail: Option<String>,
+    /// libvirt did not find the domain.
+    not_found: bool,
+    /// libvirt says the copy is shut off because it migrated away.
+    migrated: bool,
+}
+
+impl Performed {
+    fn fail(detail: String) -> Self {
+        Performed {
+            result: FenceResult::Fail,
+            detail: Some(detail),
+            not_found: false,
+            migrated: false,
+        }
+    }
+}
+
+async fn perform(commander: &Commander, act: &FenceAct, timeouts: ActTimeouts) -> Performed {
     let Some(index) = commander.uri_index(&act.uri) else {
-        return (
-            FenceResult::Fail,
-            Some(format!("no libvirt worker serves {}", act.uri)),
-            false,
-        );
+        return Performed::fail(format!("no libvirt worker serves {}", act.uri));
     };
     let target = if act.uuid.is_empty() {
         DomainRef::Name(act.name.clone())
@@ -89,19 +107,19 @@ async fn perform(
         FenceOp::Off => (LibvirtCommand::Destroy(target), timeouts.op),
         FenceOp::On => (LibvirtCommand::Start(target), timeouts.op),
         FenceOp::Reboot => (LibvirtCommand::Reboot(target), timeouts.reboot),
-        other => {
-            return (
-                FenceResult::Fail,
-                Some(format!("`{other}` is not a libvirt action")),
-                false,
-            );
-        }
+        other => return Performed::fail(format!("`{other}` is not a libvirt action")),
     };
     tracing::info!(op = %act.op, domain = %act.name, uri = %act.uri, "fence action");
     let r = commander.execute_timeout(index, cmd, timeout).await;
     let not_found = matches!(r, Err(CommandError::NotFound(_)));
+    let migrated = matches!(&r, Ok(d) if d.migrated);
     let (result, detail) = map_result(act.op, r);
-    (result, detail, not_found)
+    Performed {
+        result,
+        detail,
+        not_found,
+        migrated,
+    }
 }
 
 fn map_result(
@@ -163,6 +181,7 @@ mod tests {
             name: "vm".into(),
             uuid: "u".into(),
             state,
+            migrated: false,
         })
     }
 

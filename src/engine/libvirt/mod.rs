@@ -144,6 +144,10 @@ pub struct CommandReply {
     pub name: String,
     pub uuid: String,
     pub state: DomainState,
+    /// libvirt's reason for the state is that the domain left this host by
+    /// live migration (shut off: migrated): this copy says nothing about
+    /// the VM, which runs on the target.
+    pub migrated: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -107,6 +107,15 @@ pub enum Input {
         name: String,
         uuid: String,
     },
+    /// libvirt says a local domain is leaving or left this host by live
+    /// migration (stopped or suspended with reason "migrated"): its copy
+    /// here proves nothing about the VM (`fence/migration.rs`).
+    LocalMigrated {
+        at: Millis,
+        uri: String,
+        name: String,
+        uuid: String,
+    },
     /// A local domain rebooted in place (its state did not change).
     LocalRebooted {
         at: Millis,
@@ -162,6 +171,10 @@ pub enum Input {
         /// libvirt did not find the domain where the map put it: an "ok"
         /// stands only if the map, evaluated again, has no active placement.
         not_found: bool,
+        /// libvirt says the copy is shut off because it left by live
+        /// migration: if the map had it active here when the request came,
+        /// it moved during the request, and its "off" is not the VM's.
+        migrated: bool,
     },
     /// Clock tick for fence timeouts (sent while [`Cluster::fence_busy`](super::Cluster::fence_busy))
     /// and self-fence deadlines (while [`Cluster::self_fence_waiting`](super::Cluster::self_fence_waiting)).
@@ -245,6 +258,7 @@ impl Input {
             | Input::LocalDomain { at, .. }
             | Input::LocalGone { at, .. }
             | Input::LocalRebooted { at, .. }
+            | Input::LocalMigrated { at, .. }
             | Input::FenceSubmit { at, .. }
             | Input::FenceCpgRequest { at, .. }
             | Input::FenceCpgReply { at, .. }

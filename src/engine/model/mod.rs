@@ -262,6 +262,9 @@ impl Cluster {
                 name,
                 uuid,
             } => self.local_gone(at, uri, name, uuid, &mut out),
+            Input::LocalMigrated { at, name, uuid, .. } => {
+                self.local_migrated(at, &name, &uuid);
+            }
             Input::LocalRebooted {
                 at,
                 uri: _,
@@ -297,7 +300,14 @@ impl Cluster {
                 result,
                 detail,
                 not_found,
-            } => self.fence_acted(at, job, result, detail, not_found, &mut out),
+                migrated,
+            } => {
+                let seen = fence::Seen {
+                    not_found,
+                    migrated,
+                };
+                self.fence_acted(at, job, result, detail, seen, &mut out)
+            }
             Input::Tick { at } => self.fence_tick(at, &mut out),
             Input::Hook { at, call } => self.hook(at, call, &mut out),
             Input::LocalNetworks { at, uri, networks } => {

@@ -22,12 +22,38 @@ impl World {
         );
     }
 
+    /// `host`'s libvirt reports that `vm` left by live migration (the
+    /// stopped event's reason), before it reports the copy shut off.
+    pub(super) fn report_migrated(&mut self, vm: usize, host: NodeId) {
+        let i = self.h(host);
+        if !self.hosts[i].libvirt || self.hosts[i].kind != Kind::Fenceline {
+            return;
+        }
+        let Some(pid) = self.pid_of(host) else {
+            return;
+        };
+        // No draw from the RNG: the seeds keep their schedules.
+        let t = self.now.max(self.hosts[i].lib_last);
+        self.hosts[i].lib_last = t;
+        let (name, uuid) = (self.vms[vm].name.clone(), self.vms[vm].uuid.clone());
+        let input = Input::LocalMigrated {
+            at: t,
+            uri: URI.into(),
+            name,
+            uuid,
+        };
+        self.push(t, Ev::Input { host, pid, input });
+    }
+
     /// Changes the truth and lets `host`'s libvirt report it.
     pub(super) fn set_state(&mut self, vm: usize, host: NodeId, state: DomainState) {
         let now = self.now;
         let v = &mut self.vms[vm];
         let was_active = v.active();
         v.on.insert(host, state);
+        if v.migrated_from == Some(host) {
+            v.migrated_from = None;
+        }
         if was_active != v.active() {
             v.last_all_off = Some(now);
         }
@@ -89,6 +115,10 @@ impl World {
             .position(|v| v.uuid.eq_ignore_ascii_case(&act.uuid) || v.name == act.name);
         let state = vm.and_then(|v| self.vms[v].on.get(&host).copied());
         let not_found = self.hosts[i].libvirt && state.is_none();
+        // libvirt's state reason: shut off because it migrated away.
+        let migrated = self.hosts[i].libvirt
+            && state == Some(DomainState::Shutoff)
+            && vm.is_some_and(|v| self.vms[v].migrated_from == Some(host));
         let (result, detail): (FenceResult, Option<String>) = if !self.hosts[i].libvirt {
             (FenceResult::Fail, Some(format!("not connected: {URI}")))
         } else {
@@ -144,10 +174,8 @@ impl World {
         }
         match fvd_reply {
             Some((target, seqno, mut body)) => {
-                self.reasons.insert(
-                    (target, seqno),
-                    "a fence_virtd peer answered from its own libvirt".into(),
-                );
+                self.reasons
+                    .insert((target, seqno), check::FENCE_VIRTD_OWN.into());
                 body.response = i32::from(result.as_raw());
                 self.reply(host, seqno, target, body);
             }
@@ -164,6 +192,7 @@ impl World {
                             result,
                             detail,
                             not_found,
+                            migrated,
                         },
                     },
                 );

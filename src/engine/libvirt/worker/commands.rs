@@ -17,6 +17,9 @@ use super::{Worker, is_no_domain};
 use fenceline_proto::api::DomainState;
 
 /// How long a reboot waits for a destroyed domain to stop (fence_virtd: 15 × 1 s).
+/// `VIR_DOMAIN_SHUTOFF_MIGRATED`: shut off because it migrated away.
+const SHUTOFF_MIGRATED: i32 = 4;
+
 const REBOOT_STOP_WAIT: Duration = Duration::from_secs(15);
 
 impl Worker {
@@ -60,13 +63,14 @@ impl Worker {
             Err(e) if is_no_domain(&e) => return Err(CommandError::NotFound(target.to_string())),
             Err(e) => return Err(self.command_failure(s, e)),
         };
-        let state_of = |dom: &Domain| -> Result<DomainState, CommandError> {
+        let state_reason = |dom: &Domain| -> Result<(DomainState, i32), CommandError> {
             match ffi::domain_state(dom) {
-                Ok((st, _)) => Ok(DomainState::from_raw(i64::from(st))),
+                Ok((st, reason)) => Ok((DomainState::from_raw(i64::from(st)), reason)),
                 Err(e) if is_no_domain(&e) => Err(CommandError::NotFound(target.to_string())),
                 Err(e) => Err(self.command_failure(s, e)),
             }
         };
+        let state_of = |dom: &Domain| state_reason(dom).map(|(st, _)| st);
         let before = state_of(&dom)?;
         match cmd {
             LibvirtCommand::Destroy(_) if must_destroy(before) => {
@@ -91,10 +95,15 @@ impl Worker {
             }
             _ => {}
         }
-        let state = state_of(&dom)?;
+        let (state, reason) = state_reason(&dom)?;
         let name = dom.name().map_err(lv)?;
         let uuid = dom.uuid_string().map_err(lv)?;
-        Ok(CommandReply { name, uuid, state })
+        Ok(CommandReply {
+            name,
+            uuid,
+            state,
+            migrated: state == DomainState::Shutoff && reason == SHUTOFF_MIGRATED,
+        })
     }
 
     /// Destroy, wait until libvirt reports the domain stopped (its lifecycle
@@ -167,7 +176,13 @@ impl Worker {
                     Ok((st, _)) => DomainState::from_raw(i64::from(st)),
                     Err(e) => return Err(self.command_failure(s, e)),
                 };
-                Ok(CommandReply { name, uuid, state })
+                // Destroyed and started here: not a migrated copy.
+                Ok(CommandReply {
+                    name,
+                    uuid,
+                    state,
+                    migrated: false,
+                })
             }
             Err(e) => {
                 warn!(uri = %self.uri, domain = %target, error = %e, "destroyed, but the restart failed");

@@ -17,6 +17,13 @@ use fenceline_proto::api::{DomainState, NetworkAction, now_millis};
 /// `VIR_DOMAIN_EVENT_UNDEFINED`.
 const EVENT_UNDEFINED: i32 = 1;
 
+/// Whether a lifecycle event says the domain is leaving or left this host by
+/// live migration: `SUSPENDED` with `MIGRATED` (1) or `POSTCOPY` (7), where
+/// the target takes over, or `STOPPED` with `MIGRATED` (3).
+pub(super) fn left_by_migration(event: i32, detail: i32) -> bool {
+    matches!((event, detail), (3, 1) | (3, 7) | (5, 3))
+}
+
 fn lifecycle_name(event: i32) -> &'static str {
     match event {
         0 => "defined",
@@ -68,6 +75,16 @@ impl Worker {
                     // A running domain that is undefined lives on as a
                     // transient one; the re-read below tells which.
                     debug!(uri = %self.uri, %name, "undefined");
+                }
+                if left_by_migration(event, detail) {
+                    // Before the state it left behind: that copy's
+                    // "shut off" or "paused" says nothing about the VM.
+                    self.send(Input::LocalMigrated {
+                        at: now_millis(),
+                        uri: self.uri.clone(),
+                        name: s.names.get(&uuid).cloned().unwrap_or_else(|| name.clone()),
+                        uuid: uuid.clone(),
+                    })?;
                 }
                 self.refresh(s, &uuid, &name, origin)
             }

@@ -21,3 +21,17 @@ fn backoff_grows_with_jitter_and_caps() {
     let d = b.next_delay();
     assert!(d >= Duration::from_millis(395) && d <= Duration::from_millis(605));
 }
+
+#[test]
+fn only_the_migrated_details_mark_a_domain_as_gone_by_migration() {
+    use super::events::left_by_migration;
+    // SUSPENDED/MIGRATED, SUSPENDED/POSTCOPY, STOPPED/MIGRATED.
+    for (event, detail) in [(3, 1), (3, 7), (5, 3)] {
+        assert!(left_by_migration(event, detail), "{event}/{detail}");
+    }
+    // SUSPENDED/PAUSED, STOPPED/DESTROYED, STOPPED/SHUTDOWN, STARTED/MIGRATED
+    // (the target side), RESUMED/MIGRATED, SUSPENDED/POSTCOPY_FAILED.
+    for (event, detail) in [(3, 0), (5, 1), (5, 0), (2, 1), (4, 1), (3, 8)] {
+        assert!(!left_by_migration(event, detail), "{event}/{detail}");
+    }
+}

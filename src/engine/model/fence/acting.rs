@@ -4,8 +4,18 @@
 
 use fenceline_proto::api::{EventKind, FenceOp, FencePhase, FenceResult, Millis, NodeId};
 
+use super::migration::migrated_during;
 use super::{FenceWire, Job, JobFor, Route, UnknownAnswer, claims_off, unknown_answer};
 use crate::engine::model::{Cluster, Effect, Notice, Output};
+
+/// What libvirt found besides the result of a local action.
+#[derive(Debug, Clone, Copy)]
+pub(in crate::engine::model) struct Seen {
+    /// The domain was not found where the map put it.
+    pub not_found: bool,
+    /// The copy is shut off because it left by live migration.
+    pub migrated: bool,
+}
 
 impl Cluster {
     /// A REQUEST in `fence-agents` (ours come back too).
@@ -184,7 +194,7 @@ impl Cluster {
         job: u64,
         result: FenceResult,
         detail: Option<String>,
-        not_found: bool,
+        seen: Seen,
         out: &mut Output,
     ) {
         let Some(j) = self.fence.jobs.remove(&job) else {
@@ -197,7 +207,19 @@ impl Cluster {
                 // Not found where the map put it: the owner saw nothing
                 // inactive (truth rule (a) does not hold), and the VM may
                 // have moved. The map, evaluated again, decides.
-                let why = if not_found {
+                let left = if seen.migrated && j.owner {
+                    // Active here in the map when the request came, shut
+                    // off by migration now: it moved during the request,
+                    // whether or not libvirt's event has arrived yet.
+                    Some(migrated_during(&j.domain, j.op))
+                } else {
+                    j.key
+                        .as_ref()
+                        .and_then(|k| self.migrated_away(at, k, &j.domain, j.started, j.op))
+                };
+                let why = if let Some(why) = left {
+                    Some(why)
+                } else if seen.not_found {
                     self.vanished_elsewhere(&j.domain, j.op)
                         .or_else(|| self.untrue(at, &j.domain, j.op, false))
                 } else {

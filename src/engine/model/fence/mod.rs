@@ -42,6 +42,8 @@ use fenceline_proto::api::{FenceOp, FenceResult, Millis, NodeId};
 
 mod acting;
 pub(super) mod claim;
+mod migration;
+pub(super) use acting::Seen;
 mod requester;
 
 pub use claim::{CLAIM_TIMEOUT_MS, ClaimOutcome};
@@ -243,6 +245,8 @@ pub(super) struct FenceState {
     no_hold: BTreeSet<DomKey>,
     /// Who connects back for each multicast run (`claim.rs`).
     claims: claim::Claims,
+    /// Local domains that left by live migration (`migration.rs`).
+    migrated: BTreeMap<DomKey, migration::Migrated>,
 }
 
 impl FenceState {
@@ -477,7 +481,16 @@ impl Cluster {
             };
         }
         if let Some(&h) = active.first() {
-            return if h == me { act() } else { Route::Silent };
+            return match (h == me, op) {
+                // Running here: starting it again could only race a live
+                // migration away and make it run twice.
+                (true, FenceOp::On) => Route::Answer(
+                    FenceResult::Ok,
+                    format!("`{target}` is already running on this host"),
+                ),
+                (true, _) => act(),
+                (false, _) => Route::Silent,
+            };
         }
         // Shut off everywhere: the lowest defining node answers.
         if all.first().copied() != Some(me) {

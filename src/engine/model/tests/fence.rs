@@ -196,6 +196,7 @@ fn the_owner_acts_and_the_others_stay_silent() {
         result: FenceResult::Ok,
         detail: None,
         not_found: false,
+        migrated: false,
     });
     assert_eq!(sent_replies(&out), vec![(7, 1, FenceResult::Ok)]);
     assert_eq!(
@@ -622,6 +623,7 @@ fn libvirt_backend_acts_locally_without_cpg() {
         result: FenceResult::Ok,
         detail: None,
         not_found: false,
+        migrated: false,
     });
     let (id, result, _, _) = done(&out).unwrap();
     assert_eq!((id, result), (1, FenceResult::Ok));
@@ -646,5 +648,6 @@ fn libvirt_backend_acts_locally_without_cpg() {
 
 mod claim;
 mod holes;
+mod migration;
 mod self_fence;
 mod truth;

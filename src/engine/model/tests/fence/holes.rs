@@ -133,6 +133,7 @@ fn vanished(c: &mut Cluster, job: u64) -> Output {
         result: FenceResult::Ok,
         detail: Some("vanished".into()),
         not_found: true,
+        migrated: false,
     })
 }
 

@@ -144,6 +144,7 @@ fn this_host_destroys_its_active_vms_after_n_seconds_out_of_a_quorate_membership
         result: FenceResult::Ok,
         detail: None,
         not_found: false,
+        migrated: false,
     });
     let ev = out
         .events
@@ -215,6 +216,7 @@ fn a_failed_destroy_is_tried_again_after_5_s() {
         result: FenceResult::Fail,
         detail: Some("libvirt is down".into()),
         not_found: false,
+        migrated: false,
     });
     assert!(
         out.notices

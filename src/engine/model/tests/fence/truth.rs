@@ -320,6 +320,7 @@ fn a_fence_reboots_momentary_stop_is_not_announced() {
         result: FenceResult::Ok,
         detail: None,
         not_found: false,
+        migrated: false,
     });
     assert_eq!(sent_replies(&out), vec![(7, 2, FenceResult::Ok)]);
     assert!(!out.effects.iter().any(|e| matches!(e, Effect::Own(_))));
@@ -337,6 +338,7 @@ fn a_fence_reboots_momentary_stop_is_not_announced() {
         result: FenceResult::Ok,
         detail: Some("powered off, but the restart failed: x".into()),
         not_found: false,
+        migrated: false,
     });
     assert!(
         out.effects

@@ -1,0 +1,136 @@
+//! Live migration: a copy that left by migration never says "off"/"ok".
+
+use super::*;
+
+fn acted(c: &mut Cluster, at: Millis, job: u64, result: FenceResult) -> Output {
+    c.apply(Input::FenceActed {
+        at,
+        job,
+        result,
+        detail: None,
+        not_found: false,
+        migrated: false,
+    })
+}
+
+/// libvirt on this host: `name` left by live migration and is shut off.
+fn migrated_away(c: &mut Cluster, at: Millis, name: &str, uuid: u8) {
+    let d = dom(name, uuid, Shutoff);
+    c.apply(Input::LocalMigrated {
+        at,
+        uri: URI.into(),
+        name: d.name.clone(),
+        uuid: d.uuid.clone(),
+    });
+    c.apply(Input::LocalDomain {
+        at,
+        uri: URI.into(),
+        domain: d,
+    });
+}
+
+#[test]
+fn the_holder_refuses_when_its_copy_migrates_away_during_the_request() {
+    for (op, found) in [
+        (FenceOp::Off, FenceResult::Ok),
+        (FenceOp::Reboot, FenceResult::Ok),
+        (FenceOp::Status, FenceResult::Off),
+    ] {
+        let mut n2 = lab(2, &[dom("vm2a", 1, Running)]);
+        peer_vm(&mut n2, 5, 3, dom("vm2a", 1, Shutoff));
+        let out = request(&mut n2, 10, 1, 7, "vm2a", op);
+        let job = acts(&out)[0].job;
+        // It migrates to node 3 before libvirt acts; node 3's report is
+        // still on its way.
+        migrated_away(&mut n2, 15, "vm2a", 1);
+        let out = acted(&mut n2, 30, job, found);
+        assert_eq!(sent_replies(&out), vec![(7, 1, FenceResult::Fail)], "{op}");
+    }
+}
+
+#[test]
+fn a_copy_that_migrated_away_refuses_until_the_target_reports() {
+    let mut n2 = lab(2, &[dom("vm2a", 1, Running)]);
+    peer_vm(&mut n2, 5, 3, dom("vm2a", 1, Shutoff));
+    migrated_away(&mut n2, 10, "vm2a", 1);
+    // Shut off everywhere in this map: node 2, the lowest defining node,
+    // acts, but its copy's "off" is not the VM's.
+    let out = request(&mut n2, 20, 1, 7, "vm2a", FenceOp::Status);
+    let job = acts(&out)[0].job;
+    let out = acted(&mut n2, 25, job, FenceResult::Off);
+    assert_eq!(sent_replies(&out), vec![(7, 1, FenceResult::Fail)]);
+    // Its own stop comes back in total order, then node 3 reports it
+    // running: the router goes there.
+    n2.apply(Input::PeerMessage {
+        at: 26,
+        from: 2,
+        msg: OwnMessage::Vms {
+            vms: vec![dom("vm2a", 1, Shutoff)],
+        },
+    });
+    peer_vm(&mut n2, 30, 3, dom("vm2a", 1, Running));
+    let out = request(&mut n2, 31, 1, 8, "vm2a", FenceOp::Status);
+    assert!(
+        acts(&out).is_empty() && sent_replies(&out).is_empty(),
+        "{out:?}"
+    );
+    // It stops there later: node 2's shut-off copy answers again.
+    peer_vm(&mut n2, 40, 3, dom("vm2a", 1, Shutoff));
+    let out = request(&mut n2, 41, 1, 9, "vm2a", FenceOp::Status);
+    let job = acts(&out)[0].job;
+    let out = acted(&mut n2, 45, job, FenceResult::Off);
+    assert_eq!(sent_replies(&out), vec![(9, 1, FenceResult::Off)]);
+}
+
+#[test]
+fn on_for_a_vm_running_here_starts_nothing() {
+    let mut n2 = lab(2, &[dom("vm2a", 1, Running)]);
+    peer_vm(&mut n2, 5, 3, dom("vm2a", 1, Shutoff));
+    let out = request(&mut n2, 10, 1, 7, "vm2a", FenceOp::On);
+    assert!(acts(&out).is_empty(), "a start could race a migration away");
+    assert_eq!(sent_replies(&out), vec![(7, 1, FenceResult::Ok)]);
+}
+
+#[test]
+fn libvirts_migrated_reason_refuses_before_its_event_arrives() {
+    for (op, found) in [
+        (FenceOp::Off, FenceResult::Ok),
+        (FenceOp::Reboot, FenceResult::Ok),
+        (FenceOp::Status, FenceResult::Off),
+    ] {
+        let mut n2 = lab(2, &[dom("vm2a", 1, Running)]);
+        peer_vm(&mut n2, 5, 3, dom("vm2a", 1, Shutoff));
+        let out = request(&mut n2, 10, 1, 7, "vm2a", op);
+        let job = acts(&out)[0].job;
+        // No event yet: only the action's own read of the state says it
+        // is shut off because it migrated.
+        let out = n2.apply(Input::FenceActed {
+            at: 30,
+            job,
+            result: found,
+            detail: None,
+            not_found: false,
+            migrated: true,
+        });
+        assert_eq!(sent_replies(&out), vec![(7, 1, FenceResult::Fail)], "{op}");
+    }
+}
+
+#[test]
+fn a_copy_left_by_an_old_migration_answers_once_the_target_reported() {
+    // Shut off here by a migration long ago; the target has reported and
+    // stopped it since: the map alone decides, libvirt's old reason does not.
+    let mut n2 = lab(2, &[dom("vm2a", 1, Shutoff)]);
+    peer_vm(&mut n2, 5, 3, dom("vm2a", 1, Shutoff));
+    let out = request(&mut n2, 10, 1, 7, "vm2a", FenceOp::Status);
+    let job = acts(&out)[0].job;
+    let out = n2.apply(Input::FenceActed {
+        at: 30,
+        job,
+        result: FenceResult::Off,
+        detail: None,
+        not_found: false,
+        migrated: true,
+    });
+    assert_eq!(sent_replies(&out), vec![(7, 1, FenceResult::Off)]);
+}
