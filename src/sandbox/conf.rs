@@ -86,10 +86,18 @@ pub(crate) fn libvirtd_conf() -> String {
     )
 }
 
-/// Shell script run by the holder process of a node, inside
-/// `ip netns exec <ns> unshare -m --propagation private`.
-pub(crate) fn holder_script(lab_dir: &Path) -> String {
+/// The host UUID of lab node `node`'s libvirtd.
+pub fn lab_host_uuid(node: usize) -> String {
+    format!("8f1e{node:04x}-0000-4000-a000-00000000f00d")
+}
+
+/// Shell script run by the holder process of node `node`, inside
+/// `ip netns exec <ns> unshare -m --propagation private`. Each node's
+/// libvirtd gets a host UUID of its own, as separate hosts have: libvirt
+/// refuses a live migration between two hosts with the same one.
+pub(crate) fn holder_script(lab_dir: &Path, node: usize) -> String {
     let d = lab_dir.display();
+    let host_uuid = lab_host_uuid(node);
     format!(
         r#"set -e
 for m in /run /var/lib/libvirt /var/cache/libvirt /var/log/libvirt /etc/libvirt; do
@@ -102,6 +110,7 @@ mkdir -p /run/lock /run/fenceline /run/libvirt {LIBVIRT_SETUP_SOCK_DIR} \
   /etc/libvirt/secrets /etc/libvirt/storage
 cp '{d}/qemu.conf' /etc/libvirt/qemu.conf
 cp '{d}/libvirtd.conf' /etc/libvirt/libvirtd.conf
+echo 'host_uuid = "{host_uuid}"' >> /etc/libvirt/libvirtd.conf
 echo ready
 exec sleep infinity
 "#

@@ -408,6 +408,14 @@ impl Lab {
         let virsh = self.tools.virsh.to_string_lossy().into_owned();
         let mut c = self.node_command(i, &[&virsh, "-c", QEMU_URI, "start", name])?;
         run_checked(&mut c, Duration::from_secs(60)).with_context(|| format!("node {i}"))?;
+        self.adopt_qemu_domain(i, name)?;
+        Ok(uuid)
+    }
+
+    /// Record the qemu process of node i's running domain `name` (started
+    /// by the lab, or by a live migration into node i) so that teardown
+    /// ends it by PID.
+    pub fn adopt_qemu_domain(&self, i: usize, name: &str) -> Result<()> {
         let pidfile = self.node_path(i, &format!("/run/libvirt/qemu/{name}.pid"))?;
         let pid: u32 = std::fs::read_to_string(&pidfile)
             .with_context(|| format!("reading {}", pidfile.display()))?
@@ -418,7 +426,42 @@ impl Lab {
         if let Some(p) = Proc::adopt(pid, &format!("qemu/n{i}/{name}"), &self.pids_file) {
             g.nodes[i - 1].qemu.push(p);
         }
-        Ok(uuid)
+        Ok(())
+    }
+
+    /// `virsh migrate --live --persistent` of node `from`'s qemu domain
+    /// `name` to node `to`'s libvirtd (its socket through `/proc/PID/root`,
+    /// the migration stream over the lab network), as a command to spawn.
+    /// The source keeps its definition, shut off with reason "migrated".
+    /// `extra`: more virsh options, e.g. `["--bandwidth", "2"]` (MiB/s).
+    pub fn migrate_command(
+        &self,
+        from: usize,
+        to: usize,
+        name: &str,
+        extra: &[&str],
+    ) -> Result<std::process::Command> {
+        self.check_node(to)?;
+        let dest = format!(
+            "qemu+unix:///system?socket=/proc/{}/root/run/libvirt/libvirt-sock",
+            self.holder_pid(to)?
+        );
+        let stream = format!("tcp://{}", self.node_ip(to));
+        let virsh = self.tools.virsh.to_string_lossy().into_owned();
+        let mut argv = vec![
+            virsh.as_str(),
+            "-c",
+            QEMU_URI,
+            "migrate",
+            "--live",
+            "--persistent",
+            name,
+            &dest,
+            "--migrateuri",
+            &stream,
+        ];
+        argv.extend_from_slice(extra);
+        self.node_command(from, &argv)
     }
 
     /// The MAC address a lab qemu domain with this UUID gets (52:54:00 +

@@ -95,8 +95,8 @@ impl Lab {
     }
 
     pub(super) fn start_holders(&self) -> Result<()> {
-        let script = conf::holder_script(&self.dir);
         for i in 1..=self.spec.nodes {
+            let script = conf::holder_script(&self.dir, i);
             let log = self.node_dir(i).join("holder.log");
             let p = self.spawn_holder(&self.netns(i), &script, &format!("holder/n{i}"), &log)?;
             lock(&self.inner).nodes[i - 1].holder = Some(p);
