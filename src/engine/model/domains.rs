@@ -292,7 +292,7 @@ impl Cluster {
     /// Recomputes one entry of the map from every observation and emits the
     /// events that describe the difference.
     pub(super) fn refresh(&mut self, key: &DomKey, at: Millis, cause: Cause, out: &mut Output) {
-        self.migration_refresh(key);
+        self.migration_refresh(key, at);
         // (node, what it reported, local URI, lost since)
         let mut placements: Vec<(NodeId, &Obs, Option<&str>, Option<Millis>)> = Vec::new();
         let me = self.local_nodeid.unwrap_or(0);

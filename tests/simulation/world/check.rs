@@ -12,12 +12,6 @@
 //! - **Late / Unanswered / Twice.** Every request gets exactly one answer
 //!   within its timeout plus [`MARGIN_MS`], unless the daemon that took it
 //!   died first (its client's connection died with it).
-//! - **FenceVirtdOwn.** A wrong answer that a fence_virtd peer gave from its
-//!   own libvirt (a copy shut off by a live migration, the target's report
-//!   not yet delivered), relayed by the fenceline requester. fence_virtd
-//!   answers for the VMs it defines by itself; nothing a fenceline node
-//!   knows at that moment contradicts it. Counted and shown, and kept apart
-//!   from fenceline's own answers (README "Mixed clusters").
 //! - Refusals (`fail`) are counted, not wrong.
 
 use super::*;
@@ -52,21 +46,6 @@ pub enum VKind {
     /// A multicast run connected back by more than one node (or, fault-free,
     /// by none).
     ConnectBacks,
-    /// A wrong answer that a fence_virtd peer gave from its own libvirt.
-    FenceVirtdOwn,
-}
-
-/// The rule recorded when a fence_virtd peer answers from its own libvirt.
-pub const FENCE_VIRTD_OWN: &str = "a fence_virtd peer answered from its own libvirt";
-
-impl Report {
-    /// Violations of fenceline's own properties (all but fence_virtd's own
-    /// answers).
-    pub fn fenceline_violations(&self) -> impl Iterator<Item = &Violation> {
-        self.violations
-            .iter()
-            .filter(|v| v.kind != VKind::FenceVirtdOwn)
-    }
 }
 
 #[derive(Debug, Clone)]
@@ -233,14 +212,9 @@ impl World {
             } else {
                 situation.as_str()
             };
-            let kind = if rule == FENCE_VIRTD_OWN {
-                VKind::FenceVirtdOwn
-            } else {
-                VKind::Wrong
-            };
             let signature = format!("{claim} by {rule}; {situation}");
             self.report.violations.push(Violation {
-                kind,
+                kind: VKind::Wrong,
                 at: now,
                 text: format!(
                     "request #{id} {op} {vm_name} on n{host}: answered {} by {acted_by:?} ({}), but it runs on {runs:?} since before the request",

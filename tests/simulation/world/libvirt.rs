@@ -36,6 +36,7 @@ impl World {
         let t = self.now.max(self.hosts[i].lib_last);
         self.hosts[i].lib_last = t;
         let (name, uuid) = (self.vms[vm].name.clone(), self.vms[vm].uuid.clone());
+        self.log(|_| format!("n{host} libvirt reports {name} left by migration (at {t})"));
         let input = Input::LocalMigrated {
             at: t,
             uri: URI.into(),
@@ -174,8 +175,10 @@ impl World {
         }
         match fvd_reply {
             Some((target, seqno, mut body)) => {
-                self.reasons
-                    .insert((target, seqno), check::FENCE_VIRTD_OWN.into());
+                self.reasons.insert(
+                    (target, seqno),
+                    "a fence_virtd peer answered from its own libvirt".into(),
+                );
                 body.response = i32::from(result.as_raw());
                 self.reply(host, seqno, target, body);
             }

@@ -15,8 +15,8 @@ use crate::engine::model::{Cluster, DomKey};
 pub(in crate::engine::model) struct Migrated {
     /// When libvirt said so.
     at: Millis,
-    /// Another node's active copy has reached this node since.
-    target_seen: bool,
+    /// When another node's active copy first reached this node since.
+    target_seen: Option<Millis>,
 }
 
 /// The refusal for a copy that left by live migration during the request.
@@ -32,7 +32,7 @@ impl Cluster {
     pub(in crate::engine::model) fn local_migrated(&mut self, at: Millis, name: &str, uuid: &str) {
         let m = Migrated {
             at,
-            target_seen: false,
+            target_seen: None,
         };
         self.fence.migrated.insert(DomKey::of(name, uuid), m);
     }
@@ -40,7 +40,7 @@ impl Cluster {
     /// The placements of `key` may have changed: a local copy active again
     /// ends the mark; another node's active copy means the target reported.
     /// A mark whose target reported is dropped once no local job uses it.
-    pub(in crate::engine::model) fn migration_refresh(&mut self, key: &DomKey) {
+    pub(in crate::engine::model) fn migration_refresh(&mut self, key: &DomKey, at: Millis) {
         if !self.fence.migrated.contains_key(key) {
             return;
         }
@@ -60,15 +60,19 @@ impl Cluster {
         let Some(m) = self.fence.migrated.get_mut(key) else {
             return;
         };
-        m.target_seen |= elsewhere;
-        if here || (m.target_seen && !busy) {
+        if elsewhere && m.target_seen.is_none() {
+            m.target_seen = Some(at);
+        }
+        if here || (m.target_seen.is_some() && !busy) {
             self.fence.migrated.remove(key);
         }
     }
 
     /// Why this host's copy of `key` may not say "off"/"ok" for a request
     /// that reached it at `started`: it left by live migration during the
-    /// request, or before it while the target has not reported yet.
+    /// request, or before it while the target had not reported yet (a
+    /// target report that arrives during the request does not make this
+    /// copy's "off" true: the router chose it without knowing).
     pub(super) fn migrated_away(
         &self,
         at: Millis,
@@ -84,9 +88,9 @@ impl Cluster {
                 "`{target}` left this host by live migration during the request ({}): it runs on the target; refusing to answer {answer}",
                 ago(at, m.at)
             ))
-        } else if !m.target_seen {
+        } else if m.target_seen.is_none_or(|t| t > started) {
             Some(format!(
-                "`{target}` left this host by live migration {} and the target's copy has not been reported yet: refusing to answer {answer}",
+                "`{target}` left this host by live migration {} and the target's copy had not been reported when the request came: refusing to answer {answer}",
                 ago(at, m.at)
             ))
         } else {

@@ -276,9 +276,17 @@ impl Cluster {
         if let Some((result, detail)) = done {
             let p = self.fence.pending.remove(&seqno).expect("present");
             // The requester checks again before it answers its caller: a
-            // fence_virtd peer, or a node with another map, may have said off.
+            // fence_virtd peer, or a node with another map, may have said
+            // off, and a copy may have started or reported running since.
+            let mut answered = BTreeSet::from([from]);
+            if let Some(Expect::All(set)) = &p.expect {
+                answered.extend(set.iter().copied());
+            }
             let untrue = claims_off(p.op, result)
-                .then(|| self.untrue(at, &p.domain, p.op, owner_acted))
+                .then(|| {
+                    self.active_beyond(&p.domain, p.op, &answered)
+                        .or_else(|| self.untrue(at, &p.domain, p.op, owner_acted))
+                })
                 .flatten();
             if let Some(why) = untrue {
                 return self.finish_pending(at, p, FenceResult::Fail, Some(from), Some(why), out);
@@ -294,6 +302,32 @@ impl Cluster {
             });
             self.finish_pending(at, p, result, Some(from), detail, out);
         }
+    }
+
+    /// A copy of `target` that the map shows active now on a live node
+    /// that did not answer for it: an "off" from elsewhere is not the VM's.
+    fn active_beyond(
+        &self,
+        target: &str,
+        op: FenceOp,
+        answered: &BTreeSet<NodeId>,
+    ) -> Option<String> {
+        let running: Vec<NodeId> = self
+            .live_active(target)
+            .into_iter()
+            .filter(|id| !answered.contains(id))
+            .collect();
+        let id = running.first()?;
+        let answer = if op == FenceOp::Status { "off" } else { "ok" };
+        Some(format!(
+            "`{target}` runs on {} by its latest report, and {} answered: refusing to answer {answer}",
+            self.node_label(*id),
+            answered
+                .iter()
+                .map(|n| self.node_label(*n))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
     }
 
     /// The corosync driver could not send our REQUEST.

@@ -134,3 +134,24 @@ fn a_copy_left_by_an_old_migration_answers_once_the_target_reported() {
     });
     assert_eq!(sent_replies(&out), vec![(7, 1, FenceResult::Off)]);
 }
+
+#[test]
+fn a_target_report_during_the_request_does_not_make_the_old_copy_true() {
+    let mut n2 = lab(2, &[dom("vm2a", 1, Running)]);
+    peer_vm(&mut n2, 5, 3, dom("vm2a", 1, Shutoff));
+    migrated_away(&mut n2, 10, "vm2a", 1);
+    n2.apply(Input::PeerMessage {
+        at: 11,
+        from: 2,
+        msg: OwnMessage::Vms {
+            vms: vec![dom("vm2a", 1, Shutoff)],
+        },
+    });
+    // Shut off everywhere in this map: node 2 acts.
+    let out = request(&mut n2, 20, 3, 7, "vm2a", FenceOp::Off);
+    let job = acts(&out)[0].job;
+    // The target's report arrives while node 2's libvirt acts.
+    peer_vm(&mut n2, 25, 3, dom("vm2a", 1, Running));
+    let out = acted(&mut n2, 30, job, FenceResult::Ok);
+    assert_eq!(sent_replies(&out), vec![(7, 3, FenceResult::Fail)]);
+}

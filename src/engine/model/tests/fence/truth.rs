@@ -347,3 +347,33 @@ fn a_fence_reboots_momentary_stop_is_not_announced() {
     );
     assert_eq!(domain(&n1.snapshot(23), "vm1a").unwrap().state, Shutoff);
 }
+
+#[test]
+fn an_off_is_refused_when_a_copy_reported_running_meanwhile() {
+    let mut n1 = lab(1, &[]);
+    peer_vm(&mut n1, 5, 2, dom("vm2a", 1, Shutoff));
+    peer_vm(&mut n1, 5, 3, dom("vm2a", 1, Shutoff));
+    let seqno = sent_request(&submit(&mut n1, 10, 1, "vm2a", FenceOp::Status))
+        .unwrap()
+        .0;
+    request(&mut n1, 11, 1, seqno, "vm2a", FenceOp::Status);
+    // Shut off everywhere when the REQUEST came back; then node 3 reports
+    // it running (started there) before node 2's "off" for its own copy.
+    peer_vm(&mut n1, 15, 3, dom("vm2a", 1, Running));
+    let out = reply(
+        &mut n1,
+        20,
+        2,
+        seqno,
+        1,
+        "vm2a",
+        FenceOp::Status,
+        FenceResult::Off,
+    );
+    let (_, result, _, detail) = done(&out).unwrap();
+    assert_eq!(result, FenceResult::Fail);
+    assert!(
+        detail.unwrap().contains("runs on node3"),
+        "the reason names it"
+    );
+}
