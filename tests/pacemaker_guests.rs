@@ -9,9 +9,13 @@
 //!   restarts on its host → the Dummies run on a survivor; a manual
 //!   `stonith_admin --reboot` works; the fence device's recurring monitor
 //!   keeps succeeding. With the host's fenceline SIGKILLed first, the fence
-//!   fails and nothing is recovered, until `fenceline confirm <host>`.
-//! - fence_virtd, same faults: it reports success and Pacemaker recovers
-//!   while the domain still runs (the lie fenceline refuses to tell).
+//!   fails and nothing is recovered, until `fenceline confirm <host>`. With
+//!   the host cut off (the hosts run `self_fence_secs`), the fence fails
+//!   until the host's self-fencing deadline, then succeeds, and the domain
+//!   is shut off by its own host.
+//! - fence_virtd, same faults (its daemon SIGKILLed; the host cut off): it
+//!   reports success and Pacemaker recovers while the domain still runs
+//!   (the lie fenceline refuses to tell).
 //!
 //! Needs root; the two labs run one after the other.
 #![cfg(feature = "lab")]
@@ -31,6 +35,8 @@ static SERIAL: Mutex<()> = Mutex::new(());
 const RECOVERY: Duration = Duration::from_secs(60);
 /// How long the negative case watches Pacemaker not recovering.
 const REFUSED_WATCH: Duration = Duration::from_secs(15);
+/// `[fencing] self_fence_secs` of the fenceline hosts.
+const SELF_FENCE_SECS: u64 = 6;
 
 /// `virsh domid` and `virsh domstate` of a domain on its host.
 fn domain(lab: &Lab, host: usize, name: &str) -> (String, String) {
@@ -88,7 +94,10 @@ fn pacemaker_guests_fence_through_fenceline_and_never_on_a_lie() {
     }
     let _serial = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
     let t_up = Instant::now();
-    let lab = lab(LabSpec::guest_cluster(Some(bin())));
+    let lab = lab(LabSpec {
+        fenceline_extra_toml: format!("[fencing]\nself_fence_secs = {SELF_FENCE_SECS}\n"),
+        ..LabSpec::guest_cluster(Some(bin()))
+    });
     eprintln!(
         "lab + guest cluster up in {:.1} s",
         t_up.elapsed().as_secs_f64()
@@ -229,6 +238,56 @@ fn pacemaker_guests_fence_through_fenceline_and_never_on_a_lie() {
         !monitors.is_empty() && monitors.iter().all(|op| op.rc == "0"),
         "recurring monitor of {fence}: {monitors:?}"
     );
+
+    // 5. The victim's host cut off from the cluster (its daemon back first),
+    //    then the guest dies. The majority refuses until the host's
+    //    self-fencing deadline has passed by its own clock; the host has
+    //    destroyed its VMs by then, and the fence succeeds.
+    lab.start_daemon(host).unwrap();
+    lab.restart_guest(v, 1).unwrap();
+    lab.wait_guest_cluster(1, "Dummies back on the victim", |st| {
+        lab.guest_dummies()
+            .iter()
+            .all(|d| st.started_on_one_of(d, &home))
+    })
+    .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while lab.status_json(1).ok().and_then(|v| {
+        v["nodes"].as_array().and_then(|n| {
+            n.iter()
+                .find(|x| x["nodeid"] == host as u64)
+                .map(|x| x["accounted"] == true && x["self_fence_secs"] == SELF_FENCE_SECS)
+        })
+    }) != Some(true)
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{hostname} accounted for again"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (ok5, failed5) = history(&lab, 1, &vname);
+    let cut = Instant::now();
+    lab.set_link(host, false).unwrap();
+    lab.kill_guest_corosync(v, libc::SIGKILL).unwrap();
+    let o = lab.watch_guest_failover(cut, ok5, RECOVERY);
+    let (_, failed) = history(&lab, 1, &vname);
+    let refused = failed.iter().filter(|f| !failed5.contains(f)).count();
+    let st5 = domain(&lab, host, &vname).1;
+    eprintln!(
+        "fenceline, {hostname} cut off (self_fence_secs = {SELF_FENCE_SECS}), {vname} killed: {refused} failed attempts, \
+         fence successful after {}, Dummies on a survivor after {}; the domain on {hostname}: {st5}",
+        secs(o.fenced),
+        secs(o.recovered)
+    );
+    assert!(o.fenced.is_some() && o.recovered.is_some(), "{o:?}");
+    assert!(
+        o.fenced >= Some(Duration::from_secs(SELF_FENCE_SECS)),
+        "success before the host could have self-fenced: {o:?}"
+    );
+    assert!(refused >= 1, "Pacemaker's first attempts were refused");
+    assert_eq!(st5, "shut off", "{hostname} destroyed its own VM");
+    lab.set_link(host, true).unwrap();
     lab.down().unwrap();
 }
 
@@ -259,5 +318,38 @@ fn pacemaker_guests_fence_virtd_reports_success_for_a_running_domain() {
         (id0, "running".to_string()),
         "the domain still runs with the same id: fence_virtd's success was not true"
     );
+
+    // The host cut off instead: its peers drop its VMs, the unknown-VM rule
+    // answers, and Pacemaker recovers while the domain runs on.
+    lab.start_fence_virtd(host).unwrap();
+    lab.restart_guest(v, 1).unwrap();
+    let home = vec![vname.clone()];
+    lab.wait_guest_cluster(1, "Dummies back on the victim", |st| {
+        lab.guest_dummies()
+            .iter()
+            .all(|d| st.started_on_one_of(d, &home))
+    })
+    .unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    let (id1, st1) = domain(&lab, host, &vname);
+    assert_eq!(st1, "running");
+    let (ok1, _) = history(&lab, 1, &vname);
+    lab.set_link(host, false).unwrap();
+    let t0 = Instant::now();
+    lab.kill_guest_corosync(v, libc::SIGKILL).unwrap();
+    let o = lab.watch_guest_failover(t0, ok1, RECOVERY);
+    eprintln!(
+        "fence_virtd, node{host} cut off, {vname} killed: fence recorded successful after {}, \
+         Dummies started on a survivor after {}",
+        secs(o.fenced),
+        secs(o.recovered)
+    );
+    assert!(o.fenced.is_some() && o.recovered.is_some(), "{o:?}");
+    assert_eq!(
+        domain(&lab, host, &vname),
+        (id1, "running".to_string()),
+        "the domain on the cut-off host still runs: fence_virtd's success was not true"
+    );
+    lab.set_link(host, true).unwrap();
     lab.down().unwrap();
 }

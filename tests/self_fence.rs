@@ -2,7 +2,9 @@
 //! (`[fencing] self_fence_secs = 6` on every node): node 3 is cut off; its
 //! daemon destroys its own VMs (checked with `virsh` on node 3), and the
 //! majority refuses `off` for node 3's VM before node 3's deadline and
-//! answers ok after it. Nothing is mocked: real corosync, a private libvirtd
+//! answers ok after it, through `fenceline fence` and through the real
+//! `fence_xvm` from a guest namespace (the fault matrix's row "owner cut off,
+//! with self-fencing"). Nothing is mocked: real corosync, a private libvirtd
 //! per node (test driver), fenceline daemons.
 //!
 //! Needs root; the lab has a unique prefix and is torn down on every exit
@@ -30,6 +32,26 @@ fn virsh_state(lab: &Lab, i: usize, vm: &str) -> String {
         .to_string()
 }
 
+/// The real fence_xvm from the guest namespace: (exit code, stderr).
+fn fence_xvm(lab: &Lab, op: &str, vm: &str) -> (i32, String) {
+    let key = lab.fence_key_path();
+    let argv = [
+        "fence_xvm",
+        "-k",
+        key.to_str().expect("utf-8 key path"),
+        "-t",
+        "8",
+        "-o",
+        op,
+        "-H",
+        vm,
+    ];
+    let o = lab
+        .exec_client(&argv, Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("fence_xvm runs: {e:#}"));
+    (o.status.code().unwrap_or(-1), o.stderr.trim().to_string())
+}
+
 fn has_event(lab: &Lab, i: usize, action: &str, nodeid: u64) -> bool {
     events_lenient(lab, i)
         .iter()
@@ -46,6 +68,7 @@ fn a_cut_off_node_destroys_its_vms_and_the_majority_answers_only_after_its_deadl
     let lab = lab(LabSpec {
         fenceline_bin: Some(bin()),
         fenceline_extra_toml: format!("[fencing]\nself_fence_secs = {N_SECS}\n"),
+        client_ns: true,
         ..LabSpec::default()
     });
     for i in [1, 2, 3] {
@@ -69,6 +92,10 @@ fn a_cut_off_node_destroys_its_vms_and_the_majority_answers_only_after_its_deadl
     assert_eq!(o.status.code(), Some(1), "{o:?}");
     assert!(o.stderr.contains("not confirmed down"), "{o:?}");
     assert_eq!(virsh_state(&lab, 3, "vm3a"), "running");
+    // The guests' fence_xvm gets the same refusal (rc 1), never "off".
+    let (rc, err) = fence_xvm(&lab, "status", "vm3b");
+    assert_eq!(rc, 1, "fence_xvm status vm3b before the deadline: {err}");
+    assert_eq!(virsh_state(&lab, 3, "vm3b"), "running");
 
     // Node 3 destroys its own VMs once it has been out of a quorate
     // membership for N s (never before: it noticed the cut after the cut).
@@ -118,6 +145,16 @@ fn a_cut_off_node_destroys_its_vms_and_the_majority_answers_only_after_its_deadl
     );
     assert!(has_event(&lab, 1, "self-fenced", 3));
     println!("node 1: {how}; fence off vm3a: {}", o.stdout.trim());
+    // fence_xvm from a guest: status off (rc 2) and off ok (rc 0), true.
+    let (rc, err) = fence_xvm(&lab, "status", "vm3b");
+    assert_eq!(rc, 2, "fence_xvm status vm3b after the deadline: {err}");
+    let (rc, err) = fence_xvm(&lab, "off", "vm3b");
+    assert_eq!(rc, 0, "fence_xvm off vm3b after the deadline: {err}");
+    assert_eq!(
+        virsh_state(&lab, 3, "vm3b"),
+        "shut off",
+        "the answers are true"
+    );
 
     let status = lab.fenceline(1, &["status"]).unwrap();
     assert!(
