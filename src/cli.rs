@@ -455,7 +455,9 @@ pub fn render_status(s: &Snapshot, now: Millis) -> String {
         "NAME", "STATE", "OWNER", "SINCE"
     );
     for d in &s.domains {
-        let owner = if d.conflict {
+        let owner = if let Some(m) = d.migrating {
+            format!("MIGRATING {}→{}", names.node(m.from), names.node(m.to))
+        } else if d.conflict {
             let on: Vec<String> = d
                 .placements
                 .iter()

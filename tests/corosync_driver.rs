@@ -455,6 +455,7 @@ async fn scenario(lab: &mut Lab) {
             name: format!("vm-{i:05}"),
             uuid: format!("8f1e0001-0000-4000-8000-{i:012}"),
             state: DomainState::Shutoff,
+            migration: None,
         })
         .collect();
     let chunks = own::encode_chunked(&OwnMessage::Vms { vms: vms.clone() }, own::DEFAULT_CHUNK)
@@ -670,6 +671,7 @@ async fn sealed_scenario(lab: &Lab) {
         name: "sealed-vm".into(),
         uuid: "8f1e0002-0000-4000-8000-000000000001".into(),
         state: DomainState::Running,
+        migration: None,
     };
     eff_tx
         .send(Effect::Own(OwnMessage::Vms {

@@ -5,7 +5,8 @@
 //! - `status` asked over and over while the VM migrates 1 → 2, from a third
 //!   node and from the source itself, never says off (the VM runs all
 //!   along); the source's copy, shut off with reason "migrated", answers
-//!   nothing for it; afterwards the target answers "on";
+//!   nothing for it; afterwards the target answers "on"; meanwhile node 3's
+//!   `status` shows the VM migrating from node 1 to node 2;
 //! - `off` while it migrates back 2 → 1 leaves no copy running on either
 //!   host when it says ok.
 //!
@@ -141,10 +142,20 @@ fn fence_answers_stay_true_across_a_live_migration() {
     let mut answers: Vec<(Duration, usize, Answer)> = Vec::new();
     let mut ended: Option<Duration> = None;
     let mut asker = [3usize, 1].into_iter().cycle();
+    // What node 3's map says of the VM meanwhile: migrating 1 -> 2.
+    let (mut migrating_seen, mut conflicts_seen) = (0, 0);
     while ended.is_none_or(|e| t0.elapsed() < e + Duration::from_secs(3)) {
         assert!(t0.elapsed() < MIGRATION, "the migration did not end");
         let i = asker.next().unwrap_or(3);
         answers.push((t0.elapsed(), i, fence(&lab, i, "status", vm)));
+        if let Some(d) = lab.status_json(3).ok().as_ref().and_then(|v| domain(v, vm)) {
+            if d["migrating"]["from"] == 1 && d["migrating"]["to"] == 2 {
+                migrating_seen += 1;
+            }
+            if d["conflict"] == true {
+                conflicts_seen += 1;
+            }
+        }
         if ended.is_none() && !m.running() {
             ended = Some(t0.elapsed());
         }
@@ -174,9 +185,10 @@ fn fence_answers_stay_true_across_a_live_migration() {
         }
     }
     eprintln!(
-        "{} status answers across the migration, {refused} refused, 0 off",
+        "{} status answers across the migration, {refused} refused, 0 off; node 3's map showed it migrating 1 -> 2 {migrating_seen} times, as a conflict {conflicts_seen} times",
         answers.len()
     );
+    assert!(migrating_seen > 0, "node 3 never showed the migration");
     // The target answers from its own libvirt once its copy is in the maps.
     let t1 = Instant::now();
     loop {
@@ -195,12 +207,19 @@ fn fence_answers_stay_true_across_a_live_migration() {
     // 2. off while it migrates back 2 -> 1: when it says ok, no copy runs.
     let mut m = Migration(Some(spawn_migration(&lab, 2, 1, vm, &["--bandwidth", "1"])));
     let t0 = Instant::now();
-    // Ask once the target's incoming copy exists (paused), if the
-    // migration lasts that long; otherwise right away.
-    while m.running()
-        && !domstate(&lab, 1, vm).starts_with("paused")
-        && t0.elapsed() < Duration::from_secs(10)
-    {
+    // Ask once node 3's map shows the migration (both copies active), if
+    // the migration lasts that long; otherwise right away.
+    let mut shown = false;
+    while m.running() && t0.elapsed() < Duration::from_secs(20) {
+        shown = lab
+            .status_json(3)
+            .ok()
+            .as_ref()
+            .and_then(|v| domain(v, vm))
+            .is_some_and(|d| d["migrating"]["from"] == 2 && d["migrating"]["to"] == 1);
+        if shown {
+            break;
+        }
         std::thread::sleep(Duration::from_millis(20));
     }
     let during = m.running();
@@ -210,10 +229,15 @@ fn fence_answers_stay_true_across_a_live_migration() {
         "off {} the migration 2 -> 1: {result} by {by:?} ({detail}); node 1: {s1}; node 2: {s2}",
         if during { "during" } else { "after" }
     );
+    if shown {
+        // Both copies were in the map: both are destroyed.
+        assert_eq!(code, 0, "off during a migration the map showed: {detail}");
+        assert!(detail.contains("destroyed on nodes 1, 2"), "{detail}");
+    }
     if code == 0 {
         assert!(
-            !s1.starts_with("running") && !s2.starts_with("running"),
-            "off said ok while a copy runs: node 1 {s1}, node 2 {s2}"
+            !active(&s1) && !active(&s2),
+            "off said ok while a copy is active: node 1 {s1}, node 2 {s2}"
         );
     } else {
         assert_eq!(code, 1, "off gives ok or a refusal: {detail}");

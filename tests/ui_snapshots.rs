@@ -226,6 +226,27 @@ fn conflict() {
 }
 
 #[test]
+fn migrating() {
+    let mut a = app(fixtures::migrating(), false);
+    keys(&mut a, &[":"]);
+    typed(&mut a, "mail");
+    keys(&mut a, &["enter"]);
+    let t = text(&mut a, &default_theme(), 140, 45);
+    assert!(t.contains("none: migrating kvm2 (2) → kvm3 (3)"), "{t}");
+    assert!(t.contains("⇄ migrating") && t.contains("kvm2→kvm3"), "{t}");
+    assert!(!t.contains("CONFLICT"), "a migration is no conflict: {t}");
+    both("migrating", a);
+}
+
+#[test]
+fn status_text_of_a_migration() {
+    let out = fenceline::cli::render_status(&fixtures::migrating(), NOW);
+    assert!(out.contains("MIGRATING kvm2(2)→kvm3(3)"), "{out}");
+    assert!(!out.contains("CONFLICT"), "{out}");
+    insta::assert_snapshot!("status_migrating", out);
+}
+
+#[test]
 fn quorum_lost() {
     both("quorum_lost", app(fixtures::quorum_lost(), false));
 }

@@ -350,12 +350,23 @@ pub struct DomainView {
     /// The libvirt URI the VM came from, when it is local to this node.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uri: Option<String>,
-    /// Running on two or more hosts at once.
+    /// Running on two or more hosts at once (not counting a live migration).
     #[serde(default)]
     pub conflict: bool,
+    /// Active on two hosts because of a live migration that one of them
+    /// reports: from the source to the target.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub migrating: Option<Migrating>,
     /// Every node that reported the VM, with the state it reported.
     #[serde(default)]
     pub placements: Vec<Placement>,
+}
+
+/// A live migration of a VM between two nodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Migrating {
+    pub from: NodeId,
+    pub to: NodeId,
 }
 
 /// Connection state of a driver towards its service.
@@ -503,6 +514,8 @@ pub enum DomainAction {
     Conflict,
     ConflictResolved,
     Rebooted,
+    /// A live migration began (active on the source and the target).
+    Migrating,
 }
 
 /// A daemon-level happening (connections, drops).

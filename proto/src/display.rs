@@ -224,6 +224,7 @@ pub fn describe(kind: &EventKind, node: &dyn Fn(NodeId) -> String) -> Described 
                 }
                 DomainAction::ConflictResolved => format!("{name} conflict resolved"),
                 DomainAction::Rebooted => format!("{name} rebooted"),
+                DomainAction::Migrating => format!("{name} migrating{}", paren(detail)),
             };
             match (owner, previous_owner) {
                 (Some(o), Some(p)) if o != p => {

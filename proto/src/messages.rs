@@ -25,6 +25,21 @@ pub struct LocalDomain {
     pub name: String,
     pub uuid: String,
     pub state: DomainState,
+    /// A live migration libvirt reports for this copy (its last lifecycle
+    /// event: started or suspended with detail "migrated"). Older peers do
+    /// not send it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub migration: Option<Migration>,
+}
+
+/// Which end of a live migration a local copy is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Migration {
+    /// The target: started paused for an incoming migration.
+    Incoming,
+    /// The source: paused for the migration's last phase.
+    Outgoing,
 }
 
 /// What a fenceline peer tells the others about itself (own group).

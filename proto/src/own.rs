@@ -194,6 +194,7 @@ mod tests {
             } else {
                 DomainState::Shutoff
             },
+            migration: None,
         }
     }
 
@@ -479,6 +480,7 @@ mod tests {
             name: "x".repeat(1000),
             uuid: String::new(),
             state: DomainState::Running,
+            migration: None,
         };
         let msg = OwnMessage::Vms { vms: vec![big] };
         assert!(matches!(

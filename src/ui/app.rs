@@ -243,8 +243,12 @@ impl App {
         matches!(self.conn, Conn::Connected { .. })
     }
 
-    /// Owner column text: "node2", "CONFLICT node1,node2", or "-".
+    /// Owner column text: "node2", "CONFLICT node1,node2", "node1→node2"
+    /// (a live migration), or "-".
     pub fn owner_text(&self, d: &DomainView) -> String {
+        if let Some(m) = d.migrating {
+            return format!("{}→{}", self.node_name(m.from), self.node_name(m.to));
+        }
         if d.conflict {
             let on: Vec<String> = d
                 .placements

@@ -58,6 +58,7 @@ pub fn domain(name: &str, node: NodeId, i: usize, state: DomainState, age_s: u64
         since: NOW - age_s * 1000,
         uri: (node == 1).then(|| URI.to_string()),
         conflict: false,
+        migrating: None,
         placements: vec![Placement {
             nodeid: node,
             state,
@@ -154,6 +155,7 @@ pub fn conflict() -> Snapshot {
         since: NOW - 42_000,
         uri: None,
         conflict: true,
+        migrating: None,
         placements: vec![
             Placement {
                 nodeid: 2,
@@ -170,6 +172,18 @@ pub fn conflict() -> Snapshot {
         ],
     });
     s.domains.sort_by(|a, b| a.name.cmp(&b.name));
+    s
+}
+
+/// A live migration of "mail" from node 2 (running) to node 3 (paused,
+/// incoming): shown as migrating, not as a conflict.
+pub fn migrating() -> Snapshot {
+    let mut s = conflict();
+    if let Some(d) = s.domains.iter_mut().find(|d| d.name == "mail") {
+        d.conflict = false;
+        d.migrating = Some(fenceline_proto::api::Migrating { from: 2, to: 3 });
+        d.placements[1].state = DomainState::Paused;
+    }
     s
 }
 

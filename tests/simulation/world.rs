@@ -478,6 +478,7 @@ impl World {
                     name: v.name.clone(),
                     uuid: v.uuid.clone(),
                     state: *s,
+                    migration: None,
                 })
             })
             .collect()

@@ -3,7 +3,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use fenceline_proto::api::{DomainAction, DomainState, EventKind, Millis, NodeId, Placement};
+use fenceline_proto::api::{
+    DomainAction, DomainState, EventKind, Migrating, Millis, NodeId, Placement,
+};
+use fenceline_proto::messages::Migration;
 
 use super::{Cluster, Group, NodeRec, Output, OwnMessage, VmRecord};
 
@@ -29,6 +32,15 @@ pub(super) struct Obs {
     pub(super) name: String,
     pub(super) uuid: String,
     pub(super) state: DomainState,
+    /// The end of a live migration this copy is, as its libvirt reports.
+    pub(super) migration: Option<Migration>,
+}
+
+impl Obs {
+    /// Whether `other` reports something different (worth a refresh).
+    pub(super) fn differs(&self, other: &Obs) -> bool {
+        self.state != other.state || self.name != other.name || self.migration != other.migration
+    }
 }
 
 #[derive(Debug, Clone, Default)]
@@ -59,6 +71,8 @@ pub(super) struct Entry {
     pub(super) since: Millis,
     pub(super) uri: Option<String>,
     pub(super) conflict: bool,
+    /// Active on two nodes by a live migration one of them reports.
+    pub(super) migrating: Option<Migrating>,
     pub(super) placements: Vec<Placement>,
 }
 
@@ -96,32 +110,32 @@ impl Cluster {
         {
             self.fvd_burst(at, from, &key, out);
         }
-        self.upsert_peer(at, from, key, rec.name, rec.uuid, rec.state, out);
+        let obs = Obs {
+            name: rec.name,
+            uuid: rec.uuid,
+            state: rec.state,
+            migration: None,
+        };
+        self.upsert_peer(at, from, key, obs, out);
     }
 
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn upsert_peer(
         &mut self,
         at: Millis,
         from: NodeId,
         key: DomKey,
-        name: String,
-        uuid: String,
-        state: DomainState,
+        obs: Obs,
         out: &mut Output,
     ) {
-        if let Some(why) = self.refuse_peer_vm(from, &key, &name, &uuid) {
+        if let Some(why) = self.refuse_peer_vm(from, &key, &obs.name, &obs.uuid) {
             return self.drop_peer_vm(at, from, why, out);
         }
         let p = self.peers.entry(from).or_default();
         if let Some((_, seen)) = p.inventory.as_mut() {
             seen.insert(key.clone());
         }
-        let changed = p
-            .vms
-            .get(&key)
-            .is_none_or(|o| o.state != state || o.name != name);
-        p.vms.insert(key.clone(), Obs { name, uuid, state });
+        let changed = p.vms.get(&key).is_none_or(|o| o.differs(&obs));
+        p.vms.insert(key.clone(), obs);
         if changed {
             self.refresh(&key, at, Cause::Change, out);
         }
@@ -167,7 +181,13 @@ impl Cluster {
                         continue;
                     }
                     let key = DomKey::of(&v.name, &v.uuid);
-                    self.upsert_peer(at, from, key, v.name, v.uuid, v.state, out);
+                    let obs = Obs {
+                        name: v.name,
+                        uuid: v.uuid,
+                        state: v.state,
+                        migration: v.migration,
+                    };
+                    self.upsert_peer(at, from, key, obs, out);
                 }
             }
             OwnMessage::Gone { vms } => {
@@ -345,6 +365,7 @@ impl Cluster {
                 Some(id)
             }
         };
+        let migrating = migration_of(&active);
         let (owner, state, conflict, primary) = match active.len() {
             0 => {
                 let owner = if placements.len() == 1 {
@@ -360,7 +381,10 @@ impl Cluster {
                 false,
                 active[0],
             ),
-            _ => (None, active[0].1.state, true, active[0]),
+            // Active on two nodes: a conflict, unless a live migration
+            // explains it (the router treats both alike: off destroys
+            // both copies, on and reboot are refused).
+            _ => (None, active[0].1.state, migrating.is_none(), active[0]),
         };
         let name = primary.1.name.clone();
         let uuid = placements
@@ -392,6 +416,7 @@ impl Cluster {
             since,
             uri,
             conflict,
+            migrating,
             placements: pl,
         };
         if old.as_ref() == Some(&new) {
@@ -423,7 +448,15 @@ impl Cluster {
             self.emit(at, ev, out);
             return;
         };
-        if conflict && !old.conflict {
+        if let Some(m) = migrating.filter(|_| old.migrating != migrating) {
+            let ev = dom(
+                DomainAction::Migrating,
+                Some(old.state),
+                old.owner,
+                Some(format!("node {} → node {}", m.from, m.to)),
+            );
+            self.emit(at, ev, out);
+        } else if conflict && !old.conflict {
             let ev = dom(
                 DomainAction::Conflict,
                 Some(old.state),
@@ -450,6 +483,23 @@ impl Cluster {
             self.emit(at, ev, out);
         }
     }
+}
+
+/// The live migration that explains two active copies: one reports itself
+/// the target (incoming) or the source (outgoing); neither is lost.
+fn migration_of(active: &[&(NodeId, &Obs, Option<&str>, Option<Millis>)]) -> Option<Migrating> {
+    let [a, b] = active else {
+        return None;
+    };
+    if a.3.is_some() || b.3.is_some() {
+        return None;
+    }
+    let (from, to) = match (a.1.migration, b.1.migration) {
+        (Some(Migration::Incoming), _) | (_, Some(Migration::Outgoing)) => (b.0, a.0),
+        (_, Some(Migration::Incoming)) | (Some(Migration::Outgoing), _) => (a.0, b.0),
+        (None, None) => return None,
+    };
+    Some(Migrating { from, to })
 }
 
 fn lost_detail(placements: &[Placement]) -> String {

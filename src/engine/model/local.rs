@@ -46,6 +46,7 @@ impl Cluster {
                 name: o.name.clone(),
                 uuid: o.uuid.clone(),
                 state: o.state,
+                migration: o.migration,
             })
             .collect();
         self.track_sent(&vms);
@@ -141,6 +142,7 @@ impl Cluster {
                     name: d.name,
                     uuid: d.uuid,
                     state: d.state,
+                    migration: d.migration,
                 },
             );
         }
@@ -159,6 +161,7 @@ impl Cluster {
                         name: o.name.clone(),
                         uuid: o.uuid.clone(),
                         state: DomainState::Shutoff,
+                        migration: None,
                     });
                 }
                 Some(n) if n.state != o.state || n.name != o.name => touched.push(k.clone()),
@@ -238,6 +241,7 @@ impl Cluster {
                     name: o.name.clone(),
                     uuid: o.uuid.clone(),
                     state: o.state,
+                    migration: o.migration,
                 });
             }
         }
@@ -301,11 +305,9 @@ impl Cluster {
             name: domain.name.clone(),
             uuid: domain.uuid.clone(),
             state: domain.state,
+            migration: domain.migration,
         };
-        let changed = rec
-            .domains
-            .get(&key)
-            .is_none_or(|o| o.state != obs.state || o.name != obs.name);
+        let changed = rec.domains.get(&key).is_none_or(|o| o.differs(&obs));
         rec.domains.insert(key.clone(), obs);
         rec.health.domains = rec.domains.len();
         if changed {
@@ -335,6 +337,7 @@ impl Cluster {
                         name,
                         uuid,
                         state: DomainState::Shutoff,
+                        migration: None,
                     }],
                 }));
             } else if still_local {

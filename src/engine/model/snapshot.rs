@@ -97,6 +97,7 @@ impl Cluster {
                 since: e.since,
                 uri: e.uri.clone(),
                 conflict: e.conflict,
+                migrating: e.migrating,
                 placements: e.placements.clone(),
             })
             .collect::<Vec<_>>();

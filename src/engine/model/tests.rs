@@ -37,6 +37,7 @@ fn dom(name: &str, n: u8, state: DomainState) -> LocalDomain {
         name: name.into(),
         uuid: format!("8f1e0000-0000-4000-8000-0000000000{n:02}"),
         state,
+        migration: None,
     }
 }
 
@@ -634,6 +635,7 @@ fn malformed_messages_are_counted() {
             name: String::new(),
             uuid: String::new(),
             state: Running,
+            migration: None,
         },
     );
     let s = c.snapshot(3);

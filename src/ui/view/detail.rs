@@ -52,7 +52,19 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
             match d.owner {
                 Some(o) => Span::raw(format!("{} ({o})", app.node_name(o))),
                 None if d.conflict => Span::styled("none: CONFLICT", theme.conflict),
-                None => Span::styled("none", theme.dim),
+                None => match d.migrating {
+                    Some(m) => Span::styled(
+                        format!(
+                            "none: migrating {} ({}) → {} ({})",
+                            app.node_name(m.from),
+                            m.from,
+                            app.node_name(m.to),
+                            m.to
+                        ),
+                        theme.warn,
+                    ),
+                    None => Span::styled("none", theme.dim),
+                },
             },
         ]),
     ];

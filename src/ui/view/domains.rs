@@ -78,6 +78,9 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
             let mut cells = vec![
                 if d.conflict {
                     Cell::from(Span::styled("!!", theme.conflict))
+                } else if d.migrating.is_some() {
+                    // A live migration: active on the source and the target.
+                    Cell::from(Span::styled("⇄ ", theme.warn))
                 } else if d.placements.iter().any(|p| p.lost) {
                     // A lost placement: the VM may still run on a node
                     // that is not accounted for.
@@ -86,12 +89,18 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
                     Cell::from("")
                 },
                 Cell::from(super::fit(&d.name, name_w)),
-                Cell::from(Span::styled(
-                    format!("{sym} {}", state_label(d.state)),
-                    style,
-                )),
+                if d.migrating.is_some() {
+                    Cell::from(Span::styled("⇄ migrating", theme.warn))
+                } else {
+                    Cell::from(Span::styled(
+                        format!("{sym} {}", state_label(d.state)),
+                        style,
+                    ))
+                },
                 if d.conflict {
                     Cell::from(Span::styled(super::fit(&owner, owner_w), theme.conflict))
+                } else if d.migrating.is_some() {
+                    Cell::from(Span::styled(super::fit(&owner, owner_w), theme.warn))
                 } else if d.owner.is_none() {
                     Cell::from(Span::styled(owner, theme.dim))
                 } else {

@@ -83,7 +83,12 @@ impl World {
                         input: Input::LocalDomain {
                             at: t,
                             uri: URI.into(),
-                            domain: LocalDomain { name, uuid, state },
+                            domain: LocalDomain {
+                                name,
+                                uuid,
+                                state,
+                                migration: None,
+                            },
                         },
                     },
                 );

@@ -112,6 +112,7 @@ pub fn domain(name: &str, uuid: &str, state: DomainState, owner: u32) -> DomainV
         since: 0,
         uri: None,
         conflict: false,
+        migrating: None,
         placements: vec![],
     }
 }

@@ -13,7 +13,10 @@ use super::session::Session;
 use super::{Stop, Worker, mono};
 use crate::engine::model::{Input, LocalDomain};
 use fenceline_proto::api::{DomainState, NetworkAction, now_millis};
+use fenceline_proto::messages::Migration;
 
+/// `VIR_DOMAIN_EVENT_DEFINED`.
+const EVENT_DEFINED: i32 = 0;
 /// `VIR_DOMAIN_EVENT_UNDEFINED`.
 const EVENT_UNDEFINED: i32 = 1;
 
@@ -22,6 +25,17 @@ const EVENT_UNDEFINED: i32 = 1;
 /// the target takes over, or `STOPPED` with `MIGRATED` (3).
 pub(super) fn left_by_migration(event: i32, detail: i32) -> bool {
     matches!((event, detail), (3, 1) | (3, 7) | (5, 3))
+}
+
+/// Which end of a live migration a lifecycle event shows this host to be:
+/// `STARTED` with `MIGRATED` (1), the target; `SUSPENDED` with `MIGRATED`
+/// (1) or `POSTCOPY` (7), the source. `None` for any other event.
+pub(super) fn migration_end(event: i32, detail: i32) -> Option<Migration> {
+    match (event, detail) {
+        (2, 1) => Some(Migration::Incoming),
+        (3, 1) | (3, 7) => Some(Migration::Outgoing),
+        _ => None,
+    }
 }
 
 fn lifecycle_name(event: i32) -> &'static str {
@@ -75,6 +89,16 @@ impl Worker {
                     // A running domain that is undefined lives on as a
                     // transient one; the re-read below tells which.
                     debug!(uri = %self.uri, %name, "undefined");
+                }
+                match migration_end(event, detail) {
+                    Some(m) => {
+                        s.migration.insert(uuid.clone(), m);
+                    }
+                    // A (re)definition during a migration does not end it.
+                    None if event == EVENT_DEFINED => {}
+                    None => {
+                        s.migration.remove(&uuid);
+                    }
                 }
                 if left_by_migration(event, detail) {
                     // Before the state it left behind: that copy's
@@ -159,13 +183,14 @@ impl Worker {
         verdict: Verdict,
     ) -> Result<(), Stop> {
         let renamed = s.names.get(uuid).is_some_and(|n| *n != name);
+        let mig = s.migration.get(uuid).copied();
         s.names.insert(uuid.to_string(), name.clone());
         match verdict {
-            Verdict::Report(state) => self.send_domain(uuid, name, state),
+            Verdict::Report(state) => self.send_domain(uuid, name, state, mig),
             Verdict::Rebooted => {
                 if renamed {
                     let shown = s.filter.shown(uuid).unwrap_or(observed);
-                    self.send_domain(uuid, name.clone(), shown)?;
+                    self.send_domain(uuid, name.clone(), shown, mig)?;
                 }
                 self.send(Input::LocalRebooted {
                     at: now_millis(),
@@ -178,14 +203,14 @@ impl Worker {
                 debug!(uri = %self.uri, %name, %uuid, state = %observed, "holding transition (possible reboot)");
                 if renamed {
                     let shown = s.filter.shown(uuid).unwrap_or(observed);
-                    self.send_domain(uuid, name, shown)?;
+                    self.send_domain(uuid, name, shown, mig)?;
                 }
                 Ok(())
             }
             Verdict::Quiet => {
                 if renamed {
                     let shown = s.filter.shown(uuid).unwrap_or(observed);
-                    self.send_domain(uuid, name, shown)?;
+                    self.send_domain(uuid, name, shown, mig)?;
                 }
                 Ok(())
             }
@@ -197,8 +222,9 @@ impl Worker {
         uuid: &str,
         name: String,
         state: DomainState,
+        migration: Option<Migration>,
     ) -> Result<(), Stop> {
-        debug!(uri = %self.uri, %name, %uuid, %state, "domain state");
+        debug!(uri = %self.uri, %name, %uuid, %state, ?migration, "domain state");
         self.send(Input::LocalDomain {
             at: now_millis(),
             uri: self.uri.clone(),
@@ -206,12 +232,14 @@ impl Worker {
                 name,
                 uuid: uuid.to_string(),
                 state,
+                migration,
             },
         })
     }
 
     pub(super) fn gone(&self, s: &mut Session, uuid: &str, hint: &str) -> Result<(), Stop> {
         s.filter.forget(uuid);
+        s.migration.remove(uuid);
         let name = s.names.remove(uuid).unwrap_or_else(|| hint.to_string());
         debug!(uri = %self.uri, %name, %uuid, "domain gone");
         self.send(Input::LocalGone {

@@ -131,10 +131,12 @@ impl Worker {
                 rebooted.push((name.clone(), uuid.clone()));
             }
             let shown = s.filter.shown(&uuid).unwrap_or(state);
+            let migration = s.migration.get(&uuid).copied();
             domains.push(LocalDomain {
                 name,
                 uuid,
                 state: shown,
+                migration,
             });
         }
         drop(doms);

@@ -16,6 +16,7 @@ use super::super::reboot_filter::RebootFilter;
 use super::{MAX_WAIT, Stop, Worker, mono};
 use crate::engine::model::{DropKind, Input};
 use fenceline_proto::api::now_millis;
+use fenceline_proto::messages::Migration;
 
 /// Events handled in one go before looking at flags and commands again.
 const BATCH: usize = 64;
@@ -27,6 +28,9 @@ pub(super) struct Session {
     pub(super) filter: RebootFilter,
     /// Last name sent per UUID (renames keep the UUID).
     pub(super) names: HashMap<String, String>,
+    /// Domains in a live migration, by UUID: which end this host is (from
+    /// the last lifecycle event's detail).
+    pub(super) migration: HashMap<String, Migration>,
 }
 
 impl Worker {
@@ -58,6 +62,7 @@ impl Worker {
             regs,
             filter: RebootFilter::new(self.filter_cfg),
             names: HashMap::new(),
+            migration: HashMap::new(),
         };
         // Anything still queued belongs to an older connection; the listing
         // below supersedes it.

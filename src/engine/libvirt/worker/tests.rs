@@ -35,3 +35,15 @@ fn only_the_migrated_details_mark_a_domain_as_gone_by_migration() {
         assert!(!left_by_migration(event, detail), "{event}/{detail}");
     }
 }
+
+#[test]
+fn migration_events_name_the_end_of_a_live_migration() {
+    use super::events::migration_end;
+    use fenceline_proto::messages::Migration;
+    assert_eq!(migration_end(2, 1), Some(Migration::Incoming)); // started/migrated
+    assert_eq!(migration_end(3, 1), Some(Migration::Outgoing)); // suspended/migrated
+    assert_eq!(migration_end(3, 7), Some(Migration::Outgoing)); // suspended/postcopy
+    for (event, detail) in [(2, 0), (4, 1), (5, 3), (3, 0), (0, 0)] {
+        assert_eq!(migration_end(event, detail), None, "{event}/{detail}");
+    }
+}

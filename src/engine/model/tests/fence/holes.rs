@@ -372,6 +372,7 @@ fn peer_inventories_are_bounded_and_the_overflow_counted() {
                     name,
                     uuid,
                     state: Running,
+                    migration: None,
                 }],
             },
         });

@@ -1,6 +1,7 @@
 //! Live migration: a copy that left by migration never says "off"/"ok".
 
 use super::*;
+use fenceline_proto::messages::Migration;
 
 fn acted(c: &mut Cluster, at: Millis, job: u64, result: FenceResult) -> Output {
     c.apply(Input::FenceActed {
@@ -154,4 +155,58 @@ fn a_target_report_during_the_request_does_not_make_the_old_copy_true() {
     peer_vm(&mut n2, 25, 3, dom("vm2a", 1, Running));
     let out = acted(&mut n2, 30, job, FenceResult::Ok);
     assert_eq!(sent_replies(&out), vec![(7, 3, FenceResult::Fail)]);
+}
+
+fn with_migration(mut d: LocalDomain, m: Migration) -> LocalDomain {
+    d.migration = Some(m);
+    d
+}
+
+#[test]
+fn a_live_migration_is_shown_as_such_not_as_a_conflict() {
+    use fenceline_proto::api::Migrating;
+    // The target (node 3) reports its incoming copy, paused.
+    let mut n2 = lab(2, &[dom("vm2a", 1, Running)]);
+    peer_vm(&mut n2, 5, 3, dom("vm2a", 1, Shutoff));
+    let out = n2.apply(Input::PeerMessage {
+        at: 10,
+        from: 3,
+        msg: OwnMessage::Vms {
+            vms: vec![with_migration(dom("vm2a", 1, Paused), Migration::Incoming)],
+        },
+    });
+    let s = n2.snapshot(11);
+    let d = s.domains.iter().find(|d| d.name == "vm2a").unwrap();
+    assert_eq!(d.migrating, Some(Migrating { from: 2, to: 3 }));
+    assert!(!d.conflict, "a migration is no conflict");
+    assert!(out.events.iter().any(|e| matches!(
+        &e.kind,
+        EventKind::Domain { action: DomainAction::Migrating, detail: Some(t), .. } if t == "node 2 → node 3"
+    )));
+    // The router still treats both copies as active: off waits for both.
+    let out = request(&mut n2, 12, 1, 7, "vm2a", FenceOp::Off);
+    assert_eq!(acts(&out).len(), 1, "node 2 destroys its copy");
+    // The source's last phase: it reports itself outgoing, the target
+    // running. Still a migration, from 2 to 3.
+    let mut n1 = lab(1, &[]);
+    peer_vm(
+        &mut n1,
+        5,
+        2,
+        with_migration(dom("vm2a", 1, Paused), Migration::Outgoing),
+    );
+    peer_vm(&mut n1, 6, 3, dom("vm2a", 1, Running));
+    let s = n1.snapshot(7);
+    let d = s.domains.iter().find(|d| d.name == "vm2a").unwrap();
+    assert_eq!(
+        (d.migrating, d.conflict),
+        (Some(Migrating { from: 2, to: 3 }), false)
+    );
+    // Without a migration reported, two active copies are a conflict.
+    let mut n1 = lab(1, &[]);
+    peer_vm(&mut n1, 5, 2, dom("vm2a", 1, Running));
+    peer_vm(&mut n1, 6, 3, dom("vm2a", 1, Running));
+    let s = n1.snapshot(7);
+    let d = s.domains.iter().find(|d| d.name == "vm2a").unwrap();
+    assert_eq!((d.migrating, d.conflict), (None, true));
 }
