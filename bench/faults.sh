@@ -4,7 +4,8 @@
 # fence_virtd in the same run (real corosync, a private libvirtd per node,
 # real fence_xvm from a guest namespace, virsh on the owning node as the
 # truth), then the deterministic simulator's sweeps with their schedule and
-# step counts. Knob: SCHEDULES (simulated schedules per sweep, default 10000).
+# step counts; the self-fencing and live-migration rows run in labs of their
+# own. Knob: SCHEDULES (simulated schedules per sweep, default 10000).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export FENCELINE_SIM_SCHEDULES=${SCHEDULES:-10000}
@@ -15,6 +16,11 @@ cargo test --quiet --all-features --test fault_matrix -- --test-threads=1 --noca
   grep -E '^(== fault|fault  |[a-z].* ms$|fenceline:|fence_virtd:)' || true
 grep -q 'test result: ok' "$log" || { echo "fault matrix FAILED (log: $log)"; trap - EXIT; exit 1; }
 echo
+echo "== the owner cut off with self-fencing (fence_xvm and fenceline fence), and live migration (real qemu)"
+cargo test --quiet --all-features --test self_fence --test live_migration -- --test-threads=1 --nocapture 2>&1 | tee "$log" |
+  grep -E 'left the majority|fence off vm3a|migration|status answers' || true
+[ "$(grep -c 'test result: ok' "$log")" -eq 2 ] || { echo "self-fencing / migration FAILED (log: $log)"; trap - EXIT; exit 1; }
+echo
 echo "== deterministic simulation of the fence router"
-cargo test --quiet --all-features --test simulation -- --include-ignored --test-threads=1 --nocapture 2>&1 |
+cargo test --quiet --all-features --test simulation -- --test-threads=1 --nocapture 2>&1 |
   grep -E 'schedules in|refusal in|×|smallest' || true

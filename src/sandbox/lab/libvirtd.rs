@@ -151,16 +151,21 @@ impl Lab {
             false
         });
         if !ok {
-            let keeper = lock(&self.inner).nodes[i - 1]
-                .keeper
+            let mut g = lock(&self.inner);
+            let node = &mut g.nodes[i - 1];
+            let keeper = node.keeper.as_mut().map(|p| p.diagnose()).unwrap_or_default();
+            // Whether libvirtd itself is still there, and what it said.
+            let libvirtd = node
+                .libvirtd
                 .as_mut()
                 .map(|p| p.diagnose())
                 .unwrap_or_default();
+            drop(g);
             return Err(last
                 .err()
                 .unwrap_or_else(|| anyhow!("timeout"))
                 .context(format!(
-                    "node {i}: preparing libvirtd's test driver (keeper respawned {respawns}x; {keeper})"
+                    "node {i}: preparing libvirtd's test driver (keeper respawned {respawns}x; {keeper}; {libvirtd})"
                 )));
         }
         self.publish_libvirt_sockets(i)
