@@ -65,7 +65,7 @@ pub fn run(opts: DemoOptions) -> anyhow::Result<()> {
         "fenceline: bringing up a {}-node sandbox cluster (corosync + libvirtd + fenceline per node){}...",
         opts.nodes,
         if opts.guests {
-            " and a 3-guest Pacemaker cluster (corosync + pacemakerd per guest; about a minute)"
+            " and a 3-guest Pacemaker cluster (corosync + pacemakerd per guest; about 30 s)"
         } else {
             ""
         }

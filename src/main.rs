@@ -132,7 +132,7 @@ enum Command {
         #[arg(long, default_value_t = 3)]
         nodes: usize,
         /// Also start a 3-guest Pacemaker cluster fencing through fence_xvm
-        /// (about a minute longer); the notes say how to kill a guest.
+        /// (about 30 s to start instead of 3); the notes say how to kill a guest.
         #[arg(long)]
         guests: bool,
         /// Stop by itself after this many seconds.

@@ -113,7 +113,11 @@ mod tests {
               10.213.37.102\tguest2.lab guest2\n10.213.37.101 other\nfe80::1%eth0 x\n\
               ::ffff:10.0.0.9 mapped\n2001:db8::5 v6host\n",
         );
-        assert_eq!(h.name(ip("10.213.37.101")), Some("guest1"), "first line wins");
+        assert_eq!(
+            h.name(ip("10.213.37.101")),
+            Some("guest1"),
+            "first line wins"
+        );
         assert_eq!(h.name(ip("10.213.37.102")), Some("guest2.lab"));
         assert_eq!(h.name(ip("10.0.0.9")), Some("mapped"), "v4-mapped as v4");
         assert_eq!(h.name(ip("::ffff:10.213.37.102")), Some("guest2.lab"));
@@ -141,7 +145,12 @@ mod tests {
         // Entry limit.
         let mut many = String::new();
         for i in 0..MAX_ENTRIES + 10 {
-            many.push_str(&format!("10.{}.{}.{} h{i}\n", i >> 16, (i >> 8) & 255, i & 255));
+            many.push_str(&format!(
+                "10.{}.{}.{} h{i}\n",
+                i >> 16,
+                (i >> 8) & 255,
+                i & 255
+            ));
         }
         let h = HostNames::parse(many.as_bytes());
         assert_eq!(h.len(), MAX_ENTRIES);

@@ -76,7 +76,9 @@ pub fn load(path: Option<&Path>) -> HostNames {
             names
         }
         Err(e) => {
-            tracing::warn!("listeners.requester_names: {e:#}; fence requesters are shown by address");
+            tracing::warn!(
+                "listeners.requester_names: {e:#}; fence requesters are shown by address"
+            );
             HostNames::default()
         }
     }
