@@ -233,14 +233,15 @@ fn guest_hints(lab: &Lab) -> String {
         ));
     }
     if lab.guest_count() > 0 {
+        s.push_str(
+            "\n  # guest1's fence shows on node1 (here), \"from multicast:guestN (address)\" names the guest that asked",
+        );
+        s.push_str(
+            "\n  # guest2's and guest3's show on node2's and node3's events (the events command above, with their pid)",
+        );
         s.push_str(&format!(
-            "\n  # guest1's domain is on node1: its fence shows here, \"from multicast:guestN (address)\" names \
-             the guest that asked; the others show on their node's events (nsenter -t <that node's pid> -m -n \
-             {exe} events --follow; node pids: {pids})",
-            exe = std::env::current_exe()
-                .map(|p| p.display().to_string())
-                .unwrap_or_else(|_| "fenceline".into()),
-            pids = (1..=lab.node_count())
+            "\n  # node pids: {}",
+            (1..=lab.node_count())
                 .map(|i| format!(
                     "node{i} {}",
                     lab.holder_pid(i).map(|p| p.to_string()).unwrap_or_default()
