@@ -161,4 +161,53 @@ mod tests {
         let h = HostNames::parse(&big);
         assert!(h.truncated && h.is_empty());
     }
+
+    /// The fuzz target's invariants on pseudo-random mixes of hosts-file
+    /// tokens and raw bytes (the fuzz smoke stage goes further).
+    #[test]
+    fn random_mixes_keep_the_invariants() {
+        const TOKENS: &[&[u8]] = &[
+            b"10.0.0.1",
+            b"::1",
+            b"::ffff:10.0.0.1",
+            b"fe80::1",
+            b"g1",
+            b"a.b-c_d",
+            b" ",
+            b"\t",
+            b"\n",
+            b"#",
+            b"\x1b",
+            b"\xff",
+            b"\xe2\x80\xae",
+            b"-x",
+            b"999.1.1.1",
+        ];
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for _ in 0..3000 {
+            let mut input = Vec::new();
+            for _ in 0..next() % 40 {
+                let r = next();
+                if r % 5 == 0 {
+                    input.push((r >> 8) as u8);
+                } else {
+                    input.extend_from_slice(TOKENS[(r >> 8) as usize % TOKENS.len()]);
+                }
+            }
+            let h = HostNames::parse(&input);
+            assert!(h.len() <= MAX_ENTRIES);
+            for n in h.names.values() {
+                assert!(valid_name(n), "{n:?} from {input:?}");
+            }
+            for (ip, n) in &h.names {
+                assert_eq!(h.label("tcp", *ip), format!("tcp:{n} ({ip})"));
+            }
+        }
+    }
 }

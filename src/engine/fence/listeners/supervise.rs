@@ -630,4 +630,35 @@ mod tests {
             let _ = t.await;
         }
     }
+
+    #[tokio::test]
+    async fn reload_reads_the_requester_names_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let hosts = dir.path().join("hosts");
+        std::fs::write(&hosts, "10.0.0.5 g1\n").unwrap();
+        let (itx, _irx) = InputTx::channel(64);
+        let cancel = CancellationToken::new();
+        let cfg = ListenerSettings {
+            requester_names: Some(hosts.clone()),
+            ..Default::default()
+        };
+        let mut set = ListenerSet::start(&cfg, Recorder::default(), itx, None, cancel).unwrap();
+        let ip = "10.0.0.5".parse().unwrap();
+        assert_eq!(set.names.label("multicast", ip), "multicast:g1 (10.0.0.5)");
+        assert!(set.reload(&cfg).await.unwrap().is_empty(), "same file");
+        // An edited file under the same path applies on reload.
+        std::fs::write(&hosts, "10.0.0.5 guest1\n10.0.0.6 guest2\n").unwrap();
+        let changed = set.reload(&cfg).await.unwrap();
+        assert_eq!(
+            changed,
+            vec![format!("requester names (2 from {})", hosts.display())]
+        );
+        assert_eq!(
+            set.names.label("multicast", ip),
+            "multicast:guest1 (10.0.0.5)"
+        );
+        let off = set.reload(&ListenerSettings::default()).await.unwrap();
+        assert_eq!(off, vec!["requester names off".to_string()]);
+        assert_eq!(set.names.label("multicast", ip), "multicast:10.0.0.5");
+    }
 }
