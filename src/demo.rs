@@ -239,6 +239,9 @@ fn guest_hints(lab: &Lab) -> String {
         s.push_str(
             "\n  # guest2's and guest3's show on node2's and node3's events (the events command above, with their pid)",
         );
+        s.push_str(
+            "\n  # one guest at a time: with two gone the last one has no quorum and fences nobody",
+        );
         s.push_str(&format!(
             "\n  # node pids: {}",
             (1..=lab.node_count())
