@@ -480,6 +480,7 @@ impl From<&Config> for ListenerSettings {
                 })
                 .collect(),
             monitor_requires_libvirt: l.monitor_requires_libvirt,
+            requester_names: l.requester_names.clone(),
         }
     }
 }

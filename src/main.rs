@@ -131,6 +131,10 @@ enum Command {
         /// Number of nodes (3 to 9).
         #[arg(long, default_value_t = 3)]
         nodes: usize,
+        /// Also start a 3-guest Pacemaker cluster fencing through fence_xvm
+        /// (about 30 s to start instead of 3); the notes say how to kill a guest.
+        #[arg(long)]
+        guests: bool,
         /// Stop by itself after this many seconds.
         #[arg(long, value_name = "SECS")]
         duration: Option<u64>,
@@ -475,6 +479,7 @@ fn run(cli: Cli) -> Result<(), ExitCode> {
         #[cfg(feature = "lab")]
         Command::Demo {
             nodes,
+            guests,
             duration,
             theme,
         } => {
@@ -483,6 +488,7 @@ fn run(cli: Cli) -> Result<(), ExitCode> {
             let theme = console_theme(theme, &cfg)?;
             fenceline::demo::run(fenceline::demo::DemoOptions {
                 nodes,
+                guests,
                 duration: duration.map(std::time::Duration::from_secs),
                 refresh: std::time::Duration::from_secs(2),
                 theme,

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use fenceline::sandbox::{FenceEvent, GuestFailover, Lab, LabSpec, lab_test_guard};
 
 mod common;
-use common::{bin, lab};
+use common::{bin, events_lenient, lab};
 
 /// The two labs are heavy (3 hosts + 3 guests each): never at once.
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -122,6 +122,21 @@ fn pacemaker_guests_fence_through_fenceline_and_never_on_a_lie() {
     let last = last.iter().rfind(|e| e.status == "success").unwrap();
     assert_eq!(last.action, "reboot");
     assert!(survivors(&lab).contains(&last.delegate), "{last:?}");
+    // The host that served the guest's fence_xvm names the requesting guest
+    // (`[listeners] requester_names` = the lab's hosts file).
+    let g = (1..=lab.guest_count())
+        .find(|&g| lab.guest_name(g) == last.delegate)
+        .unwrap();
+    let want = format!("multicast:{} ({})", last.delegate, lab.guest_ip(g));
+    let named = (1..=lab.node_count()).any(|i| {
+        events_lenient(&lab, i).iter().any(|e| {
+            e["kind"] == "fence"
+                && e["phase"] == "result"
+                && e["domain"] == vname.as_str()
+                && e["source"] == want.as_str()
+        })
+    });
+    assert!(named, "no host's fence event has source {want:?}");
 
     // 2. An admin fences from a guest with stonith_admin.
     let o = lab

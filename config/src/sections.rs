@@ -75,6 +75,11 @@ pub struct ListenersSection {
     /// inquorate always fail it).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub monitor_requires_libvirt: bool,
+    /// A hosts(5) file (e.g. /etc/hosts) naming fence requesters by
+    /// address: events and the audit log then say `multicast:guest1
+    /// (10.0.0.5)`. Read at start and on reload; absent = addresses only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub requester_names: Option<PathBuf>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub multicast: Option<MulticastListener>,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -333,3 +333,17 @@ fn self_fencing_is_off_unless_set() {
         30
     );
 }
+
+#[test]
+fn requester_names_is_off_unless_set_and_absolute() {
+    assert_eq!(parse("").unwrap().listeners.requester_names, None);
+    assert_eq!(
+        parse("[listeners]\nrequester_names = \"/etc/hosts\"\n")
+            .unwrap()
+            .listeners
+            .requester_names,
+        Some("/etc/hosts".into())
+    );
+    let e = parse("[listeners]\nrequester_names = \"hosts\"\n").unwrap_err();
+    assert!(e.to_string().contains("listeners.requester_names"), "{e}");
+}

@@ -198,6 +198,15 @@ impl Config {
                 ))
             }
         };
+        if let Some(p) = &self.listeners.requester_names
+            && !p.is_absolute()
+        {
+            return Err(invalid(
+                "listeners",
+                "requester_names",
+                format!("`{}` must be an absolute path", p.display()),
+            ));
+        }
         if let Some(m) = &self.listeners.multicast {
             let s = "listeners.multicast";
             match m.address.parse::<std::net::IpAddr>() {

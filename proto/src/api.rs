@@ -570,7 +570,8 @@ pub enum EventKind {
         op: FenceOp,
         domain: String,
         /// Who asked: `multicast:10.0.0.5`, `tcp:127.0.0.1`, `control:uid=0`,
-        /// `cpg:node2` (a request another node routed here).
+        /// `cpg:node2` (a request another node routed here); with
+        /// `[listeners] requester_names`, `multicast:g1 (10.0.0.5)`.
         source: String,
         /// The node whose daemon received the request.
         #[serde(default, skip_serializing_if = "Option::is_none")]

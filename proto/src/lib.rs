@@ -15,6 +15,7 @@ pub mod fence_xvm;
 pub mod framing;
 pub mod handshake;
 pub mod hook;
+pub mod hosts;
 pub mod messages;
 pub mod own;
 pub mod paths;

@@ -63,7 +63,8 @@ pub struct FenceCall {
     pub op: FenceOp,
     /// VM name or UUID as the client sent it.
     pub domain: String,
-    /// Who asked, for the audit log and events (`multicast:10.0.0.5`, ...).
+    /// Who asked, for the audit log and events (`multicast:10.0.0.5`,
+    /// `multicast:g1 (10.0.0.5)` when `requester_names` names it, ...).
     pub source: String,
 }
 

@@ -124,6 +124,7 @@ pub(crate) fn fenceline_toml(
     key_file: &Path,
     cluster_key: &Path,
     node_ip: &str,
+    hosts: &Path,
     extra: &str,
 ) -> String {
     let list: Vec<String> = uris.iter().map(|u| quote(u)).collect();
@@ -149,6 +150,14 @@ pub(crate) fn fenceline_toml(
         s.push_str(&format!(
             "\n[listeners.tcp]\naddress = {}\nkey_file = {key}\n",
             quote(node_ip)
+        ));
+    }
+    // The lab's own hosts file (never the machine's /etc/hosts) names the
+    // guests, the client and the nodes in fence events.
+    if !extra.contains("[listeners]") {
+        s.push_str(&format!(
+            "\n[listeners]\nrequester_names = {}\n",
+            quote(&hosts.to_string_lossy())
         ));
     }
     if !extra.contains("[corosync]") {
@@ -234,6 +243,7 @@ mod tests {
             Path::new("/tmp/k"),
             Path::new("/tmp/ck"),
             "10.0.0.1",
+            Path::new("/tmp/hosts"),
             "[extra]\nx = 1",
         );
         let v: toml::Value = toml::from_str(&t).unwrap();
@@ -244,5 +254,9 @@ mod tests {
         );
         assert_eq!(v["extra"]["x"].as_integer(), Some(1));
         assert_eq!(v["corosync"]["cluster_key"].as_str(), Some("/tmp/ck"));
+        assert_eq!(
+            v["listeners"]["requester_names"].as_str(),
+            Some("/tmp/hosts")
+        );
     }
 }

@@ -109,6 +109,10 @@ pub struct ListenerSettings {
     /// `listeners.monitor_requires_libvirt`: `monitor` also fails while
     /// this host's libvirt is down.
     pub monitor_requires_libvirt: bool,
+    /// `listeners.requester_names`: a hosts file naming requesters by
+    /// address in fence events and the audit log (read at start and on
+    /// every reload).
+    pub requester_names: Option<PathBuf>,
 }
 
 /// A listener's shared key and hashes.

@@ -12,6 +12,7 @@ pub mod history;
 pub mod key;
 pub mod listeners;
 pub mod multicast;
+pub mod names;
 pub mod perm;
 mod stream;
 pub mod tcp;

@@ -93,6 +93,7 @@ impl Lab {
                     &self.fence_key_path(),
                     &self.cluster_key_path(),
                     &self.node_ip(i),
+                    &self.hosts_path(),
                     &self.spec.fenceline_extra_toml,
                 ),
             )?;
@@ -103,6 +104,7 @@ impl Lab {
                 )?;
             }
         }
+        w(self.hosts_path(), &self.hosts_text())?;
         // fence_virtd and fenceline's listeners share the lab key; the
         // fenceline nodes share a cluster key.
         self.write_fence_key()?;
@@ -118,6 +120,26 @@ impl Lab {
             }
         }
         Ok(())
+    }
+
+    /// The lab's hosts(5) file (`<dir>/hosts`), the fenceline daemons'
+    /// `requester_names`: every node, the client and every guest.
+    pub fn hosts_path(&self) -> PathBuf {
+        self.dir.join("hosts")
+    }
+
+    fn hosts_text(&self) -> String {
+        let mut s = String::from("# fenceline lab: requester names for the lab's daemons\n");
+        for i in 1..=self.spec.nodes {
+            s.push_str(&format!("{} node{i}\n", self.node_ip(i)));
+        }
+        if self.spec.client_ns {
+            s.push_str(&format!("{} client\n", self.client_ip()));
+        }
+        for g in 1..=self.spec.guests {
+            s.push_str(&format!("{} {}\n", self.guest_ip(g), self.guest_name(g)));
+        }
+        s
     }
 
     pub(super) fn write_fence_key(&self) -> Result<()> {

@@ -90,7 +90,7 @@ impl<S: FenceService> Common<S> {
                     .fence(FenceCall {
                         op,
                         domain: req.domain.clone(),
-                        source: origin.label.clone(),
+                        source: self.source_of(origin),
                     })
                     .await;
                 let r = write_result(w, answer.result.as_raw()).await;
@@ -118,7 +118,7 @@ impl<S: FenceService> Common<S> {
                 phase: FencePhase::Result,
                 op,
                 domain: req.domain.clone(),
-                source: origin.label.clone(),
+                source: self.source_of(origin),
                 requester: node,
                 acted_by: None,
                 result: FenceResult::Denied,

@@ -15,6 +15,7 @@ use super::super::audit::AuditTx;
 use super::super::auth::{AUTH_IO_TIMEOUT, daemon_handshake_guarded};
 use super::super::guard::{Admit, Guard};
 use super::super::history::{History, InFlight, InFlightGuard, RequestKey};
+use super::super::names::RequesterNames;
 use super::super::perm::Permissions;
 use super::refusal::{Refusal, Refusals};
 use super::sources::{Slot, Sources};
@@ -77,6 +78,9 @@ pub(crate) struct Common<S> {
     pub(super) audit: Option<AuditTx>,
     /// `listeners.monitor_requires_libvirt` (set by `spawn`).
     pub(super) monitor_requires_libvirt: bool,
+    /// Names of requesters by address, shared by all listeners (set by
+    /// `spawn`; replaced in place on reload).
+    pub(super) names: Arc<RequesterNames>,
 }
 
 /// Where a request came from: the string the permission groups match and
@@ -120,6 +124,7 @@ impl<S: FenceService> Common<S> {
             svc,
             audit,
             monitor_requires_libvirt: false,
+            names: Arc::default(),
         })
     }
 
@@ -128,6 +133,19 @@ impl<S: FenceService> Common<S> {
     /// limits; hold it while the request is served.
     pub(crate) fn source_slot(&self, source: &str) -> Result<Slot, Refusal> {
         self.sources.enter(source, Instant::now())
+    }
+
+    /// The source a fence event and the audit log show: the origin's label,
+    /// with the requester's name when `requester_names` has its address
+    /// (`multicast:guest1 (10.0.0.5)`). A lookup in memory only.
+    pub(crate) fn source_of(&self, origin: &Origin) -> String {
+        match (
+            origin.label.split_once(':'),
+            origin.perm_source.parse::<std::net::IpAddr>(),
+        ) {
+            (Some((kind, _)), Ok(ip)) => self.names.label(kind, ip),
+            _ => origin.label.clone(),
+        }
     }
 
     /// Logs and counts a refused request.

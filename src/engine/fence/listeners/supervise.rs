@@ -7,6 +7,7 @@
 //! restarts only the listeners whose settings or key changed.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -17,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use super::super::audit::AuditTx;
 use super::super::guard::Guard;
 use super::super::multicast::{self, MulticastSettings};
+use super::super::names::{self, RequesterNames};
 use super::super::perm::{PermissionGroup, Permissions};
 use super::super::tcp::{self, TcpSettings};
 use super::super::vsock::{self, VsockSettings};
@@ -211,6 +213,10 @@ pub struct ListenerSet<S> {
     /// The groups `perms` holds, as configured.
     groups: Vec<PermissionGroup>,
     monitor_requires_libvirt: bool,
+    /// `requester_names`: the table all listeners share, and the path it
+    /// was last loaded from (a reload reports a change).
+    names: Arc<RequesterNames>,
+    names_from: Option<PathBuf>,
     reporter: Reporter,
     slots: Vec<Slot>,
     /// Tasks of listeners a reload stopped (joined at shutdown).
@@ -252,6 +258,10 @@ impl<S: FenceService> ListenerSet<S> {
             perms: Arc::new(Permissions::new(&cfg.groups)),
             groups: cfg.groups.clone(),
             monitor_requires_libvirt: cfg.monitor_requires_libvirt,
+            names: Arc::new(RequesterNames::new(names::load(
+                cfg.requester_names.as_deref(),
+            ))),
+            names_from: cfg.requester_names.clone(),
             slots: Vec::new(),
             stopped: Vec::new(),
         };
@@ -286,6 +296,7 @@ impl<S: FenceService> ListenerSet<S> {
         );
         if let Some(c) = Arc::get_mut(&mut common) {
             c.monitor_requires_libvirt = self.monitor_requires_libvirt;
+            c.names = self.names.clone();
         }
         // Known at once, so READY=1 cannot come before the first bind.
         let first = self
@@ -332,6 +343,17 @@ impl<S: FenceService> ListenerSet<S> {
                 "listeners.monitor_requires_libvirt = {}",
                 cfg.monitor_requires_libvirt
             ));
+        }
+        // The file is read again even when its path did not change: a
+        // SIGHUP after editing /etc/hosts applies the new names.
+        let names = names::load(cfg.requester_names.as_deref());
+        if self.names_from != cfg.requester_names || *self.names.current() != names {
+            changed.push(match &cfg.requester_names {
+                Some(p) => format!("requester names ({} from {})", names.len(), p.display()),
+                None => "requester names off".to_string(),
+            });
+            self.names.replace(names);
+            self.names_from = cfg.requester_names.clone();
         }
         let old = std::mem::take(&mut self.slots);
         let mut keep = Vec::new();
@@ -607,5 +629,36 @@ mod tests {
         for t in set {
             let _ = t.await;
         }
+    }
+
+    #[tokio::test]
+    async fn reload_reads_the_requester_names_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let hosts = dir.path().join("hosts");
+        std::fs::write(&hosts, "10.0.0.5 g1\n").unwrap();
+        let (itx, _irx) = InputTx::channel(64);
+        let cancel = CancellationToken::new();
+        let cfg = ListenerSettings {
+            requester_names: Some(hosts.clone()),
+            ..Default::default()
+        };
+        let mut set = ListenerSet::start(&cfg, Recorder::default(), itx, None, cancel).unwrap();
+        let ip = "10.0.0.5".parse().unwrap();
+        assert_eq!(set.names.label("multicast", ip), "multicast:g1 (10.0.0.5)");
+        assert!(set.reload(&cfg).await.unwrap().is_empty(), "same file");
+        // An edited file under the same path applies on reload.
+        std::fs::write(&hosts, "10.0.0.5 guest1\n10.0.0.6 guest2\n").unwrap();
+        let changed = set.reload(&cfg).await.unwrap();
+        assert_eq!(
+            changed,
+            vec![format!("requester names (2 from {})", hosts.display())]
+        );
+        assert_eq!(
+            set.names.label("multicast", ip),
+            "multicast:guest1 (10.0.0.5)"
+        );
+        let off = set.reload(&ListenerSettings::default()).await.unwrap();
+        assert_eq!(off, vec!["requester names off".to_string()]);
+        assert_eq!(set.names.label("multicast", ip), "multicast:10.0.0.5");
     }
 }

@@ -98,6 +98,18 @@ async fn fence_ops_reach_the_engine_with_the_source() {
             source: "tcp:10.0.0.7".into()
         }]
     );
+    // With `requester_names`, the source names the requester by address;
+    // another address stays bare.
+    c.names.replace(fenceline_proto::hosts::HostNames::parse(
+        b"10.0.0.7 guest1\n10.0.0.8 guest2\n",
+    ));
+    exchange(&c, &signed(FenceOp::Status, "vm1", 2), "10.0.0.7").await;
+    exchange(&c, &signed(FenceOp::Status, "vm1", 3), "10.0.0.9").await;
+    let sources: Vec<String> = rec.calls.lock().unwrap()[1..]
+        .iter()
+        .map(|c| c.source.clone())
+        .collect();
+    assert_eq!(sources, vec!["tcp:guest1 (10.0.0.7)", "tcp:10.0.0.9"]);
 }
 
 #[tokio::test]
