@@ -153,7 +153,11 @@ impl Lab {
         if !ok {
             let mut g = lock(&self.inner);
             let node = &mut g.nodes[i - 1];
-            let keeper = node.keeper.as_mut().map(|p| p.diagnose()).unwrap_or_default();
+            let keeper = node
+                .keeper
+                .as_mut()
+                .map(|p| p.diagnose())
+                .unwrap_or_default();
             // Whether libvirtd itself is still there, and what it said.
             let libvirtd = node
                 .libvirtd
