@@ -28,10 +28,7 @@ use std::time::{Duration, Instant};
 use fenceline::sandbox::{CmdOutput, Lab, LabSpec, lab_test_guard};
 
 mod common;
-use common::{CONVERGE, bin, full_map, lab, wait_status};
-
-/// fence_xvm's own timeout (`-t`); an answer takes far less.
-const CLIENT_TIMEOUT_SECS: &str = "8";
+use common::{CONVERGE, bin, client_fence_xvm, full_map, lab, wait_status};
 
 #[derive(Debug, Clone, PartialEq)]
 enum Truth {
@@ -90,22 +87,8 @@ fn classify(op: &str, o: &CmdOutput, t: &Truth) -> Verdict {
 impl Matrix {
     /// `fence_xvm -o OP -H VM` from the guest; the truth read right after.
     fn ask(&mut self, lab: &Lab, fault: &'static str, op: &'static str, vm: &str, home: usize) {
-        let key = lab.fence_key_path();
-        let argv = [
-            "fence_xvm",
-            "-k",
-            key.to_str().expect("utf-8 key path"),
-            "-t",
-            CLIENT_TIMEOUT_SECS,
-            "-o",
-            op,
-            "-H",
-            vm,
-        ];
         let t0 = Instant::now();
-        let o = lab
-            .exec_client(&argv, Duration::from_secs(30))
-            .unwrap_or_else(|e| panic!("fence_xvm runs: {e:#}"));
+        let o = client_fence_xvm(lab, op, vm);
         let took = t0.elapsed();
         let t = truth(lab, home, vm);
         let verdict = classify(op, &o, &t);

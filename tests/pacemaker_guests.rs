@@ -82,6 +82,19 @@ fn kill_victim_and_watch(lab: &Lab) -> (String, GuestFailover) {
     (id0, lab.watch_guest_failover(t0, ok0, RECOVERY))
 }
 
+/// The victim guest boots again and takes its Dummies back.
+fn victim_back(lab: &Lab) {
+    let v = lab.guest_victim();
+    lab.restart_guest(v, 1).unwrap();
+    let home = vec![lab.guest_name(v)];
+    lab.wait_guest_cluster(1, "Dummies back on the victim", |st| {
+        lab.guest_dummies()
+            .iter()
+            .all(|d| st.started_on_one_of(d, &home))
+    })
+    .unwrap();
+}
+
 fn secs(d: Option<Duration>) -> String {
     d.map(|d| format!("{:.1} s", d.as_secs_f64()))
         .unwrap_or_else(|| "never".into())
@@ -155,14 +168,7 @@ fn pacemaker_guests_fence_through_fenceline_and_never_on_a_lie() {
     );
 
     // The guest boots again and takes its resources back.
-    lab.restart_guest(v, 1).unwrap();
-    let home = vec![vname.clone()];
-    lab.wait_guest_cluster(1, "Dummies back on the victim", |st| {
-        lab.guest_dummies()
-            .iter()
-            .all(|d| st.started_on_one_of(d, &home))
-    })
-    .unwrap();
+    victim_back(&lab);
 
     // 3. The truth rule from Pacemaker's side: the host's fenceline is
     //    SIGKILLed, then the guest dies. No daemon can see the domain: the
@@ -259,13 +265,7 @@ fn pacemaker_guests_fence_through_fenceline_and_never_on_a_lie() {
     //    self-fencing deadline has passed by its own clock; the host has
     //    destroyed its VMs by then, and the fence succeeds.
     lab.start_daemon(host).unwrap();
-    lab.restart_guest(v, 1).unwrap();
-    lab.wait_guest_cluster(1, "Dummies back on the victim", |st| {
-        lab.guest_dummies()
-            .iter()
-            .all(|d| st.started_on_one_of(d, &home))
-    })
-    .unwrap();
+    victim_back(&lab);
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while lab.status_json(1).ok().and_then(|v| {
         v["nodes"].as_array().and_then(|n| {
@@ -337,14 +337,7 @@ fn pacemaker_guests_fence_virtd_reports_success_for_a_running_domain() {
     // The host cut off instead: its peers drop its VMs, the unknown-VM rule
     // answers, and Pacemaker recovers while the domain runs on.
     lab.start_fence_virtd(host).unwrap();
-    lab.restart_guest(v, 1).unwrap();
-    let home = vec![vname.clone()];
-    lab.wait_guest_cluster(1, "Dummies back on the victim", |st| {
-        lab.guest_dummies()
-            .iter()
-            .all(|d| st.started_on_one_of(d, &home))
-    })
-    .unwrap();
+    victim_back(&lab);
     std::thread::sleep(Duration::from_secs(3));
     let (id1, st1) = domain(&lab, host, &vname);
     assert_eq!(st1, "running");

@@ -17,7 +17,7 @@ use fenceline::sandbox::{Lab, LabSpec, lab_test_guard};
 use serde_json::Value;
 
 mod common;
-use common::{CONVERGE, bin, events_lenient, full_map, lab, wait_status};
+use common::{CONVERGE, bin, client_fence_xvm, events_lenient, full_map, lab, wait_status};
 
 const N_SECS: u64 = 6;
 
@@ -34,21 +34,7 @@ fn virsh_state(lab: &Lab, i: usize, vm: &str) -> String {
 
 /// The real fence_xvm from the guest namespace: (exit code, stderr).
 fn fence_xvm(lab: &Lab, op: &str, vm: &str) -> (i32, String) {
-    let key = lab.fence_key_path();
-    let argv = [
-        "fence_xvm",
-        "-k",
-        key.to_str().expect("utf-8 key path"),
-        "-t",
-        "8",
-        "-o",
-        op,
-        "-H",
-        vm,
-    ];
-    let o = lab
-        .exec_client(&argv, Duration::from_secs(30))
-        .unwrap_or_else(|e| panic!("fence_xvm runs: {e:#}"));
+    let o = client_fence_xvm(lab, op, vm);
     (o.status.code().unwrap_or(-1), o.stderr.trim().to_string())
 }
 

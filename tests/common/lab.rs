@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use fenceline::sandbox::{Lab, LabSpec, lab_domains};
+use fenceline::sandbox::{CmdOutput, Lab, LabSpec, lab_domains};
 use serde_json::Value;
 
 /// How long a lab cluster gets to converge on a state.
@@ -81,4 +81,23 @@ pub fn events_lenient(lab: &Lab, i: usize) -> Vec<Value> {
         .lines()
         .filter_map(|l| serde_json::from_str(l).ok())
         .collect()
+}
+
+/// The real `fence_xvm -o OP -H VM` from the lab's client (guest)
+/// namespace, with the lab key and fence_xvm's own timeout `-t 8`.
+pub fn client_fence_xvm(lab: &Lab, op: &str, vm: &str) -> CmdOutput {
+    let key = lab.fence_key_path();
+    let argv = [
+        "fence_xvm",
+        "-k",
+        key.to_str().expect("utf-8 key path"),
+        "-t",
+        "8",
+        "-o",
+        op,
+        "-H",
+        vm,
+    ];
+    lab.exec_client(&argv, Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("fence_xvm runs: {e:#}"))
 }

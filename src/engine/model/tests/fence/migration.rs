@@ -30,17 +30,27 @@ fn migrated_away(c: &mut Cluster, at: Millis, name: &str, uuid: u8) {
     });
 }
 
+/// Each operation with the libvirt result that would claim the VM off.
+const CLAIMS_OFF: [(FenceOp, FenceResult); 3] = [
+    (FenceOp::Off, FenceResult::Ok),
+    (FenceOp::Reboot, FenceResult::Ok),
+    (FenceOp::Status, FenceResult::Off),
+];
+
+/// Node 2 runs vm2a (node 3 has a shut-off copy) and acts on `op` from
+/// node 1: the cluster and the job.
+fn running_here_acting(op: FenceOp) -> (Cluster, u64) {
+    let mut n2 = lab(2, &[dom("vm2a", 1, Running)]);
+    peer_vm(&mut n2, 5, 3, dom("vm2a", 1, Shutoff));
+    let out = request(&mut n2, 10, 1, 7, "vm2a", op);
+    let job = acts(&out)[0].job;
+    (n2, job)
+}
+
 #[test]
 fn the_holder_refuses_when_its_copy_migrates_away_during_the_request() {
-    for (op, found) in [
-        (FenceOp::Off, FenceResult::Ok),
-        (FenceOp::Reboot, FenceResult::Ok),
-        (FenceOp::Status, FenceResult::Off),
-    ] {
-        let mut n2 = lab(2, &[dom("vm2a", 1, Running)]);
-        peer_vm(&mut n2, 5, 3, dom("vm2a", 1, Shutoff));
-        let out = request(&mut n2, 10, 1, 7, "vm2a", op);
-        let job = acts(&out)[0].job;
+    for (op, found) in CLAIMS_OFF {
+        let (mut n2, job) = running_here_acting(op);
         // It migrates to node 3 before libvirt acts; node 3's report is
         // still on its way.
         migrated_away(&mut n2, 15, "vm2a", 1);
@@ -94,15 +104,8 @@ fn on_for_a_vm_running_here_starts_nothing() {
 
 #[test]
 fn libvirts_migrated_reason_refuses_before_its_event_arrives() {
-    for (op, found) in [
-        (FenceOp::Off, FenceResult::Ok),
-        (FenceOp::Reboot, FenceResult::Ok),
-        (FenceOp::Status, FenceResult::Off),
-    ] {
-        let mut n2 = lab(2, &[dom("vm2a", 1, Running)]);
-        peer_vm(&mut n2, 5, 3, dom("vm2a", 1, Shutoff));
-        let out = request(&mut n2, 10, 1, 7, "vm2a", op);
-        let job = acts(&out)[0].job;
+    for (op, found) in CLAIMS_OFF {
+        let (mut n2, job) = running_here_acting(op);
         // No event yet: only the action's own read of the state says it
         // is shut off because it migrated.
         let out = n2.apply(Input::FenceActed {
