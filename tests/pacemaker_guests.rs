@@ -95,6 +95,25 @@ fn victim_back(lab: &Lab) {
     .unwrap();
 }
 
+/// fence_virtd said "ok" after `fault`, Pacemaker recovered, and the
+/// victim's domain (id `id` before) never stopped.
+fn false_success(lab: &Lab, fault: &str, id: &str, o: &GuestFailover) {
+    let v = lab.guest_victim();
+    let (vname, host) = (lab.guest_name(v), lab.guest_host(v));
+    eprintln!(
+        "fence_virtd, {fault}, {vname} killed: fence recorded successful after {}, \
+         Dummies started on a survivor after {}",
+        secs(o.fenced),
+        secs(o.recovered)
+    );
+    assert!(o.fenced.is_some() && o.recovered.is_some(), "{o:?}");
+    assert_eq!(
+        domain(lab, host, &vname),
+        (id.to_string(), "running".to_string()),
+        "{fault}: the domain still runs with the same id: fence_virtd's success was not true"
+    );
+}
+
 fn secs(d: Option<Duration>) -> String {
     d.map(|d| format!("{:.1} s", d.as_secs_f64()))
         .unwrap_or_else(|| "never".into())
@@ -320,19 +339,7 @@ fn pacemaker_guests_fence_virtd_reports_success_for_a_running_domain() {
     lab.stop_fence_virtd(host, libc::SIGKILL).unwrap();
     std::thread::sleep(Duration::from_secs(1));
     let (id0, o) = kill_victim_and_watch(&lab);
-    eprintln!(
-        "fence_virtd, node{host}'s fence_virtd down, {vname} killed: fence recorded successful after {}, \
-         Dummies started on a survivor after {}",
-        secs(o.fenced),
-        secs(o.recovered)
-    );
-    // fence_virtd said "ok", Pacemaker recovered, and the domain never stopped.
-    assert!(o.fenced.is_some() && o.recovered.is_some(), "{o:?}");
-    assert_eq!(
-        domain(&lab, host, &vname),
-        (id0, "running".to_string()),
-        "the domain still runs with the same id: fence_virtd's success was not true"
-    );
+    false_success(&lab, &format!("node{host}'s fence_virtd down"), &id0, &o);
 
     // The host cut off instead: its peers drop its VMs, the unknown-VM rule
     // answers, and Pacemaker recovers while the domain runs on.
@@ -346,18 +353,7 @@ fn pacemaker_guests_fence_virtd_reports_success_for_a_running_domain() {
     let t0 = Instant::now();
     lab.kill_guest_corosync(v, libc::SIGKILL).unwrap();
     let o = lab.watch_guest_failover(t0, ok1, RECOVERY);
-    eprintln!(
-        "fence_virtd, node{host} cut off, {vname} killed: fence recorded successful after {}, \
-         Dummies started on a survivor after {}",
-        secs(o.fenced),
-        secs(o.recovered)
-    );
-    assert!(o.fenced.is_some() && o.recovered.is_some(), "{o:?}");
-    assert_eq!(
-        domain(&lab, host, &vname),
-        (id1, "running".to_string()),
-        "the domain on the cut-off host still runs: fence_virtd's success was not true"
-    );
+    false_success(&lab, &format!("node{host} cut off"), &id1, &o);
     lab.set_link(host, true).unwrap();
     lab.down().unwrap();
 }
