@@ -18,6 +18,7 @@ pub mod hook;
 pub mod messages;
 pub mod own;
 pub mod paths;
+pub mod pcmk_history;
 pub mod ratelimit;
 pub mod readiness;
 pub mod replay;
