@@ -333,3 +333,15 @@ fn self_fencing_is_off_unless_set() {
         30
     );
 }
+
+#[test]
+fn pacemaker_confirm_is_off_unless_set() {
+    assert!(!parse("").unwrap().fencing.pacemaker_confirm);
+    assert!(
+        parse("[fencing]\npacemaker_confirm = true\n")
+            .unwrap()
+            .fencing
+            .pacemaker_confirm
+    );
+    assert!(parse("[fencing]\npacemaker_confirm = 1\n").is_err());
+}
