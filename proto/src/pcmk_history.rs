@@ -163,8 +163,8 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
-/// Reads Pacemaker's `completed` time: `YYYY-MM-DD HH:MM:SS[.frac]
-/// [+-]HH[:]MM` (the offset may be missing: UTC). `None` for anything else
+/// Reads Pacemaker's `completed` time: `YYYY-MM-DD HH:MM:SS[.frac]` then
+/// `Z` or `[+-]HH[:]MM`, with or without a space before it (missing: UTC). `None` for anything else
 /// or a time before the epoch.
 pub fn parse_time(s: &str) -> Option<Millis> {
     let s = s.trim();
@@ -172,9 +172,14 @@ pub fn parse_time(s: &str) -> Option<Millis> {
         return None;
     }
     let (date, rest) = s.split_once(' ')?;
+    // The zone follows after a space, or directly: `04:16:12Z` (what
+    // Pacemaker 2.1.5 prints), `04:16:12+01:00`.
     let (time, zone) = match rest.split_once(' ') {
         Some((t, z)) => (t, Some(z)),
-        None => (rest, None),
+        None => match rest.find(['Z', '+', '-']) {
+            Some(i) => (&rest[..i], Some(&rest[i..])),
+            None => (rest, None),
+        },
     };
     let mut dp = date.split('-');
     let (y, mo, d) = (

@@ -25,6 +25,33 @@ fn lab_output_is_read() {
     assert_eq!(h[1].completed_ms, Some(1_796_341_809_000));
 }
 
+/// Captured from the hosts' Pacemaker 2.1.5 in the lab
+/// (`tests/pacemaker_hosts.rs`) after `stonith_admin --confirm node3`.
+const HOST_LAB: &str = r#"<pacemaker-result api-version="2.25" request="/usr/sbin/stonith_admin --history node3 --verbose --output-as=xml">
+  <list name="fencing history" count="1">
+    <fence_event action="off" target="node3" client="stonith_admin.27962" origin="node1" status="success" delegate="a human" completed="2026-12-04 04:16:12Z"/>
+  </list>
+  <status code="0" message="OK"/>
+</pacemaker-result>
+"#;
+
+#[test]
+fn manual_confirm_output_is_read() {
+    let h = parse_history(HOST_LAB).unwrap();
+    assert_eq!(h.len(), 1);
+    assert!(h[0].is_successful_kill());
+    assert_eq!(
+        (
+            h[0].target.as_str(),
+            h[0].delegate.as_str(),
+            h[0].origin.as_str()
+        ),
+        ("node3", "a human", "node1")
+    );
+    // date -ud '2026-12-04 04:16:12' +%s
+    assert_eq!(h[0].completed_ms, Some(1_796_357_772_000));
+}
+
 #[test]
 fn empty_history_is_empty() {
     let xml = r#"<pacemaker-result api-version="2.25" request="stonith_admin --history node3 --output-as=xml">
@@ -98,6 +125,9 @@ fn pending_and_unknown_states_prove_nothing() {
 fn times_are_read_with_offsets_and_fractions() {
     assert_eq!(parse_time("1970-01-01 00:00:00 +00:00"), Some(0));
     assert_eq!(parse_time("1970-01-01 00:00:01"), Some(1000));
+    assert_eq!(parse_time("1970-01-01 00:00:01Z"), Some(1000));
+    assert_eq!(parse_time("1970-01-01 01:00:01+01:00"), Some(1000));
+    assert_eq!(parse_time("1970-01-01 00:00:01.5Z"), Some(1500));
     assert_eq!(parse_time("1970-01-01 01:00:00 +01:00"), Some(0));
     assert_eq!(parse_time("1970-01-01 00:00:00 -0100"), Some(3_600_000));
     assert_eq!(
@@ -115,6 +145,8 @@ fn times_are_read_with_offsets_and_fractions() {
         "2026-12-03 24:00:00",
         "2026-12-03 00:00:00 +99:00",
         "2026-12-03 00:00:00 x",
+        "2026-12-03 00:00:00Zx",
+        "2026-12-03 00:00:00-",
         "1969-12-31 23:59:59 +00:00",
         "2026-12-03 00:00:00.",
         "20261-12-03 00:00:00",

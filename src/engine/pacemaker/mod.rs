@@ -1,7 +1,7 @@
 //! The Pacemaker driver (`[fencing] pacemaker_confirm`, off by default):
 //! while the snapshot names departed nodes that are not accounted for, it
 //! reads the hosts' own Pacemaker fencing history for each
-//! (`stonith_admin --history NODE --output-as=xml`, every `interval`, each
+//! (`stonith_admin --history NODE --verbose --output-as=xml`, every `interval`, each
 //! call bounded by `timeout`, backing off while the command fails) and
 //! hands every successful off/reboot record to the model as
 //! `Input::PacemakerFenced`. The model decides (`model/pacemaker.rs`).
@@ -36,7 +36,12 @@ pub struct PacemakerSettings {
 impl Default for PacemakerSettings {
     fn default() -> Self {
         Self {
-            stonith_admin: "stonith_admin".into(),
+            // Debian's path; elsewhere found on PATH.
+            stonith_admin: ["/usr/sbin/stonith_admin", "/usr/bin/stonith_admin"]
+                .into_iter()
+                .map(PathBuf::from)
+                .find(|p| p.exists())
+                .unwrap_or_else(|| "stonith_admin".into()),
             interval: Duration::from_secs(2),
             timeout: Duration::from_secs(10),
         }
@@ -57,7 +62,8 @@ pub fn departed_unaccounted(s: &Snapshot) -> Vec<String> {
 /// child is killed when the wait ends.
 async fn history(settings: &PacemakerSettings, node: &str) -> Result<Vec<FenceRecord>, String> {
     let mut cmd = tokio::process::Command::new(&settings.stonith_admin);
-    cmd.args(["--history", node, "--output-as=xml"])
+    // --verbose: every recorded operation, not only the latest.
+    cmd.args(["--history", node, "--verbose", "--output-as=xml"])
         .stdin(std::process::Stdio::null())
         .kill_on_drop(true);
     let out = tokio::time::timeout(settings.timeout, cmd.output())
@@ -84,13 +90,19 @@ pub async fn run(
     cancel: CancellationToken,
 ) {
     let mut backoff = Backoff::with_entropy(settings.interval, Duration::from_secs(30));
-    let mut warn: RateLimit<&'static str> = RateLimit::new(Duration::from_secs(60), 1);
+    // One line a minute per distinct error.
+    let mut warn: RateLimit<String> = RateLimit::new(Duration::from_secs(60), 1);
     loop {
         let nodes = departed_unaccounted(&snapshots.borrow_and_update());
         let mut failed = false;
         for node in &nodes {
             match history(&settings, node).await {
                 Ok(records) => {
+                    tracing::debug!(
+                        node,
+                        records = records.len(),
+                        "pacemaker fencing history read"
+                    );
                     for record in records
                         .into_iter()
                         .filter(|r| r.is_successful_kill() && r.target.eq_ignore_ascii_case(node))
@@ -103,7 +115,7 @@ pub async fn run(
                 }
                 Err(e) => {
                     failed = true;
-                    if let Some(n) = warn.allow("history", Instant::now()) {
+                    if let Some(n) = warn.allow(e.clone(), Instant::now()) {
                         tracing::warn!(suppressed = n, "pacemaker_confirm: {e}");
                     }
                 }
