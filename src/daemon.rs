@@ -273,6 +273,16 @@ async fn run_async(
         cancel.clone(),
     )
     .context("cannot start the libvirt driver")?;
+    // `[fencing] pacemaker_confirm`: the hosts' Pacemaker fencing history
+    // confirms departed nodes (off by default).
+    let pcmk_task = cfg.fencing.pacemaker_confirm.then(|| {
+        tokio::spawn(crate::engine::pacemaker::run(
+            crate::engine::pacemaker::PacemakerSettings::default(),
+            engine.watch(),
+            inputs.clone(),
+            cancel.clone(),
+        ))
+    });
     let act_task = tokio::spawn(libvirt::run_fence_actions(
         lv.commander(),
         act_rx,
@@ -315,6 +325,9 @@ async fn run_async(
         let _ = tokio::time::timeout(Duration::from_secs(2), t).await;
     }
     let _ = tokio::time::timeout(Duration::from_secs(2), hook_task).await;
+    if let Some(t) = pcmk_task {
+        let _ = tokio::time::timeout(Duration::from_secs(2), t).await;
+    }
     let _ = tokio::time::timeout(Duration::from_secs(2), state_task).await;
     // Every sender is gone once the tasks above ended; the writer drains
     // what is queued and stops.

@@ -39,6 +39,12 @@ pub struct FencingSection {
     /// destroys its own active VMs, and peers treat its lost VMs as off once
     /// that time plus a margin has passed. 0 = off.
     pub self_fence_secs: u64,
+    /// The hosts' own Pacemaker confirms a departed host down: a successful
+    /// off/reboot of that host in Pacemaker's fencing history
+    /// (`stonith_admin --history`), completed after it left by this
+    /// daemon's record, counts like `fenceline confirm`. Trusts Pacemaker's
+    /// history, manual `stonith_admin --confirm` included. Off by default.
+    pub pacemaker_confirm: bool,
 }
 
 /// The smallest `self_fence_secs`: shorter than a few corosync token
@@ -59,6 +65,7 @@ impl Default for FencingSection {
             audit_log: DEFAULT_AUDIT_LOG.into(),
             audit_required: false,
             self_fence_secs: 0,
+            pacemaker_confirm: false,
         }
     }
 }

@@ -347,3 +347,15 @@ fn requester_names_is_off_unless_set_and_absolute() {
     let e = parse("[listeners]\nrequester_names = \"hosts\"\n").unwrap_err();
     assert!(e.to_string().contains("listeners.requester_names"), "{e}");
 }
+
+#[test]
+fn pacemaker_confirm_is_off_unless_set() {
+    assert!(!parse("").unwrap().fencing.pacemaker_confirm);
+    assert!(
+        parse("[fencing]\npacemaker_confirm = true\n")
+            .unwrap()
+            .fencing
+            .pacemaker_confirm
+    );
+    assert!(parse("[fencing]\npacemaker_confirm = 1\n").is_err());
+}

@@ -19,6 +19,7 @@ pub mod hosts;
 pub mod messages;
 pub mod own;
 pub mod paths;
+pub mod pcmk_history;
 pub mod ratelimit;
 pub mod readiness;
 pub mod replay;

@@ -11,6 +11,7 @@ pub mod fence;
 pub mod hooks;
 pub mod libvirt;
 pub mod model;
+pub mod pacemaker;
 
 mod handle;
 mod state;

@@ -230,7 +230,7 @@ impl Cluster {
         Ok(detail)
     }
 
-    fn confirm_target(&self, node: &str) -> Result<NodeId, String> {
+    pub(super) fn confirm_target(&self, node: &str) -> Result<NodeId, String> {
         self.nodes
             .iter()
             .find(|(id, n)| {

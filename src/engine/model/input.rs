@@ -4,6 +4,8 @@ use fenceline_proto::api::{
     FenceOp, FenceResult, ListenerView, Millis, NetworkAction, NodeId, PortView,
 };
 
+use fenceline_proto::pcmk_history::FenceRecord;
+
 use super::{FenceWire, HookCall, LocalDomain, OwnMessage, VmRecord};
 
 /// Which CPG group a membership change is about.
@@ -218,6 +220,14 @@ pub enum Input {
         /// Who asked (for the event and the audit log).
         source: String,
     },
+    /// A record of the hosts' Pacemaker fencing history for a departed,
+    /// unaccounted node (the Pacemaker driver, `[fencing]
+    /// pacemaker_confirm`); it confirms the node down only under the rules
+    /// of `model/pacemaker.rs`.
+    PacemakerFenced {
+        at: Millis,
+        record: FenceRecord,
+    },
     /// The fence listeners' states (the daemon's listener supervisor).
     Listeners {
         at: Millis,
@@ -270,6 +280,7 @@ impl Input {
             | Input::LocalNetwork { at, .. }
             | Input::LocalPorts { at, .. }
             | Input::Confirm { at, .. }
+            | Input::PacemakerFenced { at, .. }
             | Input::Dropped { at, .. } => *at,
         }
     }

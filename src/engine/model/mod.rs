@@ -39,6 +39,7 @@ mod input;
 mod local;
 mod membership;
 mod networks;
+mod pacemaker;
 mod peer_data;
 mod self_fence;
 mod snapshot;
@@ -351,6 +352,11 @@ impl Cluster {
                 let result = self.confirm(at, &node, &source, &mut out);
                 out.effects.push(Effect::ConfirmDone { id, result });
                 out.changed = true;
+            }
+            Input::PacemakerFenced { at, record } => {
+                // A refusal is the common case (polled every few seconds):
+                // nothing to report.
+                let _ = self.pacemaker_fenced(at, &record, &mut out);
             }
         }
         self.self_fence_after(at, &mut out);

@@ -81,7 +81,7 @@ exec sleep infinity
     )
 }
 
-fn tool(name: &str, pkg: &str) -> Result<String> {
+pub(super) fn tool(name: &str, pkg: &str) -> Result<String> {
     which(name)
         .map(|p| p.to_string_lossy().into_owned())
         .ok_or_else(|| anyhow!("command `{name}` not found (Debian package: {pkg})"))

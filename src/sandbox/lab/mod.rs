@@ -17,6 +17,7 @@ mod daemon;
 mod exec;
 mod fence_virtd;
 mod guests;
+mod host_pcmk;
 mod libvirtd;
 mod pcmk;
 mod scratch;
@@ -86,6 +87,12 @@ pub struct LabSpec {
     /// and a running test-driver domain of the same name on host node
     /// [`Lab::guest_host`]; see `guests.rs`.
     pub guests: usize,
+    /// Run Pacemaker on the lab hosts too (`host_pcmk.rs`): private
+    /// /var/lib/pacemaker and /dev/shm in each host's holder, corosync's
+    /// `uidgid` for haclient, pacemakerd on every node once the daemons are
+    /// ready, `stonith-enabled=false` (no device: `stonith_admin --confirm`
+    /// records manual fences). Off by default.
+    pub host_pacemaker: bool,
 }
 
 impl Default for LabSpec {
@@ -103,6 +110,7 @@ impl Default for LabSpec {
             network_hooks: false,
             networks: true,
             guests: 0,
+            host_pacemaker: false,
         }
     }
 }
@@ -176,6 +184,8 @@ struct Node {
     qemu: Vec<Proc>,
     /// Every corosync pid ever started on this node (for libqb leftovers).
     corosync_pids: Vec<u32>,
+    /// pacemakerd (`LabSpec.host_pacemaker`).
+    pacemakerd: Option<Proc>,
 }
 
 struct Inner {
@@ -521,6 +531,9 @@ impl Lab {
             for &i in &nodes {
                 self.wait_daemon_ready(i)?;
             }
+        }
+        if self.spec.host_pacemaker {
+            self.start_host_pacemaker()?;
         }
         if self.spec.guests > 0 {
             self.start_guests()?;

@@ -76,15 +76,17 @@ impl Lab {
             let nd = self.node_dir(i);
             std::fs::create_dir_all(nd.join("cs-state"))
                 .with_context(|| format!("creating {}", nd.display()))?;
-            w(
-                nd.join("corosync.conf"),
-                &conf::corosync_conf(
-                    &self.cluster_name(),
-                    self.spec.nodes,
-                    &nd,
-                    self.spec.token_ms,
-                ),
-            )?;
+            let mut cs = conf::corosync_conf(
+                &self.cluster_name(),
+                self.spec.nodes,
+                &nd,
+                self.spec.token_ms,
+            );
+            if self.spec.host_pacemaker {
+                // pacemaker's daemons (hacluster:haclient) talk to corosync.
+                cs.push_str("\nuidgid {\n    gid: haclient\n}\n");
+            }
+            w(nd.join("corosync.conf"), &cs)?;
             w(
                 nd.join("fenceline.toml"),
                 &conf::fenceline_toml(

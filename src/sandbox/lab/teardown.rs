@@ -51,6 +51,8 @@ impl Lab {
         // 0. the guest cluster: every pacemaker and corosync process of the
         //    guests and their holders, by pid.
         problems.extend(Self::stop_guests(&mut g));
+        // 0b. the hosts' Pacemaker (`LabSpec.host_pacemaker`), by pid.
+        problems.extend(self.stop_host_pacemaker(&mut g));
 
         // 1. fenceline daemons and fence_virtds.
         {

@@ -11,7 +11,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use super::super::cmd::{run_checked, wait_until};
 use super::super::conf;
 use super::super::procs::{self, Proc};
-use super::{Inner, Lab, lock};
+use super::{Inner, Lab, host_pcmk, lock};
 
 impl Lab {
     /// Take node i's link to the bridge down (network partition) or up again.
@@ -96,7 +96,10 @@ impl Lab {
 
     pub(super) fn start_holders(&self) -> Result<()> {
         for i in 1..=self.spec.nodes {
-            let script = conf::holder_script(&self.dir, i);
+            let mut script = conf::holder_script(&self.dir, i);
+            if self.spec.host_pacemaker {
+                script = host_pcmk::with_pacemaker(&script, &self.node_dir(i));
+            }
             let log = self.node_dir(i).join("holder.log");
             let p = self.spawn_holder(&self.netns(i), &script, &format!("holder/n{i}"), &log)?;
             lock(&self.inner).nodes[i - 1].holder = Some(p);
