@@ -4,7 +4,7 @@ use fenceline_proto::api::{DomainAction, DomainState::*, EventKind, MembershipAc
 
 const URI: &str = "qemu:///system";
 
-fn cluster_as(local: NodeId) -> Cluster {
+pub(super) fn cluster_as(local: NodeId) -> Cluster {
     let mut c = Cluster::new(ModelConfig {
         event_capacity: 100,
         version: "test".into(),
@@ -49,7 +49,7 @@ fn member(nodeid: NodeId, pid: u32) -> GroupMember {
     }
 }
 
-fn fa_members(c: &mut Cluster, at: Millis, ids: &[NodeId], left: &[NodeId]) -> Output {
+pub(super) fn fa_members(c: &mut Cluster, at: Millis, ids: &[NodeId], left: &[NodeId]) -> Output {
     c.apply(Input::GroupChange {
         at,
         group: Group::FenceAgents,

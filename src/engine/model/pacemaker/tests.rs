@@ -1,46 +1,11 @@
+use super::super::tests::{cluster_as, fa_members};
 use super::super::*;
 use fenceline_proto::api::{DomainState, EventKind, MembershipAction, NodeId};
 use fenceline_proto::pcmk_history::{FenceRecord, FenceState};
 
 fn cluster() -> Cluster {
-    let mut c = Cluster::new(ModelConfig {
-        event_capacity: 100,
-        version: "test".into(),
-        started_at: 0,
-        libvirt_uris: Vec::new(),
-        key_digests: Default::default(),
-        max_peer_vms: DEFAULT_MAX_PEER_VMS,
-        fence: FenceRules::default(),
-    });
-    c.apply(Input::CorosyncUp {
-        at: 1,
-        local_nodeid: 1,
-        cluster_name: Some("lab".into()),
-        nodelist: vec![
-            (1, Some("node1".into())),
-            (2, Some("node2".into())),
-            (3, Some("node3".into())),
-        ],
-    });
-    c.apply(Input::Quorum {
-        at: 2,
-        quorate: true,
-        members: vec![1, 2, 3],
-    });
-    c.apply(Input::GroupChange {
-        at: 5,
-        group: Group::FenceAgents,
-        members: [1, 2, 3]
-            .iter()
-            .map(|&i| GroupMember {
-                nodeid: i,
-                pid: 100 + i,
-                reason: "Join".into(),
-            })
-            .collect(),
-        left: vec![],
-        joined: vec![],
-    });
+    let mut c = cluster_as(1);
+    fa_members(&mut c, 5, &[1, 2, 3], &[]);
     c.apply(Input::PeerRecord {
         at: 10,
         from: 3,
@@ -61,24 +26,7 @@ fn node3_leaves(c: &mut Cluster, at: u64) {
         quorate: true,
         members: vec![1, 2],
     });
-    c.apply(Input::GroupChange {
-        at,
-        group: Group::FenceAgents,
-        members: [1, 2]
-            .iter()
-            .map(|&i| GroupMember {
-                nodeid: i,
-                pid: 100 + i,
-                reason: "Join".into(),
-            })
-            .collect(),
-        left: vec![GroupMember {
-            nodeid: 3,
-            pid: 103,
-            reason: "NodeDown".into(),
-        }],
-        joined: vec![],
-    });
+    fa_members(c, at, &[1, 2], &[3]);
 }
 
 fn rec(target: &str, action: &str, state: FenceState, completed_ms: Option<u64>) -> FenceRecord {
