@@ -2,8 +2,8 @@ use std::os::unix::fs::PermissionsExt;
 
 use super::*;
 
-#[test]
-fn only_departed_unaccounted_peers_are_polled() {
+/// A model on node 1 of `n` nodes named node1..nodeN, all members.
+fn cluster_of(n: u32) -> crate::engine::model::Cluster {
     use crate::engine::model::{Cluster, DEFAULT_MAX_PEER_VMS, FenceRules, ModelConfig};
     let mut c = Cluster::new(ModelConfig {
         event_capacity: 10,
@@ -18,17 +18,19 @@ fn only_departed_unaccounted_peers_are_polled() {
         at: 1,
         local_nodeid: 1,
         cluster_name: None,
-        nodelist: vec![
-            (1, Some("node1".into())),
-            (2, Some("node2".into())),
-            (3, Some("node3".into())),
-        ],
+        nodelist: (1..=n).map(|i| (i, Some(format!("node{i}")))).collect(),
     });
     c.apply(Input::Quorum {
         at: 2,
         quorate: true,
-        members: vec![1, 2, 3],
+        members: (1..=n).collect(),
     });
+    c
+}
+
+#[test]
+fn only_departed_unaccounted_peers_are_polled() {
+    let mut c = cluster_of(3);
     // Members (accounted or not) are not polled.
     assert!(departed_unaccounted(&c.snapshot(3)).is_empty());
     c.apply(Input::Quorum {
@@ -90,7 +92,6 @@ async fn history_is_read_bounded_and_errors_are_errors() {
 /// for, and hands its successful kills (of that node only) to the model.
 #[tokio::test]
 async fn run_polls_only_departed_nodes_and_feeds_kills() {
-    use crate::engine::model::{Cluster, DEFAULT_MAX_PEER_VMS, FenceRules, ModelConfig};
     let dir = tempfile::tempdir().unwrap();
     let calls = dir.path().join("calls");
     let body = format!(
@@ -107,26 +108,7 @@ echo '</list><status code="0" message="OK"/></pacemaker-result>'"#,
         interval: Duration::from_millis(20),
         timeout: Duration::from_secs(2),
     };
-    let mut c = Cluster::new(ModelConfig {
-        event_capacity: 10,
-        version: "test".into(),
-        started_at: 0,
-        libvirt_uris: Vec::new(),
-        key_digests: Default::default(),
-        max_peer_vms: DEFAULT_MAX_PEER_VMS,
-        fence: FenceRules::default(),
-    });
-    c.apply(Input::CorosyncUp {
-        at: 1,
-        local_nodeid: 1,
-        cluster_name: None,
-        nodelist: vec![(1, Some("node1".into())), (2, Some("node2".into()))],
-    });
-    c.apply(Input::Quorum {
-        at: 2,
-        quorate: true,
-        members: vec![1, 2],
-    });
+    let mut c = cluster_of(2);
     let (snap_tx, snap_rx) = watch::channel(Arc::new(c.snapshot(3)));
     let (tx, mut rx) = InputTx::channel(16);
     let cancel = CancellationToken::new();
