@@ -4,8 +4,8 @@
 # --no-build), runs lintian, unpacks the .deb into a throwaway root and
 # checks files, owners, modes, the conffiles, the shipped config, the man
 # pages (man -l) and completions, runs systemd-analyze verify on the unit,
-# and runs the postinst against stubbed systemd helpers in a private mount
-# namespace (its own /etc and /run): it enables and starts fenceline only
+# and runs the postinst with the real deb-systemd-helper in a private mount
+# namespace (its own /etc, /run and /var/lib/systemd): it enables and starts fenceline only
 # with a key and without fence_virtd, and never writes /etc/fence_virt.conf.
 # Any failed check exits non-zero.
 set -euo pipefail
@@ -111,65 +111,94 @@ if [ "$(id -u)" -ne 0 ]; then
   echo "package: all other checks passed"
   exit 0
 fi
+# The postinst runs with Debian's real deb-systemd-helper (its state and the
+# unit links are what decide enable/upgrade); only what would reach a running
+# systemd is stubbed: deb-systemd-invoke, systemctl, and pidof (fence_virtd
+# "running"), except systemctl's offline --root= operations. Each run has its own /etc, /run, /var/lib/systemd and unit
+# directory in a private mount namespace.
+command -v deb-systemd-helper >/dev/null || fail "deb-systemd-helper (init-system-helpers) is missing"
 stubs=$work/stubs
 mkdir -p "$stubs"
-cat >"$stubs/deb-systemd-helper" <<'STUB'
-#!/bin/sh
-echo "helper $*" >>"$STUB_LOG"
-case "$*" in
-  "--quiet was-enabled fenceline.service") [ -n "${WAS_ENABLED:-}" ] ;;
-  "--quiet is-enabled fence_virtd.service") [ -n "${FVD_ENABLED:-}" ] ;;
-  *) exit 0 ;;
-esac
-STUB
 printf '#!/bin/sh\necho "invoke $*" >>"$STUB_LOG"\n' >"$stubs/deb-systemd-invoke"
-printf '#!/bin/sh\necho "systemctl $*" >>"$STUB_LOG"\n' >"$stubs/systemctl"
+# systemctl: what needs a running systemd is logged only; --root= calls
+# (deb-systemd-helper's enable runs `systemctl --root=/ preset`) are offline
+# file operations, done for real on the private /etc.
+cat >"$stubs/systemctl" <<'STUB'
+#!/bin/sh
+echo "systemctl $*" >>"$STUB_LOG"
+case "$1" in --root=*) exec /usr/bin/systemctl "$@" ;; esac
+STUB
 printf '#!/bin/sh\n[ "$1" = fence_virtd ] && [ -n "${FVD_RUNNING:-}" ]\n' >"$stubs/pidof"
 chmod 755 "$stubs"/*
+etc=$work/etc run=$work/run var=$work/varlib units=$work/units
+link=$etc/systemd/system/multi-user.target.wants/fenceline.service
 
-# One postinst run in a private mount namespace with its own /etc and /run.
-# Args: key (none|default|config), then env settings, then postinst args.
-postinst() {
-  local key=$1
-  shift
-  local etc=$work/etc run=$work/run
-  rm -rf "$etc" "$run" "$work/log"
-  mkdir -p "$etc/fenceline" "$etc/cluster" "$run/systemd/system"
+# Runs "$@" in the private namespace, with the stubs first on PATH, as dpkg
+# runs a maintainer script (deb-systemd-helper refuses to run otherwise).
+in_ns() {
+  env STUB_LOG="$work/log" PATH="$stubs:$PATH" \
+    DPKG_MAINTSCRIPT_PACKAGE=fenceline DPKG_MAINTSCRIPT_NAME=postinst \
+    unshare --mount sh -c 'mount --bind "$1" /etc && mount --bind "$2" /run &&
+      mount --bind "$3" /var/lib/systemd && mount --bind "$4" /usr/lib/systemd/system &&
+      shift 4 && exec "$@"' sh "$etc" "$run" "$var" "$units" "$@"
+}
+
+# A fresh host: key none|default|config; fence_virtd installed (not enabled).
+fresh() {
+  rm -rf "$etc" "$run" "$var" "$units" "$work/log"
+  mkdir -p "$etc/fenceline" "$etc/cluster" "$run/systemd/system" "$var" "$units"
   cp "$root/etc/fenceline/fenceline.toml" "$etc/fenceline/"
+  cp "$root/lib/systemd/system/fenceline.service" "$units/"
+  printf '[Unit]\nDescription=fence_virtd\n[Service]\nExecStart=/usr/sbin/fence_virtd -F\n[Install]\nWantedBy=multi-user.target\n' \
+    >"$units/fence_virtd.service"
   printf 'fence_virtd {\n  listener = "multicast";\n}\n' >"$etc/fence_virt.conf"
-  case "$key" in
+  case "$1" in
     default) head -c 4096 /dev/urandom >"$etc/cluster/fence_xvm.key" ;;
     config)
       head -c 4096 /dev/urandom >"$etc/cluster/other.key"
       printf '\n[listeners.tcp]\nkey_file = "/etc/cluster/other.key"\n' >>"$etc/fenceline/fenceline.toml"
       ;;
   esac
+}
+
+# configure [OLD_VERSION], as dpkg runs it; env settings first.
+postinst() {
   local before
   before=$(md5sum <"$etc/fence_virt.conf")
-  env STUB_LOG="$work/log" PATH="$stubs:$PATH" "$@" \
-    unshare --mount sh -c 'mount --bind "$1" /etc && mount --bind "$2" /run && shift 2 && exec "$@"' \
-    sh "$etc" "$run" "$work/postinst" configure "${POSTINST_OLD:-}" 2>/dev/null ||
-    fail "postinst exited non-zero"
+  : >"$work/log"
+  in_ns env "$@" "$work/postinst" configure "${OLD:-}" 2>/dev/null || fail "postinst exited non-zero"
   [ "$(md5sum <"$etc/fence_virt.conf")" = "$before" ] || fail "postinst changed /etc/fence_virt.conf"
-  [ "$(ls "$etc")" = "$(printf '%s\n' cluster fence_virt.conf fenceline)" ] || fail "postinst wrote into /etc"
-  touch "$work/log"
+  [ -z "$(ls "$etc" | grep -vxE 'cluster|fence_virt.conf|fenceline|systemd')" ] || fail "postinst wrote into /etc: $(ls "$etc")"
 }
-started() { grep -q '^helper enable fenceline.service$' "$work/log" && grep -q '^invoke start fenceline.service$' "$work/log"; }
-left_alone() { ! grep -Eq '^helper enable|^invoke' "$work/log" && grep -q '^helper update-state fenceline.service$' "$work/log"; }
+invoked() { grep -q "^invoke $1 fenceline.service\$" "$work/log"; }
+started() { [ -L "$link" ] && invoked start; }
+left_alone() {
+  [ ! -L "$link" ] && ! grep -q '^invoke' "$work/log" &&
+    [ -e "$var/deb-systemd-helper-enabled/fenceline.service.dsh-also" ]
+}
+state() { echo "link: $(ls -l "$link" 2>&1); log: $(tr '\n' ';' <"$work/log")"; }
 
-postinst none
-left_alone || fail "postinst without a key: $(cat "$work/log")"
-postinst default
-started || fail "postinst with the default key did not enable and start: $(cat "$work/log")"
-postinst config
-started || fail "postinst with the config's key_file did not enable and start: $(cat "$work/log")"
-postinst default FVD_ENABLED=1
-left_alone || fail "postinst with fence_virtd enabled: $(cat "$work/log")"
-postinst default FVD_RUNNING=1
-left_alone || fail "postinst with fence_virtd running: $(cat "$work/log")"
-POSTINST_OLD=0.0.9 postinst none WAS_ENABLED=1
-grep -q '^invoke try-restart fenceline.service$' "$work/log" || fail "upgrade of an enabled unit: $(cat "$work/log")"
-POSTINST_OLD=0.0.9 postinst default
-left_alone || fail "upgrade of a disabled unit enabled it: $(cat "$work/log")"
+fresh none; OLD= postinst
+left_alone || fail "first install without a key: $(state)"
+fresh default; OLD= postinst
+started || fail "first install with the default key did not enable and start: $(state)"
+fresh config; OLD= postinst
+started || fail "first install with the config's key_file did not enable and start: $(state)"
+fresh default; in_ns deb-systemd-helper enable fence_virtd.service >/dev/null 2>&1; OLD= postinst
+left_alone || fail "first install with fence_virtd enabled: $(state)"
+[ -L "$etc/systemd/system/multi-user.target.wants/fence_virtd.service" ] || fail "fence_virtd was disabled"
+fresh default; OLD= postinst FVD_RUNNING=1
+left_alone || fail "first install with fence_virtd running: $(state)"
+# Upgrades: the earlier postinst enabled the unit (it had a key) ...
+fresh none; in_ns deb-systemd-helper enable fenceline.service >/dev/null 2>&1; OLD=0.0.9 postinst
+{ [ -L "$link" ] && invoked try-restart; } || fail "upgrade of an enabled unit: $(state)"
+# ... or left it alone (no key), and the admin enabled it with systemctl ...
+fresh default; in_ns deb-systemd-helper update-state fenceline.service
+mkdir -p "$(dirname "$link")"; ln -s /lib/systemd/system/fenceline.service "$link"
+OLD=0.0.9 postinst
+{ [ -L "$link" ] && invoked try-restart; } || fail "upgrade of a unit enabled by systemctl: $(state)"
+# ... or never did: an upgrade does not enable it, key or not.
+fresh default; in_ns deb-systemd-helper update-state fenceline.service >/dev/null 2>&1; OLD=0.0.9 postinst
+left_alone || fail "upgrade of a disabled unit enabled it: $(state)"
 ok "postinst: starts only with a key and without fence_virtd; /etc/fence_virt.conf untouched"
 echo "package: all checks passed"
