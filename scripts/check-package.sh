@@ -193,7 +193,7 @@ left_alone || fail "first install with fence_virtd running: $(state)"
 fresh none; in_ns deb-systemd-helper enable fenceline.service >/dev/null 2>&1; OLD=0.0.9 postinst
 { [ -L "$link" ] && invoked try-restart; } || fail "upgrade of an enabled unit: $(state)"
 # ... or left it alone (no key), and the admin enabled it with systemctl ...
-fresh default; in_ns deb-systemd-helper update-state fenceline.service
+fresh default; in_ns deb-systemd-helper update-state fenceline.service >/dev/null 2>&1
 mkdir -p "$(dirname "$link")"; ln -s /lib/systemd/system/fenceline.service "$link"
 OLD=0.0.9 postinst
 { [ -L "$link" ] && invoked try-restart; } || fail "upgrade of a unit enabled by systemctl: $(state)"

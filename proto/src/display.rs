@@ -78,7 +78,6 @@ pub fn printable_json(s: &str) -> Cow<'_, str> {
     escape_with(s, |c| format!("\\u{:04x}", c as u32))
 }
 
-/// "3s", "5m", "2h", "4d".
 /// A lost placement in one line: "node2: its daemon is down; vm2a last
 /// seen running 3s ago". `why` is the node's accounting text.
 pub fn lost_placement(
@@ -97,6 +96,7 @@ pub fn lost_placement(
     )
 }
 
+/// An age: "3s", "5m", "2h", "4d".
 pub fn age(now: Millis, since: Millis) -> String {
     let s = now.saturating_sub(since) / 1000;
     match s {
@@ -276,8 +276,7 @@ pub fn describe(kind: &EventKind, node: &dyn Fn(NodeId) -> String) -> Described 
                 if ok { "»" } else { "✗" },
                 if ok { Tone::Warn } else { Tone::Danger },
                 format!(
-                    "fence {} {domain} → {result}{by} ({duration_ms} ms, from {source}){}",
-                    op_label(*op),
+                    "fence {op} {domain} → {result}{by} ({duration_ms} ms, from {source}){}",
                     colon(detail)
                 ),
             )
@@ -328,6 +327,7 @@ pub fn describe(kind: &EventKind, node: &dyn Fn(NodeId) -> String) -> Described 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::FencePhase;
 
     #[test]
     fn terminal_escapes_are_made_visible() {
@@ -369,6 +369,28 @@ mod tests {
         assert_eq!(age(61_000, 1_000), "1m");
         assert_eq!(age(1_000, 5_000), "0s");
         assert_eq!(age(3 * 86_400_000, 0), "3d");
+    }
+
+    #[test]
+    fn a_fence_event_names_the_operation_as_fence_xvm_does() {
+        let fence = |op| EventKind::Fence {
+            phase: FencePhase::Result,
+            op,
+            domain: "vm2".into(),
+            source: "multicast:10.0.0.5".into(),
+            requester: Some(2),
+            acted_by: Some(2),
+            result: FenceResult::Ok,
+            duration_ms: 7,
+            detail: None,
+        };
+        let text = |op| describe(&fence(op), &|n| format!("kvm{n}")).text;
+        assert_eq!(
+            text(FenceOp::Off),
+            "fence off vm2 → ok by kvm2 (7 ms, from multicast:10.0.0.5)"
+        );
+        assert!(text(FenceOp::On).starts_with("fence on vm2 → "));
+        assert!(text(FenceOp::Reboot).starts_with("fence reboot vm2 → "));
     }
 
     #[test]

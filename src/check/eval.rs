@@ -8,6 +8,16 @@ use fenceline_proto::api::{
 };
 use fenceline_proto::display::age;
 
+/// What a key file is for: "multicast listener", or the cluster key's
+/// "fenceline's CPG group".
+fn key_use(listener: &str) -> String {
+    if listener == "cluster" {
+        "fenceline's CPG group".to_string()
+    } else {
+        format!("{listener} listener")
+    }
+}
+
 #[cfg(test)]
 mod tests;
 
@@ -241,7 +251,7 @@ fn files(f: &Facts, out: &mut Vec<Finding>) {
             Some(why) => finding(
                 Level::Critical,
                 "key",
-                format!("{p} ({} listener): {why}", k.listener),
+                format!("{p} ({}): {why}", key_use(&k.listener)),
             ),
             None if loose && k.loose_allowed => finding(
                 Level::Warning,
@@ -256,7 +266,7 @@ fn files(f: &Facts, out: &mut Vec<Finding>) {
             None => finding(
                 Level::Ok,
                 "key",
-                format!("{p} ({} listener): {}", k.listener, describe_file(&k.file)),
+                format!("{p} ({}): {}", key_use(&k.listener), describe_file(&k.file)),
             ),
         });
     }

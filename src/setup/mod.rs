@@ -346,10 +346,10 @@ pub fn describe(out: &InitOutcome, cfg: &Config, hostname: &str, host_map: Optio
     }
     match &out.cluster_key {
         Some((k, created)) => s.push_str(&format!(
-            "{} the cluster key {} (seals fenceline's own CPG messages): copy the same file \
+            "{} cluster key {} (seals fenceline's own CPG messages): copy the same file \
              to every fenceline host (scp -p {} root@OTHER-HOST:{})\n\n",
             if *created {
-                "created"
+                "created the"
             } else {
                 "kept the existing"
             },
