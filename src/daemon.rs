@@ -40,7 +40,9 @@ impl LogLevel {
     }
 }
 
-/// Sets up logging to stderr and, if configured, to a file. The returned
+/// Sets up logging: to the journal natively when systemd connected stderr to
+/// it (`JOURNAL_STREAM`; priorities and fields, no second timestamp), else
+/// to stderr, and to a file as well when `[log] file` is set. The returned
 /// guard flushes the file writer when dropped; the [`LogLevel`] changes the
 /// filter later.
 pub fn init_logging(
@@ -57,11 +59,32 @@ pub fn init_logging(
             .unwrap_or_else(|_| EnvFilter::new("info"))
     };
     let (stderr_filter, stderr_handle) = reload::Layer::new(filter());
-    let stderr = tracing_subscriber::fmt::layer()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(false)
-        .with_filter(stderr_filter);
+    let journald = stderr_is_journal()
+        .then(|| tracing_journald::layer().ok())
+        .flatten()
+        .map(|l| {
+            use tracing_journald::{Priority, PriorityMappings};
+            // INFO is syslog's "informational" (the crate's default makes it
+            // "notice"), so `journalctl -p notice` is not every routine line.
+            l.with_syslog_identifier("fenceline".into())
+                .with_priority_mappings(PriorityMappings {
+                    error: Priority::Error,
+                    warn: Priority::Warning,
+                    info: Priority::Informational,
+                    debug: Priority::Debug,
+                    trace: Priority::Debug,
+                })
+        });
+    let out: Box<dyn Layer<tracing_subscriber::Registry> + Send + Sync> = match journald {
+        Some(j) => Box::new(j.with_filter(stderr_filter)),
+        None => Box::new(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                .with_target(false)
+                .with_filter(stderr_filter),
+        ),
+    };
     let mut guard = None;
     let mut file_handle = None;
     let file_layer = if cfg.log.file.as_os_str().is_empty() {
@@ -88,7 +111,7 @@ pub fn init_logging(
         )
     };
     tracing_subscriber::registry()
-        .with(stderr)
+        .with(out)
         .with(file_layer)
         .try_init()
         .ok();
@@ -110,6 +133,33 @@ pub fn init_logging(
             from_env,
         },
     ))
+}
+
+/// Whether stderr is the journal stream systemd set up for this service.
+fn stderr_is_journal() -> bool {
+    use std::os::fd::AsFd;
+    use std::os::unix::fs::MetadataExt;
+    let Some(var) = std::env::var_os("JOURNAL_STREAM") else {
+        return false;
+    };
+    let meta = std::io::stderr()
+        .as_fd()
+        .try_clone_to_owned()
+        .map(std::fs::File::from)
+        .and_then(|f| f.metadata());
+    match meta {
+        Ok(m) => journal_stream_is(&var.to_string_lossy(), m.dev(), m.ino()),
+        Err(_) => false,
+    }
+}
+
+/// `JOURNAL_STREAM` is "DEVICE:INODE" of the stream systemd connected; it
+/// only counts while stderr is still that stream (not redirected by a
+/// child's shell, say).
+fn journal_stream_is(var: &str, dev: u64, ino: u64) -> bool {
+    var.split_once(':')
+        .and_then(|(d, i)| Some((d.parse::<u64>().ok()?, i.parse::<u64>().ok()?)))
+        == Some((dev, ino))
 }
 
 /// Runs the daemon until SIGTERM or SIGINT; SIGHUP reloads the config from
@@ -587,4 +637,19 @@ fn cpg_auth(cfg: &Config) -> anyhow::Result<corosync::CpgAuth> {
         key: Some(key.into()),
         authenticated_only: cfg.corosync.authenticated_only,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::journal_stream_is;
+
+    #[test]
+    fn the_journal_stream_is_matched_by_device_and_inode() {
+        assert!(journal_stream_is("8:1234567", 8, 1_234_567));
+        assert!(!journal_stream_is("8:1234567", 8, 1_234_568));
+        assert!(!journal_stream_is("9:1234567", 8, 1_234_567));
+        for bad in ["", "8", "8:", ":1", "x:1", "8:1:2", "-1:5"] {
+            assert!(!journal_stream_is(bad, 8, 1), "{bad:?}");
+        }
+    }
 }

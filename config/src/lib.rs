@@ -25,7 +25,6 @@ pub use sections::*;
 use fenceline_proto::paths::DEFAULT_CONFIG_PATH;
 pub const DEFAULT_SOCKET: &str = "/run/fenceline/fenceline.sock";
 pub const DEFAULT_READONLY_SOCKET: &str = "/run/fenceline/fenceline-ro.sock";
-pub const DEFAULT_LOG_FILE: &str = "/var/log/fenceline/fenceline.log";
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]

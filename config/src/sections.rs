@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use super::{DEFAULT_LOG_FILE, DEFAULT_READONLY_SOCKET, DEFAULT_SOCKET};
+use super::{DEFAULT_READONLY_SOCKET, DEFAULT_SOCKET};
 
 /// How fence requests are carried out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -265,7 +265,8 @@ impl Default for ControlSection {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogSection {
-    /// Log file (appended); empty string = stderr only.
+    /// A log file as well (appended); empty (the default) = none: the
+    /// journal under systemd, else stderr, has every line.
     pub file: PathBuf,
     /// A tracing filter, e.g. "info" or "fenceline=debug".
     pub level: String,
@@ -274,7 +275,7 @@ pub struct LogSection {
 impl Default for LogSection {
     fn default() -> Self {
         Self {
-            file: DEFAULT_LOG_FILE.into(),
+            file: PathBuf::new(),
             level: "info".into(),
         }
     }

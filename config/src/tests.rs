@@ -17,7 +17,7 @@ name_mode = "name"                 # or "uuid"
 socket = "/run/fenceline/fenceline.sock"
 readonly_socket = "/run/fenceline/fenceline-ro.sock"
 [log]
-file = "/var/log/fenceline/fenceline.log"
+file = ""                          # or a file as well as the journal
 "#,
     )
     .unwrap();
