@@ -7,9 +7,6 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tracing_subscriber::layer::SubscriberExt;
-use tracing_subscriber::util::SubscriberInitExt;
-use tracing_subscriber::{EnvFilter, Layer};
 
 use crate::engine::fence::listeners::{KeySettings, ListenerSettings};
 use crate::engine::fence::multicast::MulticastSettings;
@@ -25,142 +22,7 @@ use fenceline_config::{Config, FenceBackend, HashName};
 use fenceline_proto::api::now_millis;
 use fenceline_proto::fence_xvm::HashType;
 
-/// Changes the log filter of every log output at run time (SIGHUP).
-pub struct LogLevel {
-    set: Box<dyn Fn(EnvFilter) -> Result<(), String> + Send + Sync>,
-    /// `FENCELINE_LOG` is set: it wins over `[log] level`, also on reload.
-    pub from_env: bool,
-}
-
-impl LogLevel {
-    /// Puts `level` (a tracing filter) in force, or says why not.
-    pub fn set(&self, level: &str) -> Result<(), String> {
-        let f = EnvFilter::try_new(level).map_err(|e| format!("log.level {level:?}: {e}"))?;
-        (self.set)(f)
-    }
-}
-
-/// Sets up logging: to the journal natively when systemd connected stderr to
-/// it (`JOURNAL_STREAM`; priorities and fields, no second timestamp), else
-/// to stderr, and to a file as well when `[log] file` is set. The returned
-/// guard flushes the file writer when dropped; the [`LogLevel`] changes the
-/// filter later.
-pub fn init_logging(
-    cfg: &Config,
-) -> anyhow::Result<(
-    Option<tracing_appender::non_blocking::WorkerGuard>,
-    LogLevel,
-)> {
-    use tracing_subscriber::reload;
-    let from_env = std::env::var_os("FENCELINE_LOG").is_some();
-    let filter = || {
-        EnvFilter::try_from_env("FENCELINE_LOG")
-            .or_else(|_| EnvFilter::try_new(&cfg.log.level))
-            .unwrap_or_else(|_| EnvFilter::new("info"))
-    };
-    let (stderr_filter, stderr_handle) = reload::Layer::new(filter());
-    let journald = stderr_is_journal()
-        .then(|| tracing_journald::layer().ok())
-        .flatten()
-        .map(|l| {
-            use tracing_journald::{Priority, PriorityMappings};
-            // INFO is syslog's "informational" (the crate's default makes it
-            // "notice"), so `journalctl -p notice` is not every routine line.
-            l.with_syslog_identifier("fenceline".into())
-                .with_priority_mappings(PriorityMappings {
-                    error: Priority::Error,
-                    warn: Priority::Warning,
-                    info: Priority::Informational,
-                    debug: Priority::Debug,
-                    trace: Priority::Debug,
-                })
-        });
-    let out: Box<dyn Layer<tracing_subscriber::Registry> + Send + Sync> = match journald {
-        Some(j) => Box::new(j.with_filter(stderr_filter)),
-        None => Box::new(
-            tracing_subscriber::fmt::layer()
-                .with_writer(std::io::stderr)
-                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-                .with_target(false)
-                .with_filter(stderr_filter),
-        ),
-    };
-    let mut guard = None;
-    let mut file_handle = None;
-    let file_layer = if cfg.log.file.as_os_str().is_empty() {
-        None
-    } else {
-        let path = &cfg.log.file;
-        let dir = path.parent().unwrap_or(Path::new("."));
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("cannot create log directory {}", dir.display()))?;
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .with_context(|| format!("cannot open log file {}", path.display()))?;
-        let (writer, g) = tracing_appender::non_blocking(file);
-        guard = Some(g);
-        let (file_filter, h) = reload::Layer::new(filter());
-        file_handle = Some(h);
-        Some(
-            tracing_subscriber::fmt::layer()
-                .with_writer(writer)
-                .with_ansi(false)
-                .with_filter(file_filter),
-        )
-    };
-    tracing_subscriber::registry()
-        .with(out)
-        .with(file_layer)
-        .try_init()
-        .ok();
-    let set = move |f: EnvFilter| -> Result<(), String> {
-        if let Some(h) = &file_handle {
-            h.reload(
-                f.to_string()
-                    .parse::<EnvFilter>()
-                    .map_err(|e| e.to_string())?,
-            )
-            .map_err(|e| e.to_string())?;
-        }
-        stderr_handle.reload(f).map_err(|e| e.to_string())
-    };
-    Ok((
-        guard,
-        LogLevel {
-            set: Box::new(set),
-            from_env,
-        },
-    ))
-}
-
-/// Whether stderr is the journal stream systemd set up for this service.
-fn stderr_is_journal() -> bool {
-    use std::os::fd::AsFd;
-    use std::os::unix::fs::MetadataExt;
-    let Some(var) = std::env::var_os("JOURNAL_STREAM") else {
-        return false;
-    };
-    let meta = std::io::stderr()
-        .as_fd()
-        .try_clone_to_owned()
-        .map(std::fs::File::from)
-        .and_then(|f| f.metadata());
-    match meta {
-        Ok(m) => journal_stream_is(&var.to_string_lossy(), m.dev(), m.ino()),
-        Err(_) => false,
-    }
-}
-
-/// `JOURNAL_STREAM` is "DEVICE:INODE" of the stream systemd connected; it
-/// only counts while stderr is still that stream (not redirected by a
-/// child's shell, say).
-fn journal_stream_is(var: &str, dev: u64, ino: u64) -> bool {
-    var.split_once(':')
-        .and_then(|(d, i)| Some((d.parse::<u64>().ok()?, i.parse::<u64>().ok()?)))
-        == Some((dev, ino))
-}
+use crate::logging::LogLevel;
 
 /// Runs the daemon until SIGTERM or SIGINT; SIGHUP reloads the config from
 /// `config_path` (and `fence_virt_conf`, when the daemon was started with one).
@@ -169,7 +31,7 @@ pub fn run(
     config_path: Option<&Path>,
     fence_virt_conf: Option<&Path>,
 ) -> anyhow::Result<()> {
-    let (_guard, log) = init_logging(&cfg)?;
+    let (_guard, log) = crate::logging::init(&cfg)?;
     if let Some(p) = config_path {
         crate::engine::fence::key::check_private(p, crate::engine::fence::key::Private::Config)
             .with_context(|| format!("the config file {}", p.display()))?;
@@ -637,19 +499,4 @@ fn cpg_auth(cfg: &Config) -> anyhow::Result<corosync::CpgAuth> {
         key: Some(key.into()),
         authenticated_only: cfg.corosync.authenticated_only,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::journal_stream_is;
-
-    #[test]
-    fn the_journal_stream_is_matched_by_device_and_inode() {
-        assert!(journal_stream_is("8:1234567", 8, 1_234_567));
-        assert!(!journal_stream_is("8:1234567", 8, 1_234_568));
-        assert!(!journal_stream_is("9:1234567", 8, 1_234_567));
-        for bad in ["", "8", "8:", ":1", "x:1", "8:1:2", "-1:5"] {
-            assert!(!journal_stream_is(bad, 8, 1), "{bad:?}");
-        }
-    }
 }

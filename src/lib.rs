@@ -10,6 +10,7 @@ pub mod demo;
 pub mod engine;
 
 pub mod hook;
+pub mod logging;
 pub mod notify;
 pub mod reload;
 #[cfg(feature = "lab")]

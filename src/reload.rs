@@ -7,10 +7,10 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::daemon::LogLevel;
 use crate::engine::fence::listeners::{ListenerSet, ListenerSettings};
 use crate::engine::model::Input;
 use crate::engine::{EngineHandle, InputTx};
+use crate::logging::LogLevel;
 use fenceline_config::Config;
 use fenceline_proto::api::now_millis;
 
