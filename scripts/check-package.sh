@@ -166,7 +166,7 @@ postinst() {
   local before
   before=$(md5sum <"$etc/fence_virt.conf")
   : >"$work/log"
-  in_ns env "$@" "$work/postinst" configure "${OLD:-}" 2>/dev/null || fail "postinst exited non-zero"
+  in_ns env "$@" "$work/postinst" configure "${OLD:-}" 2>"$work/err" || fail "postinst exited non-zero: $(cat "$work/err")"
   [ "$(md5sum <"$etc/fence_virt.conf")" = "$before" ] || fail "postinst changed /etc/fence_virt.conf"
   [ -z "$(ls "$etc" | grep -vxE 'cluster|fence_virt.conf|fenceline|systemd')" ] || fail "postinst wrote into /etc: $(ls "$etc")"
 }
@@ -180,6 +180,7 @@ state() { echo "link: $(ls -l "$link" 2>&1); log: $(tr '\n' ';' <"$work/log")"; 
 
 fresh none; OLD= postinst
 left_alone || fail "first install without a key: $(state)"
+grep -q "not enabled: no fence key yet" "$work/err" || fail "first install without a key: says $(cat "$work/err")"
 fresh default; OLD= postinst
 started || fail "first install with the default key did not enable and start: $(state)"
 fresh config; OLD= postinst
@@ -189,6 +190,7 @@ left_alone || fail "first install with fence_virtd enabled: $(state)"
 [ -L "$etc/systemd/system/multi-user.target.wants/fence_virtd.service" ] || fail "fence_virtd was disabled"
 fresh default; OLD= postinst FVD_RUNNING=1
 left_alone || fail "first install with fence_virtd running: $(state)"
+grep -q "not enabled: fence_virtd is enabled or running" "$work/err" || fail "with fence_virtd: says $(cat "$work/err")"
 # Upgrades: the earlier postinst enabled the unit (it had a key) ...
 fresh none; in_ns deb-systemd-helper enable fenceline.service >/dev/null 2>&1; OLD=0.0.9 postinst
 { [ -L "$link" ] && invoked try-restart; } || fail "upgrade of an enabled unit: $(state)"
