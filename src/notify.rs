@@ -105,10 +105,11 @@ pub fn status_line(snap: &Snapshot) -> String {
 /// Members, VMs and listeners.
 fn counts_line(snap: &Snapshot) -> String {
     let members = snap.nodes.iter().filter(|n| n.member).count();
+    let vms = snap.domains.len();
     let mut s = format!(
-        "{members}/{} members, {} VMs, ",
+        "{members}/{} members, {vms} VM{}, ",
         snap.nodes.len(),
-        snap.domains.len()
+        if vms == 1 { "" } else { "s" }
     );
     if snap.local.listeners.is_empty() {
         s.push_str("no fence listener");
