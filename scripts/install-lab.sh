@@ -49,6 +49,7 @@ leader() { # PID 1 of host N's container
 in_host() { local n=$1; shift; nsenter -t "$(leader "$n")" -a "$@"; }
 
 base_root() {
+  command -v systemd-nspawn >/dev/null || apt-get install -y -q systemd-container
   [ -x "$BASE/usr/sbin/corosync" ] && return 0
   command -v debootstrap >/dev/null || apt-get install -y -q debootstrap
   rm -rf "$BASE.tmp"
