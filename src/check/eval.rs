@@ -365,7 +365,11 @@ fn libvirt(snap: &Snapshot, uris: &[String], out: &mut Vec<Finding>) {
             Some(h) => finding(
                 Level::Ok,
                 "libvirt",
-                format!("{uri}: connected, {} domains", h.domains),
+                format!(
+                    "{uri}: connected, {} domain{}",
+                    h.domains,
+                    if h.domains == 1 { "" } else { "s" }
+                ),
             ),
         });
     }
