@@ -486,3 +486,37 @@ fn status_text_of_departures() {
     }
     insta::assert_snapshot!("status_departures", out);
 }
+
+/// Issue 10: names come from guests, peers and hook XML. Whatever they hold,
+/// no escape sequence, C1 control, bidi override or zero-width character
+/// reaches a cell of the screen: not in the table, the detail pane or the
+/// confirmation dialog.
+#[test]
+fn hostile_names_reach_no_cell() {
+    let evil = "ev\u{1b}[2Jil\u{9b}31m\u{7f}\u{202e}x\u{200b}y\u{feff}\u{2028}z";
+    let mut s = fixtures::normal();
+    s.domains[0].name = evil.into();
+    s.nodes[0].name = Some(format!("kvm{evil}"));
+    let mut a = app(s, false);
+    let bad = |c: char| {
+        c.is_control()
+            || matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2028}' | '\u{2029}' | '\u{feff}')
+    };
+    let theme = default_theme();
+    let check = |a: &mut App, what: &str| {
+        for (w, h) in SIZES {
+            let b = buffer(a, &theme, w, h);
+            for y in 0..h {
+                for x in 0..w {
+                    let sym = b[(x, y)].symbol();
+                    assert!(!sym.chars().any(bad), "{what}: {sym:?} at ({x},{y})");
+                }
+            }
+        }
+    };
+    check(&mut a, "table");
+    keys(&mut a, &["enter"]);
+    check(&mut a, "detail");
+    keys(&mut a, &["esc", "F"]);
+    check(&mut a, "confirmation");
+}

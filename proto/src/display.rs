@@ -36,12 +36,26 @@ impl Described {
 }
 
 /// Characters that must not reach a terminal raw: the C0 and C1 controls and
-/// DEL (escape sequences, `\r` overwrites) except newline and tab, and the
-/// bidirectional overrides that reorder what the reader sees. Names and
-/// details come from guests, peers and hook XML, so they may carry any.
-fn unsafe_for_terminal(c: char) -> bool {
+/// DEL (escape sequences, `\r` overwrites) except newline and tab; the
+/// bidirectional controls that reorder what the reader sees; and the
+/// invisible format characters (zero-width spaces and joiners, the byte
+/// order mark, soft hyphen, tags) and line/paragraph separators, which make
+/// two different names look the same or break a line. Names and details
+/// come from guests, peers and hook XML, so they may carry any.
+pub fn unsafe_for_terminal(c: char) -> bool {
     (c.is_control() && c != '\n' && c != '\t')
-        || matches!(c, '\u{61c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+        || matches!(
+            c,
+            '\u{ad}'
+                | '\u{61c}'
+                | '\u{180e}'
+                | '\u{200b}'..='\u{200f}'
+                | '\u{2028}'..='\u{202e}'
+                | '\u{2060}'..='\u{206f}'
+                | '\u{feff}'
+                | '\u{fff9}'..='\u{fffb}'
+                | '\u{e0000}'..='\u{e007f}'
+        )
 }
 
 fn escape_with(s: &str, esc: fn(char) -> String) -> Cow<'_, str> {
@@ -75,7 +89,14 @@ pub fn printable(s: &str) -> Cow<'_, str> {
 /// occur inside strings, become `\uXXXX` escapes, so the document still
 /// parses to the same value.
 pub fn printable_json(s: &str) -> Cow<'_, str> {
-    escape_with(s, |c| format!("\\u{:04x}", c as u32))
+    escape_with(s, |c| {
+        // Above U+FFFF (tags), JSON wants a surrogate pair.
+        let mut units = [0u16; 2];
+        c.encode_utf16(&mut units)
+            .iter()
+            .map(|u| format!("\\u{u:04x}"))
+            .collect()
+    })
 }
 
 /// A lost placement in one line: "node2: its daemon is down; vm2a last
@@ -337,11 +358,19 @@ mod tests {
         ));
         assert_eq!(printable("a\x1b[2Jb\rc\u{9b}d"), "a\\x1b[2Jb\\x0dc\\x9bd");
         assert_eq!(printable("x\u{202e}y\x7f"), "x\\u{202e}y\\x7f");
+        assert_eq!(
+            printable("a\u{200b}b\u{feff}c\u{2028}d\u{ad}e\u{e0041}"),
+            "a\\u{200b}b\\u{feff}c\\u{2028}d\\xade\\u{e0041}"
+        );
+        assert!(matches!(
+            printable("na\u{ef}ve \u{2014} \u{1f600}"),
+            Cow::Borrowed(_)
+        ));
     }
 
     #[test]
     fn json_stays_the_same_document() {
-        let name = "vm\u{9b}31m\u{202e}\x7f\x1b";
+        let name = "vm\u{9b}31m\u{202e}\x7f\x1b\u{200b}\u{e0041}";
         let raw = serde_json::json!({ "name": name }).to_string();
         let safe = printable_json(&raw);
         assert!(!safe.chars().any(unsafe_for_terminal), "{safe}");

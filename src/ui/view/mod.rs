@@ -63,6 +63,23 @@ pub fn draw(frame: &mut Frame, app: &App, theme: &Theme) {
         Mode::ConfirmNode(c) => confirm::draw_node(frame, area, app, theme, c),
         _ => {}
     }
+    scrub(frame.buffer_mut());
+}
+
+/// Names on screen come from guests, peers and hook XML. ratatui drops the
+/// C0 and C1 controls itself; this drops, in every cell, what else must not
+/// reach a terminal (bidi controls, zero-width and other invisible format
+/// characters, line separators; `display::unsafe_for_terminal`). A cell
+/// left empty shows a blank.
+fn scrub(buf: &mut ratatui::buffer::Buffer) {
+    use fenceline_proto::display::unsafe_for_terminal;
+    for cell in &mut buf.content {
+        let sym = cell.symbol();
+        if sym.chars().any(unsafe_for_terminal) {
+            let kept: String = sym.chars().filter(|&c| !unsafe_for_terminal(c)).collect();
+            cell.set_symbol(if kept.is_empty() { " " } else { &kept });
+        }
+    }
 }
 
 /// A pane's frame: rounded border, highlighted when focused.
