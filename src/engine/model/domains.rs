@@ -467,7 +467,10 @@ impl Cluster {
         } else if !conflict && old.conflict {
             let ev = dom(DomainAction::ConflictResolved, Some(old.state), None, None);
             self.emit(at, ev, out);
-        } else if old.owner != new.owner && new.owner.is_some() {
+        } else if old.owner != new.owner && old.owner.is_some() && new.owner.is_some() {
+            // From no owner to one is not a move: it is this daemon learning
+            // its node id (its own VMs before the corosync join), or a VM
+            // starting (a state change, below).
             let ev = dom(DomainAction::Owner, Some(old.state), old.owner, None);
             self.emit(at, ev, out);
         } else if old.state != new.state {

@@ -568,13 +568,15 @@ fn local_domains_before_corosync_have_no_owner_then_get_one() {
     );
     assert_eq!(domain(&c.snapshot(2), "early").unwrap().owner, None);
     assert!(c.snapshot(2).stale);
-    c.apply(Input::CorosyncUp {
+    let out = c.apply(Input::CorosyncUp {
         at: 3,
         local_nodeid: 4,
         cluster_name: None,
         nodelist: vec![],
     });
     assert_eq!(domain(&c.snapshot(4), "early").unwrap().owner, Some(4));
+    // Learning the node id is not a move: no "owner changed" event.
+    assert_eq!(domain_actions(&out), vec![]);
 }
 
 #[test]
