@@ -5,8 +5,9 @@
 # checks files, owners, modes, the conffiles, the shipped config, the man
 # pages (man -l) and completions, runs systemd-analyze verify on the unit,
 # and runs the postinst with the real deb-systemd-helper in a private mount
-# namespace (its own /etc, /run and /var/lib/systemd): it enables and starts fenceline only
-# with a key and without fence_virtd, and never writes /etc/fence_virt.conf.
+# namespace (its own /etc, /run and /var/lib/systemd): it enables and starts
+# fenceline only with a key and without fence_virtd, and never writes
+# /etc/fence_virt.conf.
 # Any failed check exits non-zero.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -113,9 +114,10 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 # The postinst runs with Debian's real deb-systemd-helper (its state and the
 # unit links are what decide enable/upgrade); only what would reach a running
-# systemd is stubbed: deb-systemd-invoke, systemctl, and pidof (fence_virtd
-# "running"), except systemctl's offline --root= operations. Each run has its own /etc, /run, /var/lib/systemd and unit
-# directory in a private mount namespace.
+# systemd is stubbed: deb-systemd-invoke, systemctl (but for its offline
+# --root= operations), and pidof (fence_virtd "running"). Each run has its
+# own /etc, /run, /var/lib/systemd and unit directory in a private mount
+# namespace.
 command -v deb-systemd-helper >/dev/null || fail "deb-systemd-helper (init-system-helpers) is missing"
 stubs=$work/stubs
 mkdir -p "$stubs"

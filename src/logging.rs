@@ -19,7 +19,7 @@ use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer, reload};
 
 use fenceline_config::Config;
-use fenceline_proto::display::printable;
+use fenceline_proto::display::printable_line;
 
 /// Changes the log filter of every log output at run time (SIGHUP).
 pub struct LogLevel {
@@ -110,20 +110,19 @@ pub fn init(
 /// other control characters inside the event (a domain name from a guest,
 /// a peer's text) are written as escapes, so nothing can start a forged
 /// line or, in the journal, a forged priority. For the journal: sd-daemon's
-/// `<N>` prefix and no timestamp.
-struct OneLine {
-    inner: Format<Full, ()>,
-    timed: Format<Full, SystemTime>,
-    journal: bool,
+/// `<N>` prefix and no timestamp or level word.
+enum OneLine {
+    Journal(Format<Full, ()>),
+    Timed(Format<Full, SystemTime>),
 }
 
 impl OneLine {
     fn new(journal: bool) -> Self {
         let base = Format::default().with_ansi(false).with_target(false);
-        Self {
-            inner: base.clone().without_time().with_level(false),
-            timed: base,
-            journal,
+        if journal {
+            Self::Journal(base.without_time().with_level(false))
+        } else {
+            Self::Timed(base)
         }
     }
 }
@@ -139,15 +138,15 @@ where
         event: &Event<'_>,
     ) -> fmt::Result {
         let mut line = String::new();
-        if self.journal {
-            self.inner
-                .format_event(ctx, Writer::new(&mut line), event)?;
-            write!(writer, "<{}>", priority(*event.metadata().level()))?;
-        } else {
-            self.timed
-                .format_event(ctx, Writer::new(&mut line), event)?;
+        match self {
+            Self::Journal(f) => {
+                f.format_event(ctx, Writer::new(&mut line), event)?;
+                write!(writer, "<{}>", priority(*event.metadata().level()))?;
+            }
+            Self::Timed(f) => f.format_event(ctx, Writer::new(&mut line), event)?,
         }
-        writeln!(writer, "{}", one_line(&line))
+        let body = line.strip_suffix('\n').unwrap_or(&line);
+        writeln!(writer, "{}", printable_line(body))
     }
 }
 
@@ -159,13 +158,6 @@ fn priority(level: Level) -> u8 {
         Level::INFO => 6,
         _ => 7,
     }
-}
-
-/// A formatted event without its final newline, with every newline, tab
-/// and other control character inside it escaped.
-fn one_line(formatted: &str) -> String {
-    let body = formatted.strip_suffix('\n').unwrap_or(formatted);
-    printable(body).replace('\n', "\\n").replace('\t', "\\t")
 }
 
 /// Whether stderr is the journal stream systemd set up for this service.
@@ -207,15 +199,6 @@ mod tests {
         for bad in ["", "8", "8:", ":1", "x:1", "8:1:2", "-1:5"] {
             assert!(!journal_stream_is(bad, 8, 1), "{bad:?}");
         }
-    }
-
-    #[test]
-    fn an_event_stays_one_line() {
-        assert_eq!(
-            one_line("fence request answered domain=vm\n<0>forged\x1b[2J\tx\n"),
-            "fence request answered domain=vm\\n<0>forged\\x1b[2J\\tx"
-        );
-        assert_eq!(one_line("plain\n"), "plain");
     }
 
     #[test]

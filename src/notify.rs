@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::engine::EngineHandle;
 use fenceline_proto::api::{ListenerState, ListenerView, Snapshot};
+use fenceline_proto::display::count;
 
 /// The socket systemd gave us (`NOTIFY_SOCKET`; `@name` is abstract).
 pub struct Notifier {
@@ -105,11 +106,10 @@ pub fn status_line(snap: &Snapshot) -> String {
 /// Members, VMs and listeners.
 fn counts_line(snap: &Snapshot) -> String {
     let members = snap.nodes.iter().filter(|n| n.member).count();
-    let vms = snap.domains.len();
     let mut s = format!(
-        "{members}/{} members, {vms} VM{}, ",
+        "{members}/{} members, {}, ",
         snap.nodes.len(),
-        if vms == 1 { "" } else { "s" }
+        count(snap.domains.len(), "VM")
     );
     if snap.local.listeners.is_empty() {
         s.push_str("no fence listener");

@@ -58,30 +58,43 @@ pub fn unsafe_for_terminal(c: char) -> bool {
         )
 }
 
-fn escape_with(s: &str, esc: fn(char) -> String) -> Cow<'_, str> {
-    if !s.chars().any(unsafe_for_terminal) {
+fn escape_with(s: &str, bad: fn(char) -> bool, esc: fn(char) -> String) -> Cow<'_, str> {
+    if !s.chars().any(bad) {
         return Cow::Borrowed(s);
     }
     Cow::Owned(
         s.chars()
-            .map(|c| {
-                if unsafe_for_terminal(c) {
-                    esc(c)
-                } else {
-                    c.to_string()
-                }
-            })
+            .map(|c| if bad(c) { esc(c) } else { c.to_string() })
             .collect(),
     )
+}
+
+/// `\x1b`, `\u{202e}`.
+fn visible_escape(c: char) -> String {
+    match c as u32 {
+        n @ 0..=0xff => format!("\\x{n:02x}"),
+        n => format!("\\u{{{n:x}}}"),
+    }
 }
 
 /// Text output made safe for a terminal: each unsafe character is written
 /// as a visible escape (`\x1b`, `\u{202e}`); everything else is unchanged.
 pub fn printable(s: &str) -> Cow<'_, str> {
-    escape_with(s, |c| match c as u32 {
-        n @ 0..=0xff => format!("\\x{n:02x}"),
-        n => format!("\\u{{{n:x}}}"),
-    })
+    escape_with(s, unsafe_for_terminal, visible_escape)
+}
+
+/// [`printable`] for one line of a log: newline and tab are escaped too
+/// (`\n`, `\t`), so nothing inside can start another line.
+pub fn printable_line(s: &str) -> Cow<'_, str> {
+    escape_with(
+        s,
+        |c| c == '\n' || c == '\t' || unsafe_for_terminal(c),
+        |c| match c {
+            '\n' => "\\n".into(),
+            '\t' => "\\t".into(),
+            c => visible_escape(c),
+        },
+    )
 }
 
 /// JSON output made safe for a terminal. serde_json escapes only C0
@@ -89,7 +102,7 @@ pub fn printable(s: &str) -> Cow<'_, str> {
 /// occur inside strings, become `\uXXXX` escapes, so the document still
 /// parses to the same value.
 pub fn printable_json(s: &str) -> Cow<'_, str> {
-    escape_with(s, |c| {
+    escape_with(s, unsafe_for_terminal, |c| {
         // Above U+FFFF (tags), JSON wants a surrogate pair.
         let mut units = [0u16; 2];
         c.encode_utf16(&mut units)
@@ -126,6 +139,11 @@ pub fn age(now: Millis, since: Millis) -> String {
         3600..=86399 => format!("{}h", s / 3600),
         _ => format!("{}d", s / 86400),
     }
+}
+
+/// A count with its noun: "1 VM", "3 VMs" (`noun` takes an "s").
+pub fn count(n: usize, noun: &str) -> String {
+    format!("{n} {noun}{}", if n == 1 { "" } else { "s" })
 }
 
 /// A domain state as people say it ("shut off", not "shutoff").
@@ -391,6 +409,22 @@ mod tests {
             ),
             "node2: its daemon is down; vm2a last seen running 3s ago"
         );
+    }
+
+    #[test]
+    fn a_log_line_stays_one_line() {
+        assert_eq!(
+            printable_line("domain=vm\n<0>forged\x1b[2J\tx"),
+            "domain=vm\\n<0>forged\\x1b[2J\\tx"
+        );
+        assert!(matches!(printable_line("plain"), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn counts() {
+        assert_eq!(count(1, "VM"), "1 VM");
+        assert_eq!(count(0, "domain"), "0 domains");
+        assert_eq!(count(3, "port"), "3 ports");
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use fenceline_proto::api::{
     DaemonKind, Event, EventKind, FenceOp, FencePhase, FenceResult, Millis, NodeView, Snapshot,
 };
-use fenceline_proto::display::age;
+use fenceline_proto::display::{age, count};
 
 /// What a key file is for: "multicast listener", or the cluster key's
 /// "fenceline's CPG group".
@@ -365,11 +365,7 @@ fn libvirt(snap: &Snapshot, uris: &[String], out: &mut Vec<Finding>) {
             Some(h) => finding(
                 Level::Ok,
                 "libvirt",
-                format!(
-                    "{uri}: connected, {} domain{}",
-                    h.domains,
-                    if h.domains == 1 { "" } else { "s" }
-                ),
+                format!("{uri}: connected, {}", count(h.domains, "domain")),
             ),
         });
     }

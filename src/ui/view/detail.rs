@@ -9,7 +9,7 @@ use ratatui::widgets::{Paragraph, Wrap};
 use super::super::app::{App, Pane};
 use super::super::theme::Theme;
 use fenceline_proto::api::{DaemonKind, FenceResult, ListenerState, NodeView, Snapshot};
-use fenceline_proto::display::{lost_placement, op_label, state_label};
+use fenceline_proto::display::{count, lost_placement, op_label, state_label};
 
 pub fn draw(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
     if app.focus == Pane::Nodes
@@ -309,13 +309,12 @@ fn node(frame: &mut Frame, area: Rect, app: &App, theme: &Theme, s: &Snapshot, n
             Span::styled(format!(" {mark} {}", x.name), style),
             Span::styled(
                 format!(
-                    "{} · {} port{}",
+                    "{} · {}",
                     x.bridge
                         .as_deref()
                         .map(|b| format!(" on {b}"))
                         .unwrap_or_default(),
-                    x.ports.len(),
-                    if x.ports.len() == 1 { "" } else { "s" }
+                    count(x.ports.len(), "port")
                 ),
                 theme.dim,
             ),
